@@ -1,0 +1,40 @@
+"""Type aliases for agents, messages and handlers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol, Union
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from miniagents.messages import Message, MessagePromise
+    from miniagents.miniagents import InteractionContext
+    from miniagents.promising.promising import Promise
+
+__all__ = [
+    "AgentFunction",
+    "MessageTokenStreamer",
+    "MessageType",
+    "PersistMessageEventHandler",
+    "SingleMessageType",
+]
+
+SingleMessageType = Union[str, dict[str, Any], BaseModel, "Message", "MessagePromise", BaseException]
+"""One message: a string, a dict of fields, a pydantic model, a `Message`, a `MessagePromise` or an exception."""
+
+MessageType = Union[SingleMessageType, Iterable[Any], AsyncIterable[Any]]
+"""What agents accept and reply: single messages, or (async) iterables of `MessageType`, nested arbitrarily."""
+
+
+class AgentFunction(Protocol):
+    """``async def agent(ctx: InteractionContext, **kwargs) -> None``."""
+
+    def __call__(self, ctx: InteractionContext, **kwargs: Any) -> Awaitable[None]: ...
+
+
+MessageTokenStreamer = Callable[[dict[str, Any]], AsyncIterator[str]]
+"""``streamer(metadata_so_far)`` returning an async iterator of tokens."""
+
+PersistMessageEventHandler = Callable[["Promise[Any]", "Message"], Awaitable[Any]]
+"""``async def handler(promise, message)`` for `MiniAgents.on_persist_message`."""

@@ -1,0 +1,151 @@
+"""`Frozen`: an immutable pydantic model whose values are frozen recursively and whose content has a stable hash key.
+
+Freezing turns lists and tuples into tuples and dicts into plain `Frozen` objects, at any depth, for declared
+fields and extra fields alike. The allowed leaves are ``None``, ``str``, ``int``, ``float``, ``bool`` and `Frozen`
+(messages included); anything else is rejected with a `pydantic.ValidationError` that names the key and the type.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import Any, Union
+
+from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
+
+from miniagents.promising.promising import _active_context
+
+__all__ = ["Frozen", "FrozenType"]
+
+FrozenType = Union[str, int, float, bool, None, "Frozen", tuple["FrozenType", ...]]
+"""The values a `Frozen` model may hold after freezing."""
+
+_LEAF_TYPES = (str, int, float, bool, type(None))
+
+
+def _freeze(value: Any, key: str) -> Any:
+    if isinstance(value, _LEAF_TYPES) or isinstance(value, Frozen):
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple([_freeze(item, key) for item in value])
+    if isinstance(value, dict):
+        return Frozen(**value)
+    raise ValueError(
+        f"the value of {key!r} has the type {type(value).__name__}, which cannot be frozen: "
+        f"use str, int, float, bool, None, Frozen (or a Message), or lists, tuples and dicts of those"
+    )
+
+
+class Frozen(BaseModel):
+    """An immutable pydantic model (``frozen=True``, ``extra="allow"``) with a content hash.
+
+    Any keyword fields are accepted and frozen (see the module docstring). Assigning an attribute raises
+    `pydantic.ValidationError`. ``class_`` always holds the concrete class's name; passing a different one
+    raises `pydantic.ValidationError`.
+
+    Equality is pydantic's (same class, equal field values, extras included); instances are hashable.
+    ``str(obj)`` and `hash_key` are computed once and cached outside the fields.
+
+    Example:
+        >>> Frozen(x=1, tags=["a", "b"]).tags
+        ('a', 'b')
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    class_: str
+
+    _string_cache: str | None = PrivateAttr(default=None)
+    _hash_key_cache: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _freeze_values(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        class_name = cls.__name__
+        frozen = {key: _freeze(value, key) for key, value in data.items()}
+        supplied = frozen.get("class_")
+        if supplied is None:
+            frozen["class_"] = class_name
+        elif supplied != class_name:
+            raise ValueError(f"class_ must be {class_name!r} for {class_name}, got {supplied!r}")
+        return frozen
+
+    def frozen_fields(self, exclude_class: bool = False) -> Iterator[str]:
+        """Yield the field names: declared fields first, then extra fields in insertion order."""
+        for name in self.__dict__:
+            if not (exclude_class and name == "class_"):
+                yield name
+        if self.__pydantic_extra__:
+            yield from self.__pydantic_extra__
+
+    def frozen_fields_and_values(self, exclude_class: bool = True) -> dict[str, Any]:
+        """Return the fields as a dict (without ``class_`` by default), e.g. to pass them as keyword arguments."""
+        values = dict(self.__dict__)
+        if self.__pydantic_extra__:
+            values.update(self.__pydantic_extra__)
+        if exclude_class:
+            del values["class_"]
+        return values
+
+    as_kwargs = frozen_fields_and_values
+
+    @property
+    def full_json(self) -> str:
+        """The compact JSON dump, e.g. ``{"class_":"Frozen","x":1}``."""
+        return self.model_dump_json()
+
+    def serialize(self) -> dict[str, Any]:
+        """Return the dict that `serialized` and `hash_key` are computed from (pydantic's dump by default)."""
+        return self.model_dump()
+
+    @property
+    def serialized(self) -> str:
+        """``serialize()`` as JSON with sorted keys (what `hash_key` hashes)."""
+        return json.dumps(self.serialize(), ensure_ascii=False, sort_keys=True)
+
+    @property
+    def hash_key(self) -> str:
+        """The lowercase hex sha256 of `serialized` (UTF-8), cut to 40 characters.
+
+        It is 64 characters long when the active context has ``longer_hash_keys=True``. Computed once.
+        """
+        key = self._hash_key_cache
+        if key is None:
+            key = hashlib.sha256(self.serialized.encode("utf-8")).hexdigest()
+            context = _active_context.get()
+            if context is None or not context.longer_hash_keys:
+                key = key[:40]
+            self._hash_key_cache = key
+        return key
+
+    @property
+    def as_string(self) -> str:
+        """``str(obj)``: computed once by the `_as_string` hook."""
+        string = self._string_cache
+        if string is None:
+            string = self._string_cache = self._as_string()
+        return string
+
+    def _as_string(self) -> str:
+        """The hook subclasses override to define ``str(obj)``; `full_json` by default."""
+        return self.full_json
+
+    def __str__(self) -> str:
+        return self.as_string
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            if name != "class_" and value is not None:
+                yield name, value
+
+    def __eq__(self, other: object) -> bool:
+        if type(self) is not type(other):
+            return False
+        assert isinstance(other, Frozen)
+        return self.__dict__ == other.__dict__ and self.__pydantic_extra__ == other.__pydantic_extra__
+
+    def __hash__(self) -> int:
+        return hash(self.hash_key)

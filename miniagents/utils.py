@@ -1,0 +1,197 @@
+"""Utilities over message sequences: join, split, and the compatibility chain loops."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from miniagents.messages import Message, MessagePromise, MessageSequence, MessageSequencePromise
+from miniagents.miniagent_typing import MessageType
+from miniagents._text_splitter import EventKind, SplitEvent, TextSplitter
+from miniagents.promising.promising import StreamAppender
+from miniagents.promising.sentinels import AWAIT, CLEAR, DEFAULT, Sentinel
+
+__all__ = ["achain_loop", "adialog_loop", "join_messages", "split_messages"]
+
+_TEXT_FIELDS = frozenset({"class_", "text", "text_template"})
+
+
+def join_messages(
+    messages: MessageType,
+    delimiter: str | None = "\n\n",
+    strip_leading_newlines: bool = False,
+    reference_original_messages: bool = True,
+    start_asap: bool | Sentinel = DEFAULT,
+    message_class: type[Message] | None = None,
+    **message_metadata: Any,
+) -> MessagePromise:
+    """Join messages into one streamed `MessagePromise`.
+
+    Args:
+        messages: any `MessageType` structure.
+        delimiter: emitted as a token between two messages (not when empty or None).
+        strip_leading_newlines: remove leading ``\\n``/``\\r`` from each message's start, across tokens.
+        reference_original_messages: put the tuple of input messages into ``original_messages``.
+        start_asap: see `MessagePromise`.
+        message_class: the class of the joined message (`Message` by default).
+        **message_metadata: preliminary metadata of the joined message (wins over the inputs' fields).
+
+    Returns:
+        A `MessagePromise` whose tokens are the inputs' tokens with the delimiter between messages. The joined
+        message also carries the inputs' extra fields (later inputs win).
+
+    Example:
+        ``join_messages(["Hello", "World"], delimiter=" ")`` streams ``"Hello"``, ``" "``, ``"World"`` and
+        resolves to ``Message(text="Hello World")``.
+    """
+    sequence = MessageSequence.turn_into_sequence_promise(messages)
+
+    async def join_tokens(metadata_so_far: dict[str, Any]) -> AsyncIterator[str]:
+        originals = []
+        async for message_promise in sequence:
+            if originals and delimiter:
+                yield delimiter
+            strip = strip_leading_newlines
+            async for token in message_promise:
+                if strip:
+                    token = token.lstrip("\n\r")
+                    if not token:
+                        continue
+                    strip = False
+                yield token
+            message = await message_promise
+            originals.append(message)
+            for name, value in message.frozen_fields_and_values().items():
+                if name not in _TEXT_FIELDS:
+                    metadata_so_far[name] = value
+        if reference_original_messages:
+            metadata_so_far["original_messages"] = tuple(originals)
+
+    return (message_class or Message).promise(
+        start_asap=start_asap, message_token_streamer=join_tokens, **message_metadata
+    )
+
+
+def split_messages(
+    messages: MessageType,
+    delimiter: str = "\n\n",
+    code_block_delimiter: str | None = "```",
+    start_asap: bool | Sentinel = DEFAULT,
+    **message_metadata: Any,
+) -> MessageSequencePromise:
+    """Split the text of messages into separate messages, streaming.
+
+    The inputs are joined with ``delimiter`` into one token stream that is cut at every ``delimiter`` outside
+    code blocks. A code block (from an opening ``code_block_delimiter`` through its closing one, fences
+    included) is never cut and is always a message of its own; an unclosed block runs to the end. Leading and
+    trailing newlines are stripped from each piece and blank pieces are dropped. Each output message appears as
+    soon as its first character does, and its tokens stream on.
+
+    Args:
+        messages: any `MessageType` structure.
+        delimiter: where to cut.
+        code_block_delimiter: the code fence, or None to ignore code blocks.
+        start_asap: see `MessageSequencePromise`.
+        **message_metadata: preliminary metadata of every output message.
+
+    Returns:
+        A `MessageSequencePromise` of the pieces. An input error is raised at the current position.
+
+    Raises:
+        ValueError: an empty ``delimiter``.
+    """
+    splitter = TextSplitter(delimiter, code_block_delimiter)
+    joined = join_messages(messages, delimiter=delimiter, start_asap=False, reference_original_messages=False)
+
+    async def event_batches() -> AsyncIterator[list[SplitEvent]]:
+        async for token in joined:
+            yield splitter.feed(token)
+        yield splitter.close()
+
+    async def split(_: Any) -> AsyncIterator[MessagePromise]:
+        current: StreamAppender[str] | None = None  # one appender per message, captured by its promise (W19)
+        try:
+            async for events in event_batches():
+                for event in events:
+                    if event.kind is EventKind.TEXT:
+                        current.append(event.text)  # type: ignore[union-attr]
+                    elif event.kind is EventKind.START:
+                        current = StreamAppender[str](capture_errors=True).open()
+                        yield _appender_message_promise(current, start_asap, message_metadata)
+                    else:
+                        current.close()  # type: ignore[union-attr]
+                        current = None
+        except BaseException as error:
+            if current is not None:  # the message in progress gets the error too, so nobody waits for it
+                current.__exit__(type(error), error, error.__traceback__)
+            raise
+        finally:
+            if current is not None:
+                current.close()
+
+    return MessageSequence(start_asap=start_asap, incoming_streamer=split).sequence_promise
+
+
+def _appender_message_promise(
+    appender: StreamAppender[str], start_asap: bool | Sentinel, message_metadata: dict[str, Any]
+) -> MessagePromise:
+    return Message.promise(start_asap=start_asap, message_token_streamer=lambda _: appender, **message_metadata)
+
+
+def _chain_step_error(step: Any) -> ValueError:
+    return ValueError(
+        f"an agent chain accepts MiniAgents, AWAIT, CLEAR and None (or callables in achain_loop), got {step!r}"
+    )
+
+
+async def achain_loop(
+    agents: Iterable[Any],
+    initial_input: MessageType | None = None,
+) -> None:
+    """Chain agents in a loop forever, feeding each round's output into the next (compatibility API).
+
+    Steps are `MiniAgent`s (inquired with the current messages), plain callables ``messages -> MessageType``,
+    `AWAIT` (fully resolve everything so far), `CLEAR` (drop the current messages) and None (skipped).
+
+    Raises:
+        ValueError: there is no `AWAIT` among the steps (checked before anything runs), or an unknown step.
+        BaseException: whatever a step raises ends the loop.
+    """
+    from miniagents.miniagents import MiniAgent
+
+    steps = list(agents)
+    if not any(step is AWAIT for step in steps):
+        raise ValueError("achain_loop needs at least one AWAIT among the agents, or it would never yield")
+    for step in steps:
+        if not (step is None or step is AWAIT or step is CLEAR or isinstance(step, MiniAgent) or callable(step)):
+            raise _chain_step_error(step)
+    messages: Any = initial_input
+    while True:
+        messages = await achain_agents(steps, messages, allow_callables=True)
+
+
+async def achain_agents(steps: Iterable[Any], messages: Any, allow_callables: bool = False) -> Any:
+    """Run one pass of an agent chain and return its resulting messages (see `achain_loop` for the steps)."""
+    from miniagents.miniagents import MiniAgent
+
+    for step in steps:
+        if step is None:
+            continue
+        if step is AWAIT:
+            if isinstance(messages, MessageSequencePromise):
+                messages = await messages
+        elif step is CLEAR:
+            messages = None
+        elif isinstance(step, MiniAgent):
+            messages = step.inquire(messages)
+        elif allow_callables and callable(step):
+            messages = step(messages)
+        else:
+            raise _chain_step_error(step)
+    return messages
+
+
+async def adialog_loop(user_agent: Any, assistant_agent: Any) -> None:
+    """``achain_loop([user_agent, AWAIT, assistant_agent])`` (compatibility API)."""
+    await achain_loop([user_agent, AWAIT, assistant_agent])
+
