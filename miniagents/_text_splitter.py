@@ -121,7 +121,7 @@ class _Segment:
 
 
 class TextSplitter:
-    """Incrementally splits a stream of text chunks into messages.
+    r"""Incrementally splits a stream of text chunks into messages.
 
     Example:
         >>> splitter = TextSplitter()

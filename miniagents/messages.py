@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, PrivateAttr
 
+from miniagents.promising.ext.frozen import Frozen
 from miniagents.promising.promising import StreamAppender, StreamedPromise
 from miniagents.promising.sentinels import DEFAULT, Sentinel
 from miniagents.promising.sequence import FlatSequence
-from miniagents.promising.ext.frozen import Frozen
 
 if TYPE_CHECKING:
     from miniagents.miniagent_typing import MessageTokenStreamer, MessageType
@@ -203,7 +203,7 @@ class MessageSequencePromise(StreamedPromise[MessagePromise, tuple[Message, ...]
         return await self.aresolve()
 
     def as_single_promise(self, **kwargs: Any) -> MessagePromise:
-        """Join the messages into one `MessagePromise` (separated by ``"\\n\\n"`` by default).
+        r"""Join the messages into one `MessagePromise` (separated by ``"\\n\\n"`` by default).
 
         Keyword arguments go to `miniagents.utils.join_messages` (``start_asap`` is False).
         """
@@ -327,8 +327,9 @@ class MessageSequence(FlatSequence[Any, MessagePromise]):
         """Wrap any `MessageType` in a closed, error-capturing, lazy sequence; a sequence promise is returned as is."""
         if isinstance(messages, MessageSequencePromise):
             return messages
+        frozen_messages = freeze_message_type(messages)  # bad input fails here, at the call
         sequence = cls(appender_capture_errors=True, start_asap=False)
         assert sequence.message_appender is not None
         with sequence.message_appender:
-            sequence.message_appender.append(freeze_message_type(messages))
+            sequence.message_appender.append(frozen_messages)
         return sequence.sequence_promise

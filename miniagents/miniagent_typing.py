@@ -20,17 +20,21 @@ __all__ = [
     "SingleMessageType",
 ]
 
-SingleMessageType = Union[str, dict[str, Any], BaseModel, "Message", "MessagePromise", BaseException]
+SingleMessageType = Union[
+    str, dict[str, Any], BaseModel, "Message", "MessagePromise", BaseException
+]
 """One message: a string, a dict of fields, a pydantic model, a `Message`, a `MessagePromise` or an exception."""
 
-MessageType = Union[SingleMessageType, Iterable[Any], AsyncIterable[Any]]
+MessageType = Union[SingleMessageType, Iterable[Any], AsyncIterable[Any]]  # noqa: UP007 - a runtime alias
 """What agents accept and reply: single messages, or (async) iterables of `MessageType`, nested arbitrarily."""
 
 
 class AgentFunction(Protocol):
     """``async def agent(ctx: InteractionContext, **kwargs) -> None``."""
 
-    def __call__(self, ctx: InteractionContext, **kwargs: Any) -> Awaitable[None]: ...
+    def __call__(self, ctx: InteractionContext, **kwargs: Any) -> Awaitable[None]:
+        """Run the agent for one inquiry."""
+        ...
 
 
 MessageTokenStreamer = Callable[[dict[str, Any]], AsyncIterator[str]]

@@ -130,14 +130,17 @@ class MiniAgents(PromisingContext):
         if self._on_persist_message_handlers and isinstance(result, Message) and not result._persisted:
             for sub_message in result.sub_messages():
                 if not sub_message._persisted:
+                    sub_message._persisted = True  # before `as_promise`, whose own event must not persist it again
                     self._persist(sub_message.as_promise, sub_message)
             if not result._persisted:
+                result._persisted = True
                 self._persist(promise, result)
 
     def _persist(self, promise: MessagePromise, message: Message) -> None:
-        message._persisted = True
         for handler in self._on_persist_message_handlers:
-            self.start_asap(handler(promise, message), suppress_errors=True, log_level_for_errors=self.log_level_for_errors)
+            self.start_asap(
+                handler(promise, message), suppress_errors=True, log_level_for_errors=self.log_level_for_errors
+            )
 
     def _wants_interaction_nodes(self) -> bool:
         """Interaction nodes are only built when someone can observe their resolution."""
@@ -542,4 +545,3 @@ def miniagent(
         )
 
     return decorate if func is None else decorate(func)
-

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+from miniagents._text_splitter import EventKind, SplitEvent, TextSplitter
 from miniagents.messages import Message, MessagePromise, MessageSequence, MessageSequencePromise
 from miniagents.miniagent_typing import MessageType
-from miniagents._text_splitter import EventKind, SplitEvent, TextSplitter
 from miniagents.promising.promising import StreamAppender
 from miniagents.promising.sentinels import AWAIT, CLEAR, DEFAULT, Sentinel
 
@@ -25,7 +25,7 @@ def join_messages(
     message_class: type[Message] | None = None,
     **message_metadata: Any,
 ) -> MessagePromise:
-    """Join messages into one streamed `MessagePromise`.
+    r"""Join messages into one streamed `MessagePromise`.
 
     Args:
         messages: any `MessageType` structure.
@@ -194,4 +194,3 @@ async def achain_agents(steps: Iterable[Any], messages: Any, allow_callables: bo
 async def adialog_loop(user_agent: Any, assistant_agent: Any) -> None:
     """``achain_loop([user_agent, AWAIT, assistant_agent])`` (compatibility API)."""
     await achain_loop([user_agent, AWAIT, assistant_agent])
-

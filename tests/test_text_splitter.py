@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -80,7 +82,7 @@ def split(chunks: list[str], delimiter: str = "\n\n", fence: str | None = F) -> 
 def cut(text: str, points: list[int]) -> list[str]:
     """Cuts ``text`` into chunks at the given points."""
     bounds = [0, *sorted(set(points)), len(text)]
-    return [text[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [text[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 @st.composite
@@ -271,7 +273,5 @@ def test_matches_reference_char_by_char(text: str) -> None:
     st.sampled_from(["\n\n", "---", "\n", "a", "ab", "aba", "`a"]),
     st.sampled_from([F, None, "`", "ba", "b``", "abab", "a`"]),
 )
-def test_matches_reference_custom_delimiters(
-    data: st.DataObject, text: str, delimiter: str, fence: str | None
-) -> None:
+def test_matches_reference_custom_delimiters(data: st.DataObject, text: str, delimiter: str, fence: str | None) -> None:
     check_streaming(data.draw(tokenized(text)), delimiter, fence)

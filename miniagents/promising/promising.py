@@ -75,7 +75,7 @@ def is_own_cancellation(error: BaseException) -> bool:
 
 def require_coroutine_function(handler: Any, what: str) -> None:
     """Raise ``TypeError`` unless ``handler`` is an ``async def`` function (or an object with an async ``__call__``)."""
-    if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(getattr(handler, "__call__", None)):
+    if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(getattr(handler, "__call__", None)):  # noqa: B004
         return
     raise TypeError(f"{what} must be an `async def` function, got {handler!r}; define it with `async def`")
 
@@ -166,7 +166,9 @@ class PromisingContext:
     def _dispatch_promise_resolved(self, promise: Promise[Any], result: Any) -> None:
         """Schedule this context's handlers for a resolved promise (subclasses extend this)."""
         for handler in self._on_promise_resolved_handlers:
-            self.start_asap(handler(promise, result), suppress_errors=True, log_level_for_errors=self.log_level_for_errors)
+            self.start_asap(
+                handler(promise, result), suppress_errors=True, log_level_for_errors=self.log_level_for_errors
+            )
 
     def start_asap(
         self,
@@ -392,7 +394,7 @@ class Promise(Generic[WholeT]):
             result = await awaitable
         except asyncio.CancelledError:
             raise  # never stored as a result: the promise stays unresolved
-        except BaseException as error:  # noqa: BLE001 - every failure is delivered to the awaiters
+        except BaseException as error:
             self._failed = True
             self._result = error
             _fire_promise_resolved(self, error)
@@ -510,6 +512,7 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
         return _ReplayIterator(self)
 
     def __call__(self, *args: Any, **kwargs: Any) -> AsyncIterator[PieceT]:
+        """Return a fresh replay iterator (so the promise can be another promise's ``streamer``)."""
         return _ReplayIterator(self)
 
     def _open_source(self) -> AsyncIterator[PieceT] | None:
@@ -517,11 +520,13 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
         try:
             source = self._streamer()
             if not hasattr(type(source), "__anext__"):
+                if inspect.iscoroutine(source):
+                    source.close()  # an `async def` that is not a generator: never awaited, so no warning
                 raise TypeError(
                     f"the streamer of {type(self).__name__} returned {type(source).__name__!r}, "
                     f"not an async iterator: make it an `async def` generator"
                 )
-        except BaseException as error:  # noqa: BLE001 - the rule: deliver, then terminate
+        except BaseException as error:
             self._append(_Failure(error))
             self._append(_END)
             if is_own_cancellation(error):
@@ -537,7 +542,7 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
         except StopAsyncIteration:
             self._append(_END)
             return False
-        except BaseException as error:  # noqa: BLE001 - errors become pieces
+        except BaseException as error:
             own_cancellation = is_own_cancellation(error)
             if own_cancellation and not producer_is_dedicated:
                 raise  # a consumer was cancelled while fetching: the stream stays usable for the others
@@ -693,6 +698,7 @@ class StreamAppender(Generic[PieceT]):
         pass
 
     def __call__(self, *args: Any, **kwargs: Any) -> StreamAppender[PieceT]:
+        """Return ``self``, so the appender can be passed as a ``streamer``."""
         return self
 
     def __aiter__(self) -> StreamAppender[PieceT]:

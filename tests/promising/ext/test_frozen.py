@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import hashlib
+from typing import Optional
+
+import pytest
+from pydantic import ValidationError
+
+from miniagents import Message, PromisingContext
+from miniagents.promising.ext.frozen import Frozen
+
+
+class SampleModel(Frozen):
+    some_req_field: str
+    some_opt_field: int = 2
+    sub_model: Optional[SampleModel] = None  # noqa: UP045 - the SPEC's exact model
+
+
+def test_hash_vector_of_sample_model() -> None:
+    model = SampleModel(some_req_field="test")
+    assert (
+        model.serialized
+        == '{"class_": "SampleModel", "some_opt_field": 2, "some_req_field": "test", "sub_model": null}'
+    )
+    assert model.hash_key == "2f9753c92f0452bacafaa606b6076d2bf266e095"
+
+
+def test_hash_input_of_nested_frozen() -> None:
+    frozen = Frozen(content="test", final_sender_alias="user", custom_field={"role": "user"})
+    expected = (
+        '{"class_": "Frozen", "content": "test", "custom_field": {"class_": "Frozen", "role": "user"}, '
+        '"final_sender_alias": "user"}'
+    )
+    assert frozen.serialized == expected
+    assert frozen.hash_key == hashlib.sha256(expected.encode()).hexdigest()[:40]
+
+
+async def test_longer_hash_keys_in_context() -> None:
+    async with PromisingContext(longer_hash_keys=True):
+        assert len(SampleModel(some_req_field="x").hash_key) == 64
+    assert len(SampleModel(some_req_field="x").hash_key) == 40  # no context: 40 (not an error)
+
+
+def test_assignment_raises() -> None:
+    model = SampleModel(some_req_field="test")
+    with pytest.raises(ValidationError):
+        model.some_req_field = "other"  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        model.extra = 1  # type: ignore[attr-defined]
+
+
+def test_hash_key_is_computed_once_and_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = SampleModel(some_req_field="test")
+    calls = []
+    original = SampleModel.serialize
+
+    def counting(self: Frozen) -> dict[str, object]:
+        calls.append(self)
+        return original(self)
+
+    monkeypatch.setattr(SampleModel, "serialize", counting)
+    assert model.hash_key == model.hash_key
+    assert len(calls) == 1
+
+
+def test_field_order_does_not_change_the_hash() -> None:
+    assert Frozen(a=1, b=2).hash_key == Frozen(b=2, a=1).hash_key
+
+
+def test_nested_objects_are_not_copied() -> None:
+    inner = Frozen(x=1)
+    message = Message(text="m")
+    outer = Frozen(inner=inner, items=[message, {"k": inner}])
+    assert outer.inner is inner  # type: ignore[attr-defined]
+    assert outer.items[0] is message  # type: ignore[attr-defined]
+    assert outer.items[1].k is inner  # type: ignore[attr-defined]
+
+
+def test_private_attributes_are_settable_and_do_not_affect_hash_or_equality() -> None:
+    first = Message(text="same")
+    second = Message(text="same")
+    str(first)  # fills the string cache of one of them only
+    key = first.hash_key
+    first._persisted = True
+    assert first == second
+    assert hash(first) == hash(second)
+    assert first.hash_key == key == second.hash_key
+    assert "_persisted" not in first.model_dump() and "persisted" not in first.full_json
+
+
+def test_values_are_frozen_recursively() -> None:
+    frozen = Frozen(items=[1, [2, {"a": [3]}]], mapping={"b": (4,)})
+    assert frozen.items == (1, (2, Frozen(a=(3,))))  # type: ignore[attr-defined]
+    assert frozen.mapping == Frozen(b=(4,))  # type: ignore[attr-defined]
+    assert frozen.mapping.class_ == "Frozen"  # type: ignore[attr-defined]
+    assert SampleModel(some_req_field="x", d={"y": 1}).d.class_ == "Frozen"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("bad", [{1, 2}, b"bytes", object()])
+def test_unfreezable_values_are_rejected_with_key_and_type(bad: object) -> None:
+    with pytest.raises(ValidationError, match=rf"'bad_key'.*{type(bad).__name__}"):
+        Frozen(bad_key=bad)
+
+
+def test_class_field() -> None:
+    assert SampleModel(some_req_field="x").class_ == "SampleModel"
+    assert SampleModel(some_req_field="x", class_="SampleModel").class_ == "SampleModel"
+    with pytest.raises(ValidationError, match="class_"):
+        SampleModel(some_req_field="x", class_="Other")
+
+
+def test_equality_is_by_class_and_values_extras_included() -> None:
+    assert Message(text="x", a=[1, {"b": 2}]) == Message(text="x", a=(1, Frozen(b=2)))
+    assert Message(text="x", a=1) != Message(text="x", a=2)
+
+    class UserLike(Message):
+        role: str = "user"
+
+    assert Message(text="x") != UserLike(text="x")
+
+
+def test_string_forms_and_iteration_helpers() -> None:
+    frozen = Frozen(x=1, y="z")
+    assert frozen.full_json == '{"class_":"Frozen","x":1,"y":"z"}'
+    assert str(frozen) == frozen.full_json == frozen.as_string
+    assert list(frozen.frozen_fields()) == ["class_", "x", "y"]
+    assert list(frozen.frozen_fields(exclude_class=True)) == ["x", "y"]
+    assert frozen.frozen_fields_and_values() == {"x": 1, "y": "z"} == frozen.as_kwargs()
+    assert frozen.serialize() == {"class_": "Frozen", "x": 1, "y": "z"}
+
+
+def test_repr_omits_class_and_none_fields() -> None:
+    assert repr(Message(text="hi")) == "Message(text='hi')"

@@ -1,0 +1,61 @@
+"""Every public module's `__all__` is written out, sorted, and importable; the SPEC §0 names are there."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+SPEC_NAMES = {
+    "miniagents": {
+        "MiniAgents", "miniagent", "MiniAgent", "InteractionContext", "AgentCall", "Message", "MessagePromise",
+        "MessageSequencePromise", "MessageSequence", "MessageType", "Frozen", "AgentInteractionNode",
+        "AgentCallNode", "AgentReplyNode", "PromisingContext", "Promising", "Promise", "StreamedPromise",
+        "StreamAppender", "run",
+    },
+    "miniagents.miniagents": {
+        "MiniAgents", "miniagent", "MiniAgent", "InteractionContext", "AgentCall", "Message", "MessagePromise",
+        "MessageSequencePromise", "AgentInteractionNode", "AgentCallNode", "AgentReplyNode",
+    },
+    "miniagents.messages": {"Message", "MessagePromise", "MessageSequencePromise", "MessageSequence"},
+    "miniagents.miniagent_typing": {
+        "MessageType", "SingleMessageType", "AgentFunction", "MessageTokenStreamer", "PersistMessageEventHandler",
+    },
+    "miniagents.utils": {"join_messages", "split_messages", "achain_loop", "adialog_loop"},
+    "miniagents.promising.promising": {"PromisingContext", "Promising", "Promise", "StreamedPromise", "StreamAppender"},
+    "miniagents.promising.sequence": {"FlatSequence"},
+    "miniagents.promising.sentinels": {"Sentinel", "NO_VALUE", "DEFAULT", "FAILED", "END_OF_QUEUE", "AWAIT", "CLEAR"},
+    "miniagents.promising.errors": {
+        "PromisingError", "FunctionNotProvidedError", "AppenderNotOpenError", "AppenderClosedError",
+        "PromisingContextError", "NoActiveContextError", "WrongActiveContextError",
+    },
+    "miniagents.promising.ext.frozen": {"Frozen", "FrozenType"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("module_name", sorted(SPEC_NAMES))
+def test_all_is_explicit_sorted_and_importable(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    exported = module.__all__
+    assert isinstance(exported, list)
+    assert exported == sorted(exported)
+    assert SPEC_NAMES[module_name] <= set(exported)
+    for name in exported:
+        attribute = getattr(module, name)
+        assert not isinstance(attribute, type(sys)), f"{module_name}.{name} is a module"
+
+
+def test_importing_the_package_needs_only_pydantic_and_has_no_side_effects() -> None:
+    code = (
+        "import sys\n"
+        "import miniagents, miniagents.utils, miniagents.promising\n"
+        "heavy = {'prompt_toolkit', 'markdown_it', 'openai', 'anthropic', 'llama_cpp', 'httpx'}\n"
+        "print(sorted(heavy & set(sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL
+    )
+    assert result.stdout == "[]\n"
+    assert result.stderr == ""

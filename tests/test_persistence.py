@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+from miniagents import (
+    AgentCallNode,
+    AgentReplyNode,
+    InteractionContext,
+    Message,
+    MessagePromise,
+    MiniAgents,
+    Promise,
+    miniagent,
+)
+from miniagents.promising.ext.frozen import Frozen
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.resolved: list[Any] = []
+        self.persisted: list[Message] = []
+
+    async def on_resolved(self, promise: Any, result: Any) -> None:
+        self.resolved.append(result)
+
+    async def on_persist(self, promise: Any, message: Message) -> None:
+        self.persisted.append(message)
+
+
+async def run_with(recorder: Recorder, body: Any) -> None:
+    context = MiniAgents(on_promise_resolved=recorder.on_resolved)
+
+    @context.on_persist_message
+    async def persist(promise: Any, message: Message) -> None:
+        await recorder.on_persist(promise, message)
+
+    async with context:
+        body()
+
+
+async def test_same_message_prefilled_twice_is_persisted_once() -> None:
+    recorder = Recorder()
+    message = Message()
+    await run_with(recorder, lambda: [MessagePromise(prefill_message=message) for _ in range(2)])
+    assert len(recorder.resolved) == 2
+    assert recorder.persisted == [message]
+
+
+async def test_two_distinct_messages_are_persisted_twice_with_the_same_key() -> None:
+    recorder = Recorder()
+    await run_with(recorder, lambda: [MessagePromise(prefill_message=Message()) for _ in range(2)])
+    assert len(recorder.resolved) == 2
+    assert len(recorder.persisted) == 2
+    assert recorder.persisted[0] is not recorder.persisted[1]
+    assert recorder.persisted[0].hash_key == recorder.persisted[1].hash_key
+
+
+async def test_resolved_frozen_that_is_not_a_message_is_not_persisted() -> None:
+    recorder = Recorder()
+    frozen = Frozen(x=1)
+    await run_with(recorder, lambda: [Promise(prefill_result=frozen) for _ in range(2)])
+    assert len(recorder.resolved) == 2
+    assert recorder.persisted == []
+
+
+async def test_sub_messages_are_persisted_first_and_once() -> None:
+    recorder = Recorder()
+    child = Message(text="child")
+    parent = Message(text="parent", child=child, more=[child])
+
+    def body() -> None:
+        parent.as_promise  # noqa: B018
+
+    await run_with(recorder, body)
+    assert recorder.persisted == [child, parent]
+
+
+async def test_persist_handler_errors_are_logged_and_swallowed(caplog: pytest.LogCaptureFixture) -> None:
+    async def broken(promise: Any, message: Message) -> None:
+        raise OSError("disk full")
+
+    with caplog.at_level(logging.ERROR, logger="miniagents"):
+        async with MiniAgents(on_persist_message=broken):
+            Message(text="x").as_promise  # noqa: B018
+    assert [str(r.exc_info[1]) for r in caplog.records if r.exc_info] == ["disk full"]
+
+
+def test_non_coroutine_persist_handler_is_rejected() -> None:
+    with pytest.raises(TypeError, match="async def"):
+        MiniAgents(on_persist_message=lambda promise, message: None)
+    with pytest.raises(TypeError, match="async def"):
+        MiniAgents().on_persist_message(print)  # type: ignore[arg-type]
+
+
+async def test_interaction_nodes_reach_persistence() -> None:
+    persisted: list[Message] = []
+
+    async def persist(promise: Any, message: Message) -> None:
+        persisted.append(message)
+
+    @miniagent(interaction_metadata={"team": "blue"})
+    async def replier(ctx: InteractionContext, **kwargs: Any) -> None:
+        async for message_promise in ctx.message_promises:
+            ctx.reply(f"re: {await message_promise}")
+
+    @miniagent
+    async def failing(ctx: InteractionContext) -> None:
+        raise ValueError("no reply node")
+
+    async with MiniAgents(on_persist_message=persist, log_level_for_errors=logging.DEBUG):
+        await replier.inquire("hi", style="short", messages_count=1)
+        failing.inquire("x")
+    call_nodes = [m for m in persisted if isinstance(m, AgentCallNode)]
+    reply_nodes = [m for m in persisted if isinstance(m, AgentReplyNode)]
+    assert {node.agent_alias for node in call_nodes} == {"REPLIER", "FAILING"}
+    replier_call = next(node for node in call_nodes if node.agent_alias == "REPLIER")
+    assert [m.text for m in replier_call.messages] == ["hi"]
+    assert replier_call.team == "blue" and replier_call.style == "short"  # type: ignore[attr-defined]
+    assert [node.agent_alias for node in reply_nodes] == ["REPLIER"]  # a failed reply sequence has none
+    assert [m.text for m in reply_nodes[0].replies] == ["re: hi"]
+    assert reply_nodes[0].agent_call is replier_call
+    assert reply_nodes[0].text is None and str(reply_nodes[0]).startswith("{")
+    keys = {m.hash_key for m in persisted}
+    assert replier_call.serialize()["messages__hash_keys"][0] in keys  # the graph is linked by hash key
+
+
+async def test_clashing_inquire_kwargs_are_renamed() -> None:
+    persisted: list[Message] = []
+
+    async def persist(promise: Any, message: Message) -> None:
+        persisted.append(message)
+
+    @miniagent
+    async def taking(ctx: InteractionContext, **kwargs: Any) -> None:
+        pass
+
+    async with MiniAgents(on_persist_message=persist):
+        await taking.inquire(agent_alias="clash", text="clash too")
+        await asyncio.sleep(0)
+    node = next(m for m in persisted if isinstance(m, AgentCallNode))
+    assert node.agent_alias == "TAKING"
+    assert node.kwarg_agent_alias == "clash" and node.kwarg_text == "clash too"  # type: ignore[attr-defined]
+    assert node.text is None
