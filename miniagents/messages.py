@@ -313,7 +313,7 @@ class MessageSequence(FlatSequence[Any, MessagePromise]):
             sequence_promise_class=MessageSequencePromise,
         )
 
-    async def _astream(self, _: Any) -> AsyncIterator[MessagePromise]:  # type: ignore[override]
+    async def _astream(self, _: Any) -> AsyncIterator[MessagePromise]:
         async for item in self._incoming_streamer(self):
             leaf = _promise_of_leaf(item)
             if leaf is not None:

@@ -47,7 +47,7 @@ def join_messages(
     sequence = MessageSequence.turn_into_sequence_promise(messages)
 
     async def join_tokens(metadata_so_far: dict[str, Any]) -> AsyncIterator[str]:
-        originals = []
+        originals: list[Message] = []
         async for message_promise in sequence:
             if originals and delimiter:
                 yield delimiter

@@ -175,7 +175,7 @@ class PromisingContext:
         awaitable: Awaitable[WholeT],
         suppress_errors: bool = False,
         log_level_for_errors: int = logging.DEBUG,
-    ) -> asyncio.Task[WholeT]:
+    ) -> asyncio.Task[Any]:
         """Run ``awaitable`` as a background task that leaving this context will wait for.
 
         An ``Exception`` that ends the task is logged (once) at ``log_level_for_errors``; other
@@ -190,11 +190,11 @@ class PromisingContext:
             return self._create_task(_suppress_errors(awaitable, log_level_for_errors), log_level_for_errors)
         return self._create_task(awaitable, log_level_for_errors)
 
-    def _create_task(self, awaitable: Awaitable[WholeT], log_level_for_errors: int) -> asyncio.Task[WholeT]:
+    def _create_task(self, awaitable: Awaitable[Any], log_level_for_errors: int) -> asyncio.Task[Any]:
         if inspect.iscoroutine(awaitable):
-            task: asyncio.Task[WholeT] = asyncio.get_running_loop().create_task(awaitable)
+            task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(awaitable)
         else:
-            task = asyncio.ensure_future(awaitable)  # type: ignore[assignment]
+            task = asyncio.ensure_future(awaitable)
         self.child_tasks.add(task)
         task.add_done_callback(functools.partial(self._on_task_done, log_level_for_errors))
         return task
@@ -363,7 +363,7 @@ class Promise(Generic[WholeT]):
             raise FunctionNotProvidedError(
                 f"{type(self).__name__} has no resolver: pass `resolver=` or override `_resolver()`"
             )
-        return resolver(self)
+        return resolver(self)  # type: ignore[no-any-return]
 
     @property
     def is_resolved(self) -> bool:
@@ -506,7 +506,7 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
             raise FunctionNotProvidedError(
                 f"{type(self).__name__} has no streamer: pass `streamer=` or override `_streamer()`"
             )
-        return streamer(self)
+        return streamer(self)  # type: ignore[no-any-return]
 
     def __aiter__(self) -> AsyncIterator[PieceT]:
         return _ReplayIterator(self)

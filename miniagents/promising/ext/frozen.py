@@ -54,7 +54,8 @@ class Frozen(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
-    class_: str
+    class_: str = ""
+    """The concrete class's short name; always filled in by validation."""
 
     _string_cache: str | None = PrivateAttr(default=None)
     _hash_key_cache: str | None = PrivateAttr(default=None)
