@@ -105,3 +105,19 @@ async def test_afinalize_restores_the_previous_context() -> None:
         assert PromisingContext.get_current() is inner
         await inner.afinalize()
         assert PromisingContext.get_current() is outer
+
+
+async def test_suppress_errors_never_swallows_the_tasks_own_cancellation() -> None:
+    started = asyncio.Event()
+
+    async def forever() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    async with PromisingContext() as context:
+        task = context.start_asap(forever(), suppress_errors=True)
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert task.cancelled()

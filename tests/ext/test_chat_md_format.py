@@ -1,0 +1,207 @@
+"""Tests for the CHAT.md format: writing (streamed, escaped) and reading back."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from miniagents.ext._chat_md import (
+    HEADER_UNDERLINE,
+    ROLES,
+    ContentEscaper,
+    format_header,
+    format_message,
+    parse_chat_md,
+)
+
+SPEC_EXAMPLE = "\nuser\n" + "=" * 40 + "\nhi\n" + "\nassistant / claude-3-5-sonnet-20240620\n" + "=" * 40 + "\nHello!\n"
+
+
+def _stream(role, model, tokens):
+    escaper = ContentEscaper()
+    return format_header(role, model) + "".join(escaper.feed(token) for token in tokens) + escaper.finish()
+
+
+def test_spec_example_is_byte_exact():
+    assert HEADER_UNDERLINE == "=" * 40
+    assert ROLES == ("user", "assistant", "system")
+    written = _stream("user", None, ["hi"]) + _stream("assistant", "claude-3-5-sonnet-20240620", ["Hel", "lo", "!"])
+    assert written == SPEC_EXAMPLE
+    assert (
+        format_message("user", None, "hi") + format_message("assistant", "claude-3-5-sonnet-20240620", "Hello!")
+        == SPEC_EXAMPLE
+    )
+    assert parse_chat_md(SPEC_EXAMPLE) == [("user", None, "hi"), ("assistant", "claude-3-5-sonnet-20240620", "Hello!")]
+
+
+def test_empty_model_and_empty_text():
+    assert format_header("user", "") == "\nuser\n" + "=" * 40 + "\n"
+    assert format_message("assistant", None, "") == "\nassistant\n" + "=" * 40 + "\n\n"
+    assert parse_chat_md(format_message("assistant", None, "") + format_message("user", None, "x")) == [
+        ("assistant", None, ""),
+        ("user", None, "x"),
+    ]
+
+
+def test_ordinary_text_is_written_verbatim():
+    text = "Some *markdown*:\n\n- a list\n> a quote\n#hashtag and `code`\n    indented # x\n\tint x;\n1. one\n---\nend"
+    escaper = ContentEscaper()
+    assert escaper.feed(text) + escaper.finish() == text + "\n"
+
+
+def test_escapes_special_lines():
+    text = "# user\n===\n```\n~~~ x\n<pre>\n<!-- c\n\\back\n   # system\n#\nplain"
+    expected = "\\# user\n\\===\n\\```\n\\~~~ x\n\\<pre>\n\\<!-- c\n\\\\back\n\\   # system\n#\nplain\n"
+    escaper = ContentEscaper()
+    assert escaper.feed(text) + escaper.finish() == expected
+    assert parse_chat_md(format_message("user", None, text)) == [("user", None, text)]
+
+
+def test_blank_edge_lines_round_trip():
+    for text in ["\nx", "x\n", "\n\nx\n\n", " ", "\n", "\r\n", "x\r", "  \n\t", "\\\n"]:
+        assert parse_chat_md(format_message("system", None, text)) == [("system", None, text)], repr(text)
+
+
+def test_human_written_atx_file():
+    source = "# user\nhello\n# assistant / gpt-4\nhi"
+    assert parse_chat_md(source) == [("user", None, "hello"), ("assistant", "gpt-4", "hi")]
+
+
+def test_human_written_setext_and_mixed_case():
+    source = "User\n===\n\nhello\n\n  world\n\nAssistant /  gpt-4o \n=\n\nhi there\n\n\n# SYSTEM\nbe nice\n"
+    assert parse_chat_md(source) == [
+        ("user", None, "hello\n\n  world"),
+        ("assistant", "gpt-4o", "hi there"),
+        ("system", None, "be nice"),
+    ]
+
+
+def test_heading_inside_code_block_is_content():
+    source = "# user\nlook:\n```\n# user\nassistant\n===\n```\n~~~\n# system\n~~~\n    # assistant\n# assistant\nok"
+    assert parse_chat_md(source) == [
+        ("user", None, "look:\n```\n# user\nassistant\n===\n```\n~~~\n# system\n~~~\n    # assistant"),
+        ("assistant", None, "ok"),
+    ]
+
+
+def test_only_top_level_h1_headings_count():
+    source = "# user\n- # assistant\n> # system\n## assistant\n# hello\n# user: hi\n\nx"
+    assert parse_chat_md(source) == [
+        ("user", None, "- # assistant\n> # system\n## assistant\n# hello\n# user: hi\n\nx")
+    ]
+
+
+def test_heading_with_whitespace_in_model_is_content():
+    source = "# user\nhi\n# assistant / gpt 4\nstill user\n# assistant / a/b\nyes"
+    assert parse_chat_md(source) == [
+        ("user", None, "hi\n# assistant / gpt 4\nstill user"),
+        ("assistant", "a/b", "yes"),
+    ]
+
+
+def test_text_before_first_heading_is_ignored():
+    source = "preamble\n\n# not a role\ntext\n# system\nbe brief\n"
+    assert parse_chat_md(source) == [("system", None, "be brief")]
+    assert parse_chat_md("no headings\n") == []
+    assert parse_chat_md("") == []
+
+
+def test_system_role_round_trips():
+    source = format_message("system", None, "You are helpful.") + format_message("user", "", "hi")
+    assert parse_chat_md(source) == [("system", None, "You are helpful."), ("user", None, "hi")]
+
+
+def test_appending_a_second_session(tmp_path):
+    path = tmp_path / "CHAT.md"
+    sessions = [
+        [("user", None, "hi"), ("assistant", "m-1", "Hello!\n```py\n# user\n")],
+        [("user", None, "# assistant\nagain"), ("assistant", "m-2", "ok\n\n")],
+    ]
+    for session in sessions:
+        with path.open("a", encoding="utf-8", newline="") as file:
+            for role, model, text in session:
+                escaper = ContentEscaper()
+                file.write(format_header(role, model))
+                for char in text:
+                    file.write(escaper.feed(char))
+                file.write(escaper.finish())
+    assert parse_chat_md(path.read_text(encoding="utf-8")) == sessions[0] + sessions[1]
+
+
+def test_carriage_returns_survive_a_file(tmp_path):
+    path = tmp_path / "CHAT.md"
+    text = "a\r\nb\rc\r"
+    with path.open("w", encoding="utf-8", newline="") as file:
+        file.write(format_message("user", None, text))
+    with path.open(encoding="utf-8", newline="") as file:
+        assert parse_chat_md(file.read()) == [("user", None, text)]
+
+
+def test_writer_holds_back_only_the_undecided_line_start():
+    escaper = ContentEscaper()
+    assert escaper.feed("Hello") == "Hello"
+    assert escaper.feed(" world\n  ") == " world\n"
+    assert escaper.feed("  ") == ""
+    assert escaper.feed("x") == "    x"
+    assert escaper.feed("\n<") == "\n"
+    assert escaper.feed("p") == ""
+    assert escaper.feed("a") == "<pa"
+    assert escaper.feed("\n#") == "\n"
+    assert escaper.feed(" ") == "\\# "
+    assert escaper.feed("\n") == "\n"
+    assert escaper.finish() == "\\\n"
+
+
+_FRAGMENTS = (  # biased alphabet so that special lines actually occur
+    "\n|\n|\n|\r|\r\n| |  |   |    |\t|#|# |=|===|-|---|- |> |1. |*|`|```|~~~|<pre>|<!--|-->|<?|<div>|<script|\\|/"
+    "|user|assistant|system|System| / |gpt-4|x|hello|\x00|\u00a0|\x0c"
+    "|\nuser\n|\n# assistant\n|\nsystem / m\n|\n===\n|\n\nuser\n=\n|\n   # user\n|\n - ```\n"
+).split("|")
+_TEXT = st.lists(st.sampled_from(_FRAGMENTS) | st.text(max_size=5), max_size=30).map("".join)
+_MESSAGES = st.lists(
+    st.tuples(st.sampled_from(ROLES), st.none() | st.sampled_from(["gpt-4", "a/b", "m#1", "x\\y"]), _TEXT),
+    max_size=5,
+)
+
+
+def _cut(draw, text):
+    cuts = sorted(draw(st.lists(st.integers(0, len(text)), max_size=8)))
+    return [text[start:end] for start, end in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data(), _MESSAGES)
+def test_any_text_round_trips(data, messages):
+    source = "".join(_stream(role, model, _cut(data.draw, text)) for role, model, text in messages)
+    assert parse_chat_md(source) == messages
+
+
+@settings(max_examples=300, deadline=None)
+@given(_TEXT)
+def test_char_by_char_equals_whole(text):
+    whole = ContentEscaper()
+    by_char = ContentEscaper()
+    assert whole.feed(text) + whole.finish() == "".join(map(by_char.feed, text)) + by_char.finish()
+
+
+def _is_plain(line):
+    """A non-blank line that starts with a tab or with a character that cannot start an escaped construct."""
+    return bool(line.strip(" \t")) and (line[0] == "\t" or line[0] not in " \\#=`~<")
+
+
+_PLAIN_LINE = (
+    st.lists(
+        st.sampled_from([f for f in _FRAGMENTS if "\n" not in f and "\r" not in f])
+        | st.text(st.characters(blacklist_characters="\r\n"), max_size=3),
+        min_size=1,
+        max_size=6,
+    )
+    .map("".join)
+    .filter(_is_plain)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_PLAIN_LINE | st.sampled_from(["", "  "]), min_size=1), st.sampled_from(["\n", "\r\n", "\r"]))
+def test_plain_text_is_written_verbatim(lines, line_break):
+    lines = ["a", *lines, "z"]  # blank first or last lines are escaped
+    text = line_break.join(lines)
+    assert format_message("user", None, text) == format_header("user", None) + text + "\n"
