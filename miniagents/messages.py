@@ -8,13 +8,14 @@ agent replies. `MessageSequence` flattens any `MessageType` structure into such 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, PrivateAttr
 
 from miniagents.promising.ext.frozen import Frozen
-from miniagents.promising.promising import StreamAppender, StreamedPromise
-from miniagents.promising.sentinels import DEFAULT, Sentinel
+from miniagents.promising.promising import PENDING, Promise, StreamAppender, StreamedPromise
+from miniagents.promising.sentinels import DEFAULT, END_OF_QUEUE, NO_VALUE, Sentinel
 from miniagents.promising.sequence import FlatSequence
 
 if TYPE_CHECKING:
@@ -40,6 +41,9 @@ class Message(Frozen):
     def __init__(self, text: str | None = None, /, **data: Any) -> None:
         if text is not None:
             data["text"] = text
+        if type(self) is Message and len(data) == 1 and type(data.get("text")) is str:
+            _init_text_only_message(self, data["text"])  # the most common message, without validation
+            return
         super().__init__(**data)
 
     def _as_string(self) -> str:
@@ -65,10 +69,11 @@ class Message(Frozen):
     @property
     def as_promise(self) -> MessagePromise:
         """A `MessagePromise` already resolved to this message (the same object on every access)."""
-        promise = self._as_promise_cache
+        private = self.__pydantic_private__  # the dict behind the private attributes (faster than `self._...`)
+        promise = private["_as_promise_cache"]
         if promise is None:
-            promise = self._as_promise_cache = MessagePromise(prefill_message=self)
-        return promise
+            promise = private["_as_promise_cache"] = MessagePromise(prefill_message=self)
+        return promise  # type: ignore[no-any-return]
 
     @classmethod
     def promise(
@@ -96,6 +101,23 @@ class Message(Frozen):
             message_class=cls,
             **preliminary_metadata,
         )
+
+
+_TEXT_ONLY_TEMPLATE = Message.__new__(Message)
+Frozen.__init__(_TEXT_ONLY_TEMPLATE, text="")  # validated (`Message.__init__` would take the shortcut below)
+
+
+def _init_text_only_message(message: Message, text: str) -> None:
+    """Make ``message`` exactly what validating ``Message(text=text)`` makes, much faster.
+
+    A plain ``str`` needs no validation or freezing, so the state comes from a message validated once (the
+    template): the same fields in the same order, the same ``fields_set``, and the private attributes.
+    """
+    template = _TEXT_ONLY_TEMPLATE
+    object.__setattr__(message, "__dict__", {**template.__dict__, "text": text})
+    object.__setattr__(message, "__pydantic_extra__", {})
+    object.__setattr__(message, "__pydantic_fields_set__", set(template.__pydantic_fields_set__))
+    message.model_post_init(None)
 
 
 def _serialize_value(value: Any) -> Any:
@@ -171,12 +193,14 @@ class MessagePromise(StreamedPromise[str, Message]):
         super().__init__(start_asap=start_asap)
 
     def _streamer(self) -> AsyncIterator[str]:
-        if self._token_streamer is None:
+        token_streamer = self._token_streamer
+        if token_streamer is None:
             return super()._streamer()
-        return self._token_streamer(self._metadata_so_far)
+        self._token_streamer = None  # called once and never again: drop the reference
+        return token_streamer(self._metadata_so_far)
 
     async def _resolver(self) -> Message:
-        tokens = [token async for token in self]
+        tokens = await self._acollect_pieces()  # `[token async for token in self]`, woken once, not per token
         metadata = self._metadata_so_far
         for forbidden in ("text", "text_template"):
             if forbidden in metadata:
@@ -196,7 +220,24 @@ class MessageSequencePromise(StreamedPromise[MessagePromise, tuple[Message, ...]
     _resolve_after_stream = True
 
     async def _resolver(self) -> tuple[Message, ...]:
-        return tuple([await message_promise async for message_promise in self])
+        # `tuple([await message_promise async for message_promise in self])`, without a coroutine for what is
+        # there already: the message promises produced so far and the messages resolved so far.
+        messages = []
+        iterator = self.__aiter__()
+        next_nowait = getattr(iterator, "_next_nowait", _always_pending)
+        while True:
+            try:
+                message_promise = next_nowait()
+                if message_promise is PENDING:
+                    message_promise = await iterator.__anext__()
+            except StopAsyncIteration:
+                return tuple(messages)
+            if isinstance(message_promise, Promise) and message_promise._result is not NO_VALUE:
+                if message_promise._failed:
+                    raise message_promise._result
+                messages.append(message_promise._result)
+            else:
+                messages.append(await message_promise)
 
     async def aresolve_messages(self) -> tuple[Message, ...]:
         """The same as awaiting the sequence promise."""
@@ -238,23 +279,142 @@ def _unexpected_type_message(item: Any) -> str:
     )
 
 
-async def _aflatten(item: Any) -> AsyncIterator[MessagePromise]:
+_EXHAUSTED = object()
+
+
+def _always_pending() -> Any:
+    return PENDING
+
+
+def _open_collection(item: Any) -> tuple[Any, Callable[[], Any] | None]:
+    """An iterator over a collection item and, for an async one, its ``_next_nowait`` (sync iterables first)."""
     if hasattr(item, "__iter__"):
-        for sub_item in item:
-            leaf = _promise_of_leaf(sub_item)
-            if leaf is not None:
-                yield leaf
-            else:
-                async for message_promise in _aflatten(sub_item):
-                    yield message_promise
-    else:
-        async for sub_item in item:
-            leaf = _promise_of_leaf(sub_item)
-            if leaf is not None:
-                yield leaf
-            else:
-                async for message_promise in _aflatten(sub_item):
-                    yield message_promise
+        return iter(item), None
+    iterator = type(item).__aiter__(item)
+    return iterator, getattr(iterator, "_next_nowait", _always_pending)
+
+
+class _Flattener:
+    """What a `MessageSequence` streams from: its incoming items flattened into message promises, in order.
+
+    Depth-first over nested collections with an explicit stack of iterators, so a message passes through one
+    step however deep it sits. Whatever is there already (queued items, sync collections, pieces that nested
+    sequences have produced) comes out of `_next_nowait` without awaiting anything (see `PENDING`); `__anext__`
+    awaits only the one iterator that has nothing yet. Like a generator, it is finished after an error.
+    """
+
+    __slots__ = ("_finished", "_incoming", "_incoming_nowait", "_incoming_streamer", "_promise", "_sequence", "_stack")
+
+    def __init__(
+        self, incoming_streamer: Callable[[Any], Any], sequence: Any, promise: MessageSequencePromise
+    ) -> None:
+        self._incoming_streamer: Callable[[Any], Any] | None = incoming_streamer
+        self._sequence = sequence  # what the incoming streamer is called with
+        self._promise = promise
+        self._incoming: Any = None  # opened at the first step, where a generator's `async for` would open it
+        self._incoming_nowait: Callable[[], Any] = _always_pending
+        self._stack: list[tuple[Any, Callable[[], Any] | None]] = []
+        self._finished = False
+
+    def __aiter__(self) -> _Flattener:
+        return self
+
+    def _open_incoming(self) -> None:
+        incoming_streamer, sequence = self._incoming_streamer, self._sequence
+        assert incoming_streamer is not None
+        self._incoming_streamer = self._sequence = None  # not needed any more (they often refer back to us)
+        incoming = incoming_streamer(sequence)
+        incoming = type(incoming).__aiter__(incoming)
+        self._incoming = incoming
+        self._incoming_nowait = getattr(incoming, "_next_nowait", _always_pending)
+        if isinstance(incoming, StreamAppender):
+            incoming._direct = self._take_directly
+
+    def _finish(self) -> None:
+        self._finished = True
+        if isinstance(self._incoming, StreamAppender):
+            self._incoming._direct = None
+
+    def _take_directly(self, item: Any) -> bool:
+        """Called by the incoming appender while we wait for it: take a single message (or the end) right away.
+
+        Only when a background task drains our promise (so that task is the one waiting, and nobody is pulling)
+        and we are not inside a nested collection: then the piece goes straight into the promise, in order, and
+        its consumers see it without a detour through the draining task.
+        """
+        promise = self._promise
+        if self._stack or self._finished or not promise._drained_in_background:
+            return False
+        pieces = promise._pieces
+        if pieces and pieces[-1] is END_OF_QUEUE:
+            return False
+        if item is END_OF_QUEUE:
+            promise._append(END_OF_QUEUE)
+            return True
+        if not isinstance(item, (str, Message, MessagePromise)):
+            return False
+        promise._append(_promise_of_leaf(item))
+        return True
+
+    def _next_nowait(self) -> Any:
+        """The next message promise if getting it needs no awaiting, otherwise `PENDING`."""
+        if self._finished:
+            raise StopAsyncIteration
+        try:
+            if self._incoming is None:
+                self._open_incoming()
+            stack = self._stack
+            while True:
+                if stack:
+                    iterator, next_nowait = stack[-1]
+                    if next_nowait is None:  # a sync iterator
+                        item = next(iterator, _EXHAUSTED)
+                        if item is _EXHAUSTED:
+                            stack.pop()
+                            continue
+                    else:
+                        try:
+                            item = next_nowait()
+                        except StopAsyncIteration:
+                            stack.pop()
+                            continue
+                        if item is PENDING:
+                            return PENDING
+                else:
+                    item = self._incoming_nowait()  # its StopAsyncIteration is our end
+                    if item is PENDING:
+                        return PENDING
+                leaf = _promise_of_leaf(item)
+                if leaf is not None:
+                    return leaf
+                stack.append(_open_collection(item))
+        except BaseException:
+            self._finish()
+            raise
+
+    async def __anext__(self) -> MessagePromise:
+        stack = self._stack
+        while True:
+            leaf = self._next_nowait()
+            if leaf is not PENDING:
+                return leaf  # type: ignore[no-any-return]
+            try:  # the iterator on top (or the incoming stream) has nothing yet: await it
+                if stack:
+                    iterator = stack[-1][0]
+                    try:
+                        item = await type(iterator).__anext__(iterator)
+                    except StopAsyncIteration:
+                        stack.pop()
+                        continue
+                else:
+                    item = await type(self._incoming).__anext__(self._incoming)
+                leaf = _promise_of_leaf(item)
+                if leaf is not None:
+                    return leaf  # type: ignore[no-any-return]
+                stack.append(_open_collection(item))
+            except BaseException:
+                self._finish()
+                raise
 
 
 def freeze_message_type(item: Any) -> Any:
@@ -313,14 +473,16 @@ class MessageSequence(FlatSequence[Any, MessagePromise]):
             sequence_promise_class=MessageSequencePromise,
         )
 
-    async def _astream(self, _: Any) -> AsyncIterator[MessagePromise]:
-        async for item in self._incoming_streamer(self):
-            leaf = _promise_of_leaf(item)
-            if leaf is not None:
-                yield leaf
-            else:
-                async for message_promise in _aflatten(item):
-                    yield message_promise
+    def _astream(self, promise: Any) -> AsyncIterator[MessagePromise]:  # type: ignore[override]
+        return _Flattener(self._incoming_streamer, self, promise)
+
+    @staticmethod
+    def _light_sequence_promise(
+        incoming_streamer: Callable[[Any], AsyncIterator[Any]], start_asap: bool | Sentinel
+    ) -> MessageSequencePromise:
+        """The `sequence_promise` of ``MessageSequence(incoming_streamer=..., start_asap=...)``, without the
+        `MessageSequence` object (the incoming streamer is called with None instead of it): for `AgentCall`."""
+        return MessageSequencePromise(streamer=partial(_Flattener, incoming_streamer, None), start_asap=start_asap)
 
     @classmethod
     def turn_into_sequence_promise(cls, messages: MessageType) -> MessageSequencePromise:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, Protocol, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
     from miniagents.messages import Message, MessagePromise
-    from miniagents.miniagents import InteractionContext
     from miniagents.promising.promising import Promise
 
 __all__ = [
@@ -29,12 +28,8 @@ MessageType = Union[SingleMessageType, Iterable[Any], AsyncIterable[Any]]  # noq
 """What agents accept and reply: single messages, or (async) iterables of `MessageType`, nested arbitrarily."""
 
 
-class AgentFunction(Protocol):
-    """``async def agent(ctx: InteractionContext, **kwargs) -> None``."""
-
-    def __call__(self, ctx: InteractionContext, **kwargs: Any) -> Awaitable[None]:
-        """Run the agent for one inquiry."""
-        ...
+AgentFunction = Callable[..., Awaitable[None]]
+"""``async def agent(ctx: InteractionContext, **kwargs) -> None`` (any keyword parameters after ``ctx``)."""
 
 
 MessageTokenStreamer = Callable[[dict[str, Any]], AsyncIterator[str]]

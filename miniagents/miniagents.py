@@ -108,6 +108,7 @@ class MiniAgents(PromisingContext):
         self._on_persist_message_handlers: list[PersistMessageEventHandler] = _as_handler_list(
             on_persist_message, "an on_persist_message handler"
         )
+        self._has_handlers = self._has_handlers or bool(self._on_persist_message_handlers)
         self._unfinished_agent_calls: dict[AgentCall, None] = {}
 
     def on_persist_message(self, handler: PersistMessageEventHandler) -> PersistMessageEventHandler:
@@ -123,6 +124,7 @@ class MiniAgents(PromisingContext):
         """
         require_coroutine_function(handler, "an on_persist_message handler")
         self._on_persist_message_handlers.append(handler)
+        self._has_handlers = True
         return handler
 
     def _dispatch_promise_resolved(self, promise: Any, result: Any) -> None:
@@ -146,7 +148,7 @@ class MiniAgents(PromisingContext):
         """Interaction nodes are only built when someone can observe their resolution."""
         context: PromisingContext | None = self
         while context is not None:
-            if context._on_promise_resolved_handlers or getattr(context, "_on_persist_message_handlers", None):
+            if context._has_handlers:
                 return True
             context = context.parent
         return False
@@ -255,13 +257,19 @@ class AgentCall:
         self._mini_agents = mini_agents
         self._function_kwargs = function_kwargs
         self._frozen_kwargs = frozen_kwargs
-        request = MessageSequence(appender_capture_errors=True, start_asap=False)
-        self._request_promise = request.sequence_promise
-        self._request_appender: StreamAppender[Any] = request.message_appender.open()  # type: ignore[union-attr]
+        # What `MessageSequence(appender_capture_errors=True, start_asap=False)` and
+        # `MessageSequence(start_asap=start_asap, incoming_streamer=self._start_agent)` would make, lighter.
+        self._request_appender: StreamAppender[Any] = StreamAppender(capture_errors=True).open()
+        self._request_promise = MessageSequence._light_sequence_promise(self._request_appender, start_asap=False)
         self._reply_appender: StreamAppender[Any] = StreamAppender(capture_errors=True).open()
-        self._reply_promise = MessageSequence(
-            start_asap=start_asap, incoming_streamer=self._start_agent
-        ).sequence_promise
+        self._agent_started = False
+        if mini_agents.start_everything_asap_by_default if start_asap is DEFAULT else start_asap:
+            # The reply sequence is about to be driven in the background, and the first thing its driver would
+            # do is start the agent: start it right away instead, one event-loop hop earlier. Scheduled before
+            # the driver, the agent usually has replied and returned by the time the driver runs, which can then
+            # flatten the replies without waiting for them.
+            self._start_agent(None)
+        self._reply_promise = MessageSequence._light_sequence_promise(self._start_agent, start_asap=start_asap)
         owner = _current_interaction.get()
         self._owner: MiniAgents | InteractionContext = mini_agents if owner is None or owner._done else owner
         self._owner._unfinished_agent_calls[self] = None
@@ -288,8 +296,10 @@ class AgentCall:
         return self._reply_promise
 
     def _start_agent(self, _: Any) -> StreamAppender[Any]:
-        """Called when the reply sequence is first driven: start the agent function in its own task."""
-        self._mini_agents._start_soon(self._arun_agent())
+        """Called when the reply sequence is first driven: start the agent function in its own task (once)."""
+        if not self._agent_started:
+            self._agent_started = True
+            self._mini_agents._start_soon(self._arun_agent())
         return self._reply_appender
 
     async def _arun_agent(self) -> None:
@@ -306,7 +316,8 @@ class AgentCall:
                         log_error_once(error, mini_agents.log_level_for_errors, f"the agent {agent.alias} failed")
                     raise
                 finally:
-                    await ctx._await_waited_for()
+                    if ctx._awaited_tasks:
+                        await ctx._await_waited_for()
         finally:
             ctx._finish()
             if mini_agents._wants_interaction_nodes():

@@ -8,7 +8,7 @@ from typing import Any
 from miniagents._text_splitter import EventKind, SplitEvent, TextSplitter
 from miniagents.messages import Message, MessagePromise, MessageSequence, MessageSequencePromise
 from miniagents.miniagent_typing import MessageType
-from miniagents.promising.promising import StreamAppender
+from miniagents.promising.promising import PromisingContext, StreamAppender
 from miniagents.promising.sentinels import AWAIT, CLEAR, DEFAULT, Sentinel
 
 __all__ = ["achain_loop", "adialog_loop", "join_messages", "split_messages"]
@@ -108,28 +108,36 @@ def split_messages(
             yield splitter.feed(token)
         yield splitter.close()
 
-    async def split(_: Any) -> AsyncIterator[MessagePromise]:
+    async def asplit(message_appender: StreamAppender[MessagePromise]) -> None:
+        # The splitter runs in a task of its own, so reading one message's tokens never waits for the sequence
+        # to be read further (and the other way round), whatever `start_asap` says.
         current: StreamAppender[str] | None = None  # one appender per message, captured by its promise (W19)
-        try:
-            async for events in event_batches():
-                for event in events:
-                    if event.kind is EventKind.TEXT:
-                        current.append(event.text)  # type: ignore[union-attr]
-                    elif event.kind is EventKind.START:
-                        current = StreamAppender[str](capture_errors=True).open()
-                        yield _appender_message_promise(current, start_asap, message_metadata)
-                    else:
-                        current.close()  # type: ignore[union-attr]
-                        current = None
-        except BaseException as error:
-            if current is not None:  # the message in progress gets the error too, so nobody waits for it
-                current.__exit__(type(error), error, error.__traceback__)
-            raise
-        finally:
-            if current is not None:
-                current.close()
+        with message_appender:
+            try:
+                async for events in event_batches():
+                    for event in events:
+                        if event.kind is EventKind.TEXT:
+                            current.append(event.text)  # type: ignore[union-attr]
+                        elif event.kind is EventKind.START:
+                            current = StreamAppender[str](capture_errors=True).open()
+                            message_appender.append(_appender_message_promise(current, start_asap, message_metadata))
+                        else:
+                            current.close()  # type: ignore[union-attr]
+                            current = None
+            except BaseException as error:
+                if current is not None:  # the message in progress gets the error too, so nobody waits for it
+                    current.__exit__(type(error), error, error.__traceback__)
+                raise
+            finally:
+                if current is not None:
+                    current.close()
 
-    return MessageSequence(start_asap=start_asap, incoming_streamer=split).sequence_promise
+    def start_splitting(_: Any) -> StreamAppender[MessagePromise]:
+        message_appender = StreamAppender[MessagePromise](capture_errors=True).open()
+        PromisingContext.get_current()._start_soon(asplit(message_appender))
+        return message_appender
+
+    return MessageSequence(start_asap=start_asap, incoming_streamer=start_splitting).sequence_promise
 
 
 def _appender_message_promise(

@@ -18,7 +18,7 @@ import inspect
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
-from types import TracebackType
+from types import CoroutineType, TracebackType
 from typing import Any, Generic, TypeVar
 
 from miniagents.promising.errors import (
@@ -126,6 +126,8 @@ class PromisingContext:
         self._on_promise_resolved_handlers: list[PromiseResolvedHandler] = _as_handler_list(
             on_promise_resolved, "an on_promise_resolved handler"
         )
+        self._has_handlers = bool(self._on_promise_resolved_handlers)
+        """Whether `_dispatch_promise_resolved` has anything to do (set by every handler registration)."""
         self._previous_context_token: contextvars.Token[PromisingContext | None] | None = None
 
     @classmethod
@@ -161,6 +163,7 @@ class PromisingContext:
         """
         require_coroutine_function(handler, "an on_promise_resolved handler")
         self._on_promise_resolved_handlers.append(handler)
+        self._has_handlers = True
         return handler
 
     def _dispatch_promise_resolved(self, promise: Promise[Any], result: Any) -> None:
@@ -207,8 +210,25 @@ class PromisingContext:
                 log_error_once(error, log_level_for_errors)
 
     def _start_soon(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        """Schedule the framework's own background work (which handles its own errors)."""
-        self._create_task(coroutine, self.log_level_for_errors)
+        """Schedule the framework's own background work (which handles its own errors).
+
+        The task leaves `child_tasks` by itself when it ends, instead of through a done callback (which costs a
+        partial, a callback registration and one more event-loop callback per task).
+        """
+        task_holder: list[asyncio.Task[None]] = []  # cheaper than `asyncio.current_task()` at the end
+        task = asyncio.get_running_loop().create_task(self._arun_own(coroutine, task_holder))
+        task_holder.append(task)
+        self.child_tasks.add(task)
+
+    async def _arun_own(self, coroutine: Coroutine[Any, Any, None], task_holder: list[asyncio.Task[None]]) -> None:
+        try:
+            await coroutine
+        except BaseException as error:
+            if is_own_cancellation(error):
+                raise
+            log_error_once(error, self.log_level_for_errors)  # what `_on_task_done` would do (the task is ending)
+        finally:
+            self.child_tasks.discard(task_holder[0])
 
     async def aflush_tasks(self) -> None:
         """Wait until every background task of this context is done, including tasks spawned meanwhile."""
@@ -278,6 +298,10 @@ class PromisingContext:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
+            loop_is_running = False
+        else:
+            loop_is_running = True
+        if not loop_is_running:  # outside the `except` block, so errors of the run are not chained to it
             return asyncio.run(self.arun(awaitable))
         if inspect.iscoroutine(awaitable):
             awaitable.close()
@@ -303,7 +327,8 @@ async def _suppress_errors(awaitable: Awaitable[WholeT], log_level_for_errors: i
 def _fire_promise_resolved(promise: Promise[Any], result: Any) -> None:
     context = _active_context.get()
     while context is not None:
-        context._dispatch_promise_resolved(promise, result)
+        if context._has_handlers:
+            context._dispatch_promise_resolved(promise, result)
         context = context.parent
 
 
@@ -331,7 +356,9 @@ class Promise(Generic[WholeT]):
         resolver: Callable[[Any], Awaitable[WholeT]] | None = None,
         prefill_result: WholeT | Sentinel = NO_VALUE,
     ) -> None:
-        context = PromisingContext.get_current()
+        context = _active_context.get()
+        if context is None:
+            context = PromisingContext.get_current()  # raises NoActiveContextError with a hint
         self._context = context
         if resolver is not None:
             if prefill_result is not NO_VALUE:
@@ -339,7 +366,9 @@ class Promise(Generic[WholeT]):
             self._resolver_function = resolver
         self._result: Any = prefill_result
         self._failed = False
-        self._resolve_lock: asyncio.Lock | None = None
+        self._resolving = False  # the resolver is running (a cheaper lock than asyncio.Lock, see `aresolve`)
+        self._resolve_waiters: list[asyncio.Future[None]] | None = None
+        self._handed_over = False  # a background resolution left the work to the running resolver
         if prefill_result is not NO_VALUE:
             _fire_promise_resolved(self, prefill_result)
         elif context.start_everything_asap_by_default if start_asap is DEFAULT else start_asap:
@@ -350,6 +379,11 @@ class Promise(Generic[WholeT]):
 
     async def _aresolve_in_background(self) -> None:
         """Resolve for nobody in particular: a failure is logged once, never raised out of the task."""
+        if self._resolving:
+            # Somebody is running the resolver right now: don't wait for them, let them log a failure or, if
+            # they are cancelled, start this again (see `aresolve`).
+            self._handed_over = True
+            return
         try:
             await self.aresolve()
         except BaseException as error:
@@ -376,34 +410,65 @@ class Promise(Generic[WholeT]):
         Raises:
             BaseException: whatever the resolver raised, the same instance on every call.
         """
-        if self._result is NO_VALUE:
-            if self._resolve_lock is None:
-                self._resolve_lock = asyncio.Lock()
-            async with self._resolve_lock:
-                if self._result is NO_VALUE:
-                    await self._run_resolver()
+        while self._result is NO_VALUE:
+            if self._resolving:  # somebody else runs the resolver: wait for them (and take over if cancelled)
+                waiter = asyncio.get_running_loop().create_future()
+                self._resolve_waiters = [*(self._resolve_waiters or ()), waiter]
+                await waiter
+                continue
+            self._resolving = True
+            try:
+                try:  # (the resolver runs inline here: one coroutine less per resolution)
+                    awaitable = self._resolver()
+                    if type(awaitable) is not CoroutineType and not inspect.isawaitable(awaitable):
+                        raise TypeError(
+                            f"the resolver of {type(self).__name__} returned {awaitable!r}, not an awaitable"
+                        )
+                    result = await awaitable
+                except asyncio.CancelledError:
+                    raise  # never stored as a result: the promise stays unresolved
+                except BaseException as error:
+                    self._failed = True
+                    self._result = error
+                    _fire_promise_resolved(self, error)
+                else:
+                    self._result = result
+                    _fire_promise_resolved(self, result)
+            finally:
+                self._resolving = False
+                waiters = self._resolve_waiters
+                if waiters:
+                    self._resolve_waiters = None
+                    for waiter in waiters:
+                        if not waiter.done():
+                            waiter.set_result(None)
+                if self._handed_over:
+                    self._after_hand_over(someone_takes_over=bool(waiters))
         if self._failed:
             raise self._result
         return self._result  # type: ignore[no-any-return]
 
-    async def _run_resolver(self) -> None:
-        try:
-            awaitable = self._resolver()
-            if not inspect.isawaitable(awaitable):
-                raise TypeError(f"the resolver of {type(self).__name__} returned {awaitable!r}, not an awaitable")
-            result = await awaitable
-        except asyncio.CancelledError:
-            raise  # never stored as a result: the promise stays unresolved
-        except BaseException as error:
-            self._failed = True
-            self._result = error
-            _fire_promise_resolved(self, error)
-            return
-        self._result = result
-        _fire_promise_resolved(self, result)
+    def _after_hand_over(self, someone_takes_over: bool) -> None:
+        """Do what the background resolution that left the work to this resolver would have done."""
+        if self._result is NO_VALUE:  # the resolver was cancelled
+            if not someone_takes_over:  # (a woken waiter runs the resolver next, and then comes here)
+                self._handed_over = False
+                self._context._start_soon(self._aresolve_in_background())
+        elif self._failed:
+            log_error_once(self._result, self._context.log_level_for_errors)
 
     def __await__(self) -> Any:
-        return self.aresolve().__await__()
+        if self._result is NO_VALUE:
+            return self.aresolve().__await__()
+        return _resolved_already(self)  # no coroutine needed
+
+
+def _resolved_already(promise: Promise[Any]) -> Any:
+    """The ``__await__`` iterator of a resolved promise: it gives the value (or raises the error) at once."""
+    if promise._failed:
+        raise promise._result
+    return promise._result
+    yield  # a generator function  # noqa: RUF100
 
 
 class _Failure:
@@ -416,6 +481,14 @@ class _Failure:
 
 
 _END = END_OF_QUEUE
+
+PENDING: Any = Sentinel("PENDING")
+"""Internal: returned by a source's ``_next_nowait()`` when the next piece can only be awaited.
+
+A source (the async iterator a streamer returns) may offer ``_next_nowait()``: the next piece if it is there,
+`PENDING` if it is not, `StopAsyncIteration` at the end, or the piece's error. Draining and pulling try it first
+and await ``__anext__()`` only when it says `PENDING`: no coroutine per piece that is already there.
+"""
 
 
 class _ReplayIterator(Generic[PieceT]):
@@ -430,12 +503,35 @@ class _ReplayIterator(Generic[PieceT]):
     def __aiter__(self) -> _ReplayIterator[PieceT]:
         return self
 
+    def _next_nowait(self) -> PieceT:
+        """The next piece if it is there or can be fetched without awaiting, otherwise `PENDING` (see `PENDING`)."""
+        index = self._index
+        promise = self._promise
+        pieces = promise._pieces
+        if index >= len(pieces) and (promise._producing or not promise._pull_nowait(index)):
+            return PENDING  # type: ignore[no-any-return]
+        piece = pieces[index]
+        if piece is _END:
+            raise StopAsyncIteration
+        self._index = index + 1
+        if type(piece) is _Failure:
+            raise piece.error
+        return piece  # type: ignore[no-any-return]
+
     async def __anext__(self) -> PieceT:
         promise = self._promise
         index = self._index
         pieces = promise._pieces
-        if index >= len(pieces):
-            await promise._await_piece(index)
+        while index >= len(pieces):
+            if promise._producing:  # somebody else fetches: wait for the next append
+                waiter = asyncio.get_running_loop().create_future()
+                if promise._waiters is None:
+                    promise._waiters = [waiter]
+                else:
+                    promise._waiters.append(waiter)
+                await waiter  # if we are cancelled, only our own future is cancelled
+            elif not promise._pull_nowait(index):
+                await promise._apull(index)
         piece = pieces[index]
         if piece is _END:
             raise StopAsyncIteration
@@ -481,8 +577,10 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
             if prefill_pieces is not NO_VALUE:
                 raise ValueError("pass either `streamer` or `prefill_pieces` to a streamed promise, not both")
             self._streamer_function = streamer
-        self._waiters: list[asyncio.Future[None]] = []
+        self._waiters: list[asyncio.Future[None]] | None = None  # created when needed: fewer objects per promise
+        self._end_waiters: list[asyncio.Future[None]] | None = None  # consumers of the whole stream, `_await_piece`
         self._source: AsyncIterator[PieceT] | None = None
+        self._drained_in_background = False  # a dedicated task (`_adrain`) is the producer
         if prefill_pieces is NO_VALUE:
             self._pieces: list[Any] = []
             self._producing = False
@@ -496,6 +594,7 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
             context._start_soon(self._aresolve_in_background())
             return
         self._producing = True
+        self._drained_in_background = True
         context._start_soon(self._adrain())
         if not self._resolve_after_stream:
             context._start_soon(self._aresolve_in_background())
@@ -533,33 +632,31 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
                 raise
             return None
         self._source = source
+        self._streamer_function = None  # called once and never again: drop it (it often refers back to us)
         return source
-
-    async def _fetch_next(self, source: AsyncIterator[PieceT], producer_is_dedicated: bool) -> bool:
-        """Fetch one piece into the list; return False once the stream has ended."""
-        try:
-            piece = await source.__anext__()
-        except StopAsyncIteration:
-            self._append(_END)
-            return False
-        except BaseException as error:
-            own_cancellation = is_own_cancellation(error)
-            if own_cancellation and not producer_is_dedicated:
-                raise  # a consumer was cancelled while fetching: the stream stays usable for the others
-            self._append(_Failure(error))
-            if own_cancellation:
-                self._append(_END)  # the only producer is gone: terminate so nobody waits forever
-                raise
-            return True
-        self._append(piece)
-        return True
 
     async def _adrain(self) -> None:
         """Background producer (start_asap): drain the whole streamer, then resolve if the value needs it."""
         source = self._open_source()
         if source is not None:
-            while await self._fetch_next(source, producer_is_dedicated=True):
-                pass
+            append = self._append
+            next_piece = type(source).__anext__
+            next_nowait = getattr(source, "_next_nowait", None)
+            while True:  # like `_apull`, but as the only producer (so its own cancellation ends the stream)
+                try:
+                    if next_nowait is None or (piece := next_nowait()) is PENDING:
+                        piece = await next_piece(source)
+                except StopAsyncIteration:
+                    if not self._pieces or self._pieces[-1] is not _END:  # (the source may have ended us already)
+                        append(_END)
+                    break
+                except BaseException as error:
+                    append(_Failure(error))
+                    if is_own_cancellation(error):
+                        append(_END)  # the only producer is gone: terminate so nobody waits forever
+                        raise
+                    continue
+                append(piece)
         if self._resolve_after_stream:
             await self._aresolve_in_background()
 
@@ -567,34 +664,128 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
         self._pieces.append(piece)
         waiters = self._waiters
         if waiters:
-            self._waiters = []
+            self._waiters = None
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+        if piece is _END:
+            self._source = None  # finished: let it go now rather than through the garbage collector
+            if self._end_waiters:
+                self._wake_end_waiters()
+        elif type(piece) is _Failure and self._end_waiters:
+            self._wake_end_waiters()
+
+    def _wake_end_waiters(self) -> None:
+        waiters = self._end_waiters
+        if waiters:
+            self._end_waiters = None
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
 
-    async def _await_piece(self, index: int) -> None:
-        """Wait until piece ``index`` exists, fetching it ourselves when nobody else is producing."""
+    async def _acollect_pieces(self) -> list[PieceT]:
+        """Return all the pieces, like iterating to the end, but waking up only at the end (or at an error).
+
+        Raises:
+            BaseException: the first error recorded in the stream.
+        """
+        pieces = self._pieces
+        collected: list[PieceT] = []
+        index = 0
+        while True:
+            if index >= len(pieces):
+                if self._producing or not self._pull_nowait(index):
+                    await self._await_piece(index, until_end=True)
+                continue
+            piece = pieces[index]
+            if piece is _END:
+                return collected
+            if type(piece) is _Failure:
+                raise piece.error
+            collected.append(piece)
+            index += 1
+
+    async def _await_piece(self, index: int, until_end: bool = False) -> None:
+        """Wait until piece ``index`` exists, fetching it ourselves when nobody else is producing.
+
+        With ``until_end`` (for consumers that need the whole stream anyway, like a resolver that joins the
+        pieces), while somebody else produces, sleep until the stream ends or records an error instead of waking
+        up for every piece. Pieces fetched by a consumer (nobody drains in the background) wake everybody.
+        """
         pieces = self._pieces
         while index >= len(pieces):
             if self._producing:
                 waiter = asyncio.get_running_loop().create_future()
-                self._waiters.append(waiter)
+                if until_end:
+                    self._end_waiters = [*(self._end_waiters or ()), waiter]
+                else:
+                    self._waiters = [*(self._waiters or ()), waiter]
                 await waiter  # if we are cancelled, only our own future is cancelled
                 continue
-            self._producing = True
+            await self._apull(index)
+
+    def _pull_nowait(self, index: int) -> bool:
+        """Like `_apull` (nobody else is producing), but only if the source gives a piece without awaiting.
+
+        Returns:
+            Whether the stream advanced (a piece, an error or the end was recorded).
+        """
+        pieces = self._pieces
+        self._producing = True  # (a source that pulls from us again, synchronously, sees us busy)
+        try:
+            source = self._source or self._open_source()
+            if source is None or index < len(pieces):  # could not be opened: the error and the end are recorded
+                return True
+            next_nowait = getattr(source, "_next_nowait", None)
+            if next_nowait is None:
+                return False
             try:
-                source = self._source or self._open_source()
-                if source is not None and index >= len(pieces):  # recheck after opening (W10)
-                    await self._fetch_next(source, producer_is_dedicated=False)
-            finally:
-                if not pieces or pieces[-1] is not _END:
-                    self._producing = False
-                waiters = self._waiters
-                if waiters:  # wake the others: one of them may have to fetch now
-                    self._waiters = []
-                    for waiter in waiters:
-                        if not waiter.done():
-                            waiter.set_result(None)
+                piece = next_nowait()
+            except StopAsyncIteration:
+                self._append(_END)
+                return True
+            except BaseException as error:
+                if is_own_cancellation(error):
+                    raise
+                self._append(_Failure(error))
+                return True
+            if piece is PENDING:
+                return False
+            self._append(piece)
+            return True
+        finally:
+            if not pieces or pieces[-1] is not _END:
+                self._producing = False
+
+    async def _apull(self, index: int) -> None:
+        """Fetch one more piece as a consumer, because nobody else is producing (piece ``index`` is missing)."""
+        pieces = self._pieces
+        self._producing = True
+        try:
+            source = self._source or self._open_source()
+            if source is not None and index >= len(pieces):  # recheck after opening (W10)
+                try:
+                    next_nowait = getattr(source, "_next_nowait", None)
+                    if next_nowait is None or (piece := next_nowait()) is PENDING:
+                        piece = await type(source).__anext__(source)
+                except StopAsyncIteration:
+                    self._append(_END)
+                except BaseException as error:
+                    if is_own_cancellation(error):
+                        raise  # a consumer was cancelled while fetching: the stream stays usable for the others
+                    self._append(_Failure(error))
+                else:
+                    self._append(piece)
+        finally:
+            if not pieces or pieces[-1] is not _END:
+                self._producing = False
+            waiters = self._waiters
+            if waiters:  # wake the others: one of them may have to fetch now
+                self._waiters = None
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+            self._wake_end_waiters()
 
 
 class StreamAppender(Generic[PieceT]):
@@ -619,6 +810,8 @@ class StreamAppender(Generic[PieceT]):
         self._log_level_for_errors = logging.ERROR if context is None else context.log_level_for_errors
         self._queue: deque[Any] = deque()
         self._waiter: asyncio.Future[None] | None = None
+        self._direct: Callable[[Any], bool] | None = None
+        """Set by a consumer that can take a piece directly while it waits for one (see `append`)."""
         self._was_open = False
         self._closed = False
 
@@ -654,6 +847,9 @@ class StreamAppender(Generic[PieceT]):
             raise AppenderNotOpenError("open the StreamAppender first: `with appender: appender.append(...)`")
         if self._closed:
             raise AppenderClosedError("this StreamAppender is closed: nothing can be appended any more")
+        direct = self._direct
+        if direct is not None and self._waiter is not None and not self._waiter.done() and direct(piece):
+            return self  # the waiting consumer took it directly: nobody has to be woken up for it
         self._put(piece)
         return self
 
@@ -661,6 +857,9 @@ class StreamAppender(Generic[PieceT]):
         """End the stream (idempotent)."""
         if not self._closed:
             self._closed = True
+            direct = self._direct
+            if direct is not None and self._waiter is not None and not self._waiter.done():
+                direct(_END)  # the end reaches the consumer's consumers now; the consumer is still woken below
             self._put(_END)
 
     def _put(self, piece: Any) -> None:
@@ -703,6 +902,19 @@ class StreamAppender(Generic[PieceT]):
 
     def __aiter__(self) -> StreamAppender[PieceT]:
         return self
+
+    def _next_nowait(self) -> PieceT:
+        """The next piece if it is in the queue already, otherwise `PENDING` (see `PENDING`)."""
+        queue = self._queue
+        if not queue:
+            return PENDING  # type: ignore[no-any-return]
+        piece = queue[0]
+        if piece is _END:
+            raise StopAsyncIteration  # the end marker stays: StopAsyncIteration forever
+        queue.popleft()
+        if type(piece) is _Failure:
+            raise piece.error
+        return piece  # type: ignore[no-any-return]
 
     async def __anext__(self) -> PieceT:
         queue = self._queue

@@ -16,7 +16,7 @@ OutT = TypeVar("OutT")
 
 
 async def _collect_pieces(promise: StreamedPromise[Any, Any]) -> tuple[Any, ...]:
-    return tuple([piece async for piece in promise])
+    return tuple(await promise._acollect_pieces())  # `[piece async for piece in promise]`, woken once
 
 
 class FlatSequence(Generic[InT, OutT]):

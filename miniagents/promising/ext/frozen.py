@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Union
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
@@ -22,6 +22,7 @@ FrozenType = Union[str, int, float, bool, None, "Frozen", tuple["FrozenType", ..
 """The values a `Frozen` model may hold after freezing."""
 
 _LEAF_TYPES = (str, int, float, bool, type(None))
+_PLAIN_LEAF_TYPES = frozenset(_LEAF_TYPES)
 
 
 def _freeze(value: Any, key: str) -> Any:
@@ -66,13 +67,23 @@ class Frozen(BaseModel):
         if not isinstance(data, dict):
             return data
         class_name = cls.__name__
-        frozen = {key: _freeze(value, key) for key, value in data.items()}
+        for value in data.values():
+            if type(value) not in _PLAIN_LEAF_TYPES:
+                frozen = {key: _freeze(value, key) for key, value in data.items()}
+                break
+        else:
+            frozen = dict(data)  # only plain leaves (e.g. `Message(text=...)`): nothing to freeze
         supplied = frozen.get("class_")
         if supplied is None:
             frozen["class_"] = class_name
         elif supplied != class_name:
             raise ValueError(f"class_ must be {class_name!r} for {class_name}, got {supplied!r}")
         return frozen
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        _install_fast_private_init(cls)
 
     def frozen_fields(self, exclude_class: bool = False) -> Iterator[str]:
         """Yield the field names: declared fields first, then extra fields in insertion order."""
@@ -113,22 +124,24 @@ class Frozen(BaseModel):
 
         It is 64 characters long when the active context has ``longer_hash_keys=True``. Computed once.
         """
-        key = self._hash_key_cache
+        private = self.__pydantic_private__  # the dict behind the private attributes (faster than `self._...`)
+        key = private["_hash_key_cache"]
         if key is None:
             key = hashlib.sha256(self.serialized.encode("utf-8")).hexdigest()
             context = _active_context.get()
             if context is None or not context.longer_hash_keys:
                 key = key[:40]
-            self._hash_key_cache = key
-        return key
+            private["_hash_key_cache"] = key
+        return key  # type: ignore[no-any-return]
 
     @property
     def as_string(self) -> str:
         """``str(obj)``: computed once by the `_as_string` hook."""
-        string = self._string_cache
+        private = self.__pydantic_private__
+        string = private["_string_cache"]
         if string is None:
-            string = self._string_cache = self._as_string()
-        return string
+            string = private["_string_cache"] = self._as_string()
+        return string  # type: ignore[no-any-return]
 
     def _as_string(self) -> str:
         """The hook subclasses override to define ``str(obj)``; `full_json` by default."""
@@ -150,3 +163,48 @@ class Frozen(BaseModel):
 
     def __hash__(self) -> int:
         return hash(self.hash_key)
+
+
+_IMMUTABLE_PRIVATE_DEFAULTS = (type(None), bool, int, float, str)
+_PRIVATE_SLOT = BaseModel.__dict__.get("__pydantic_private__")
+_get_private_slot: Callable[[BaseModel], Any] = (
+    _PRIVATE_SLOT.__get__  # `model.__pydantic_private__`, raising `AttributeError` quickly while it is unset
+    if _PRIVATE_SLOT is not None
+    else lambda model: getattr(model, "__pydantic_private__", None)  # pragma: no cover - no such slot
+)
+
+
+def _install_fast_private_init(cls: type[Frozen]) -> None:
+    """Initialize the private attributes (the caches) of ``cls`` instances with one dict copy.
+
+    pydantic does it in Python, per instance and per class level, deep-copying every default: that was about
+    three quarters of the cost of ``Message(text=...)``. When all defaults are immutable (our caches are None or
+    False) a copy of a prepared dict is equivalent. A user-defined ``model_post_init`` (which pydantic wraps) still
+    runs after it; a private attribute with a default factory or a mutable default keeps pydantic's way.
+    """
+    defaults: dict[str, Any] = {}
+    for name, private in cls.__private_attributes__.items():
+        if private.default_factory is not None or type(private.default) not in _IMMUTABLE_PRIVATE_DEFAULTS:
+            return
+        defaults[name] = private.default
+    original = getattr(cls.__dict__.get("model_post_init"), "__wrapped__", None)  # pydantic's wrapper keeps it here
+    if hasattr(original, "_miniagents_then"):
+        original = original._miniagents_then  # a parent's fast initializer: replace it, keep what it ran after
+
+    get_private = _get_private_slot
+
+    def model_post_init(self: Frozen, context: Any, /) -> None:
+        try:
+            private = get_private(self)  # not `getattr(self, ...)`: an unset slot would go through pydantic's
+        except AttributeError:  # Python `__getattr__`, which costs more than all the rest here
+            private = None
+        if private is None:
+            object.__setattr__(self, "__pydantic_private__", defaults.copy())
+        if original is not None:
+            original(self, context)
+
+    model_post_init._miniagents_then = original  # type: ignore[attr-defined]
+    cls.model_post_init = model_post_init  # type: ignore[method-assign]
+
+
+_install_fast_private_init(Frozen)

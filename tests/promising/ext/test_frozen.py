@@ -131,3 +131,33 @@ def test_string_forms_and_iteration_helpers() -> None:
 
 def test_repr_omits_class_and_none_fields() -> None:
     assert repr(Message(text="hi")) == "Message(text='hi')"
+
+
+def test_private_attributes_of_subclasses_are_initialized_per_instance() -> None:
+    """The fast private-attribute initialization keeps user private attributes and `model_post_init` hooks."""
+    from pydantic import PrivateAttr
+
+    calls = []
+
+    class WithFactory(Message):
+        _items: list[int] = PrivateAttr(default_factory=list)
+
+    class WithHook(Message):
+        _count: int = PrivateAttr(default=3)
+
+        def model_post_init(self, context: object, /) -> None:
+            calls.append((type(self).__name__, self._count, self._persisted))
+
+    class Child(WithHook):
+        extra: int = 1
+
+    first, second = WithFactory(text="a"), WithFactory(text="a")
+    first._items.append(1)
+    assert second._items == [] and first == second
+    assert first._hash_key_cache is None and first._persisted is False
+    WithHook(text="x")
+    Child(text="y")
+    assert calls == [("WithHook", 3, False), ("Child", 3, False)]
+    message = Message(text="z")
+    message._persisted = True
+    assert Message(text="z")._persisted is False

@@ -1,0 +1,187 @@
+"""Console and file agents: echo messages to the terminal, prompt the user, write messages to a file.
+
+`console_prompt_agent` uses prompt_toolkit, which is imported the first time the agent prompts, never at import
+time: importing this module touches no terminal. `console_user_agent` (echo, prompt and history in one agent) is
+defined in `miniagents.ext.agent_aggregators` and re-exported here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+from miniagents.miniagents import InteractionContext, MiniAgent, miniagent
+
+if TYPE_CHECKING:
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.application.current import AppSession
+
+__all__ = ["console_echo_agent", "console_prompt_agent", "console_user_agent", "file_agent"]  # noqa: F822 (__getattr__)
+
+DEFAULT_GREETING = "YOU ARE NOW IN A CHAT WITH AN AI ASSISTANT"
+"""The first line of the banner `console_prompt_agent` shows at the start of a dialog."""
+
+_BANNER_HINTS = (
+    "Press Enter to send your message.\n"
+    "Press Ctrl+Space to insert a newline.\n"
+    'Press Ctrl+C (or type "exit") to quit the conversation.\n'
+)
+_BANNER_STYLE = "92;1"  # bright green, bold
+_USER_PROMPT = "USER: "
+_USER_STYLE = "ansibrightyellow bold"
+_EXIT_COMMAND = "exit"
+
+
+def _write(text: str) -> None:
+    stdout = sys.stdout  # looked up on every call, so redirected or captured stdout is honoured
+    stdout.write(text)
+    stdout.flush()
+
+
+def _metadata(message_promise: Any, name: str) -> Any:
+    return getattr(message_promise.preliminary_metadata, name, None)
+
+
+@miniagent
+async def console_echo_agent(
+    ctx: InteractionContext,
+    assistant_style: str = "92;1",
+    mention_aliases: bool = True,
+    default_role: str = "assistant",
+    hide_system_messages: bool = True,
+) -> None:
+    """Print the incoming messages to stdout token by token, and pass them on unchanged.
+
+    Each message is printed as ``LABEL: `` followed by its tokens as they arrive (flushed one by one) and then a
+    blank line, all in the ANSI SGR style ``assistant_style``. ``LABEL`` is the first truthy one of the message's
+    ``agent_alias``, ``role`` and ``default_role`` (read from its preliminary metadata), upper-cased.
+
+    Args:
+        ctx: the interaction context.
+        assistant_style: the SGR parameters (``"92;1"`` is bright green, bold).
+        mention_aliases: print the ``LABEL: `` prefix.
+        default_role: the label of messages with neither ``agent_alias`` nor ``role``.
+        hide_system_messages: do not print messages whose role is ``system``.
+
+    Replies:
+        The incoming messages, unchanged (replied before anything is printed).
+    """
+    ctx.reply(ctx.message_promises)
+    async for message_promise in ctx.message_promises:
+        if hide_system_messages and _metadata(message_promise, "role") == "system":
+            continue
+        if mention_aliases:
+            label = _metadata(message_promise, "agent_alias") or _metadata(message_promise, "role") or default_role
+            _write(f"\033[{assistant_style}m{str(label).upper()}: \033[0m")
+        async for token in message_promise:
+            _write(f"\033[{assistant_style}m{token}\033[0m")
+        _write("\n\n")
+
+
+_prompt_sessions: tuple[AppSession, PromptSession[str]] | None = None
+
+
+def _prompt_session() -> PromptSession[str]:
+    """The one `PromptSession`, created on first use (and again only if prompt_toolkit's app session changed)."""
+    global _prompt_sessions
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.application.current import get_app_session
+    from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+    from prompt_toolkit.lexers import SimpleLexer
+
+    app_session = get_app_session()
+    if _prompt_sessions is not None and _prompt_sessions[0] is app_session:
+        return _prompt_sessions[1]
+
+    bindings = KeyBindings()
+
+    @bindings.add("enter")
+    def _submit(event: KeyPressEvent) -> None:
+        event.current_buffer.validate_and_handle()
+
+    @bindings.add("c-space")
+    def _newline(event: KeyPressEvent) -> None:
+        event.current_buffer.insert_text("\n")
+
+    session: PromptSession[str] = PromptSession(
+        [(_USER_STYLE, _USER_PROMPT)],
+        multiline=True,
+        key_bindings=bindings,
+        lexer=SimpleLexer(_USER_STYLE),
+        prompt_continuation=lambda width, line_number, is_soft_wrap: " " * width,
+    )
+    _prompt_sessions = (app_session, session)
+    return session
+
+
+@miniagent
+async def console_prompt_agent(
+    ctx: InteractionContext,
+    greeting: str = DEFAULT_GREETING,
+    hide_system_messages: bool = True,
+) -> None:
+    """Read the user's next message from the console (with prompt_toolkit) and reply with it.
+
+    The incoming messages are passed on first and then awaited in full (so whatever prints them is done). When
+    none of them is a non-system message, the dialog is just starting and a banner is printed first: the
+    greeting and how to use the prompt. The prompt is ``USER: ``; Enter sends the message, Ctrl+Space inserts a
+    newline.
+
+    Args:
+        ctx: the interaction context.
+        greeting: the banner's first line.
+        hide_system_messages: do not count system messages when deciding whether the dialog is starting.
+
+    Replies:
+        The incoming messages, then a `UserMessage` with the text as typed (not stripped), unless it is blank.
+
+    Raises:
+        KeyboardInterrupt: the user typed ``exit``, pressed Ctrl+C, or pressed Ctrl+D (end of input); the
+            dialog loops end quietly on it.
+    """
+    from miniagents.ext.llm import UserMessage
+
+    ctx.reply(ctx.message_promises)
+    messages = await ctx.message_promises
+    if not any(not (hide_system_messages and getattr(message, "role", None) == "system") for message in messages):
+        _write(f"\033[{_BANNER_STYLE}m\n{greeting}\n\n{_BANNER_HINTS}\033[0m\n")
+    try:
+        user_input = await _prompt_session().prompt_async()
+    except EOFError as error:
+        raise KeyboardInterrupt from error
+    _write("\n")
+    if user_input.strip() == _EXIT_COMMAND:
+        raise KeyboardInterrupt
+    if user_input.strip():
+        ctx.reply(UserMessage(text=user_input))
+
+
+@miniagent
+async def file_agent(ctx: InteractionContext, file: str | os.PathLike[str]) -> None:
+    """Write the incoming messages, joined by blank lines, to ``file`` (overwritten), and pass them on.
+
+    The tokens are written (and flushed) as they arrive.
+
+    Args:
+        ctx: the interaction context.
+        file: the path of the file (UTF-8).
+
+    Replies:
+        The incoming messages, unchanged.
+    """
+    ctx.reply(ctx.message_promises)
+    with open(file, "w", encoding="utf-8") as stream:  # noqa: ASYNC230 - a local file, written token by token
+        async for token in ctx.message_promises.as_single_promise():
+            stream.write(token)
+            stream.flush()
+
+
+def __getattr__(name: str) -> MiniAgent:
+    # Re-exported lazily: `console_user_agent` is built from the agents above in `agent_aggregators`, which
+    # imports this module.
+    if name == "console_user_agent":
+        from miniagents.ext.agent_aggregators import console_user_agent
+
+        return console_user_agent
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

