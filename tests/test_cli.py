@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from miniagents.ext._chat_md import parse_chat_md
 from miniagents.ext.llm import AssistantMessage, SystemMessage, UserMessage
 from miniagents.ext.llm.errors import LLMAPIStatusError
 from miniagents.ext.llm.testing import function_llm_agent, scripted_llm_agent
+from tests.terminal import Terminal, squash, user_prompts
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTER = "\r"
@@ -254,92 +254,12 @@ def test_a_failing_model_is_reported_in_one_line(
 # the real thing: `miniagents chat` on the local model, in a terminal
 
 
-class Terminal:
-    """A program running in a real terminal: a private tmux server, driven with send-keys and capture-pane."""
-
-    def __init__(self, socket: Path, command: str, cwd: Path, width: int = 100, height: int = 50) -> None:
-        self._tmux = ["tmux", "-S", str(socket), "-f", os.devnull]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-        # The shell ignores Ctrl+C for itself (a trap, so the program still gets it) and reports the exit status.
-        wrapped = f'trap : INT; {command}; echo "EXIT STATUS: $?"'
-        subprocess.run(
-            [
-                *self._tmux,
-                *("new-session", "-d", "-s", "t", "-x", str(width), "-y", str(height), "-c", str(cwd)),
-                *("bash", "--norc", "--noprofile", "-c", wrapped),
-                *(";", "set-option", "-t", "t", "remain-on-exit", "on"),
-            ],
-            check=True,
-            env=env,
-            timeout=30,
-        )
-        self.snapshots: list[str] = []
-
-    def screen(self) -> str:
-        """The whole pane (with its scrollback), wrapped lines joined."""
-        result = subprocess.run(
-            [*self._tmux, "capture-pane", "-p", "-J", "-S", "-", "-t", "t"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        )
-        return result.stdout
-
-    def wait_for(self, condition: Callable[[str], bool], what: str, timeout: float = 90) -> str:
-        """Poll the screen until ``condition(screen)`` holds; every screen seen is kept in `snapshots`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            screen = self.screen()
-            self.snapshots.append(screen)
-            if condition(screen):
-                return screen
-            if "Traceback" in screen or ("EXIT STATUS" in screen and "EXIT STATUS" not in what):
-                pytest.fail(f"the program ended while waiting for {what}:\n{screen}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"timed out waiting for {what}:\n{screen}")
-            time.sleep(0.02)  # polling the screen: there is no event to wait on across the terminal
-
-    def type(self, text: str, *keys: str) -> None:
-        if text:
-            subprocess.run([*self._tmux, "send-keys", "-t", "t", "-l", text], check=True, timeout=30)
-        if keys:
-            subprocess.run([*self._tmux, "send-keys", "-t", "t", *keys], check=True, timeout=30)
-
-    def close(self) -> None:
-        subprocess.run([*self._tmux, "kill-server"], check=False, capture_output=True, timeout=30)
-
-
-@pytest.fixture
-def terminal_factory(tmp_path: Path) -> Iterator[Callable[[str], Terminal]]:
-    if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed (apt-get install -y tmux)")
-    terminals: list[Terminal] = []
-
-    def start(command: str) -> Terminal:
-        terminal = Terminal(tmp_path / f"tmux{len(terminals)}.sock", command, cwd=tmp_path)
-        terminals.append(terminal)
-        return terminal
-
-    yield start
-    for terminal in terminals:
-        terminal.close()
-
-
-def user_prompts(screen: str) -> int:
-    return len(re.findall(r"^USER:", screen, flags=re.MULTILINE))
-
-
 def answer_on(screen: str, number: int) -> str | None:
     """The text after the ``number``-th (1-based) ``LLAMA_CPP_AGENT: `` label, up to the next prompt."""
     parts = screen.split("LLAMA_CPP_AGENT: ")
     if len(parts) <= number:
         return None
     return re.split(r"\nUSER:|\^C|\nEXIT STATUS", parts[number])[0]
-
-
-def squash(text: str) -> str:
-    return " ".join(text.split())
 
 
 def chat_command(*options: str) -> str:

@@ -24,24 +24,13 @@ import importlib.util
 import inspect
 import json
 import socket
-import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-try:
-    from tests import servers
-except ImportError:  # ``tests`` is not importable as a package: load by path.
-    _spec = importlib.util.spec_from_file_location(
-        "_miniagents_test_servers", Path(__file__).resolve().parents[2] / "servers.py"
-    )
-    assert _spec is not None and _spec.loader is not None
-    servers = importlib.util.module_from_spec(_spec)
-    sys.modules[_spec.name] = servers
-    _spec.loader.exec_module(servers)
+from tests import servers
 
 _INSTALL_HINT = 'install them with: pip install "miniagents[local]"'
 
