@@ -8,13 +8,18 @@ agent replies. `MessageSequence` flattens any `MessageType` structure into such 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, PrivateAttr
 
 from miniagents.promising.ext.frozen import Frozen
-from miniagents.promising.promising import PENDING, Promise, StreamAppender, StreamedPromise
+from miniagents.promising.promising import (
+    PENDING,
+    Promise,
+    StreamAppender,
+    StreamedPromise,
+    _fire_promise_resolved,
+)
 from miniagents.promising.sentinels import DEFAULT, END_OF_QUEUE, NO_VALUE, Sentinel
 from miniagents.promising.sequence import FlatSequence
 
@@ -69,8 +74,8 @@ class Message(Frozen):
     @property
     def as_promise(self) -> MessagePromise:
         """A `MessagePromise` already resolved to this message (the same object on every access)."""
-        private = self.__pydantic_private__  # the dict behind the private attributes (faster than `self._...`)
-        promise = private["_as_promise_cache"]
+        private: dict[str, Any] = self.__pydantic_private__  # type: ignore[assignment]  # (always a dict here)
+        promise = private["_as_promise_cache"]  # the dict behind the private attributes: faster than `self._...`
         if promise is None:
             promise = private["_as_promise_cache"] = MessagePromise(prefill_message=self)
         return promise  # type: ignore[no-any-return]
@@ -104,7 +109,7 @@ class Message(Frozen):
 
 
 _TEXT_ONLY_TEMPLATE = Message.__new__(Message)
-Frozen.__init__(_TEXT_ONLY_TEMPLATE, text="")  # validated (`Message.__init__` would take the shortcut below)
+BaseModel.__init__(_TEXT_ONLY_TEMPLATE, text="")  # validated (`Message.__init__` would take the shortcut below)
 
 
 def _init_text_only_message(message: Message, text: str) -> None:
@@ -222,7 +227,7 @@ class MessageSequencePromise(StreamedPromise[MessagePromise, tuple[Message, ...]
     async def _resolver(self) -> tuple[Message, ...]:
         # `tuple([await message_promise async for message_promise in self])`, without a coroutine for what is
         # there already: the message promises produced so far and the messages resolved so far.
-        messages = []
+        messages: list[Message] = []
         iterator = self.__aiter__()
         next_nowait = getattr(iterator, "_next_nowait", _always_pending)
         while True:
@@ -238,6 +243,20 @@ class MessageSequencePromise(StreamedPromise[MessagePromise, tuple[Message, ...]
                 messages.append(message_promise._result)
             else:
                 messages.append(await message_promise)
+
+    def _resolve_now(self) -> bool:
+        if type(self)._resolver is not MessageSequencePromise._resolver:
+            return False  # a subclass computes its value differently
+        result: list[Message] = []
+        for piece in self._pieces:
+            if piece is END_OF_QUEUE:
+                break
+            if not isinstance(piece, Promise) or piece._result is NO_VALUE or piece._failed:
+                return False  # an error or a message still to come: resolve the usual way
+            result.append(piece._result)
+        self._result = tuple(result)
+        _fire_promise_resolved(self, self._result)
+        return True
 
     async def aresolve_messages(self) -> tuple[Message, ...]:
         """The same as awaiting the sequence promise."""
@@ -255,6 +274,10 @@ class MessageSequencePromise(StreamedPromise[MessagePromise, tuple[Message, ...]
 
 def _promise_of_leaf(item: Any) -> MessagePromise | None:
     """The message promise for a single-message item, None for collections; raises for errors and bad types."""
+    if type(item) is str:  # the most common item first (it cannot be any of the types checked before `str`)
+        message = Message.__new__(Message)
+        _init_text_only_message(message, item)
+        return message.as_promise
     if isinstance(item, MessagePromise):
         return item
     if isinstance(item, Message):
@@ -294,6 +317,18 @@ def _open_collection(item: Any) -> tuple[Any, Callable[[], Any] | None]:
     return iterator, getattr(iterator, "_next_nowait", _always_pending)
 
 
+class _FlattenerFactory:
+    """``streamer(promise)`` for `MessageSequence._light_sequence_promise` (one object, unlike a partial)."""
+
+    __slots__ = ("_incoming_streamer",)
+
+    def __init__(self, incoming_streamer: Callable[[Any], Any]) -> None:
+        self._incoming_streamer = incoming_streamer
+
+    def __call__(self, promise: MessageSequencePromise) -> _Flattener:
+        return _Flattener(self._incoming_streamer, None, promise)
+
+
 class _Flattener:
     """What a `MessageSequence` streams from: its incoming items flattened into message promises, in order.
 
@@ -305,9 +340,7 @@ class _Flattener:
 
     __slots__ = ("_finished", "_incoming", "_incoming_nowait", "_incoming_streamer", "_promise", "_sequence", "_stack")
 
-    def __init__(
-        self, incoming_streamer: Callable[[Any], Any], sequence: Any, promise: MessageSequencePromise
-    ) -> None:
+    def __init__(self, incoming_streamer: Callable[[Any], Any], sequence: Any, promise: MessageSequencePromise) -> None:
         self._incoming_streamer: Callable[[Any], Any] | None = incoming_streamer
         self._sequence = sequence  # what the incoming streamer is called with
         self._promise = promise
@@ -328,7 +361,7 @@ class _Flattener:
         self._incoming = incoming
         self._incoming_nowait = getattr(incoming, "_next_nowait", _always_pending)
         if isinstance(incoming, StreamAppender):
-            incoming._direct = self._take_directly
+            incoming._direct = self
 
     def _finish(self) -> None:
         self._finished = True
@@ -344,6 +377,9 @@ class _Flattener:
         """
         promise = self._promise
         if self._stack or self._finished or not promise._drained_in_background:
+            return False
+        waiter = self._incoming._waiter  # (the incoming stream is the appender that calls this)
+        if waiter is None or waiter.done():  # we are not waiting for it: the piece must queue up behind others
             return False
         pieces = promise._pieces
         if pieces and pieces[-1] is END_OF_QUEUE:
@@ -410,7 +446,7 @@ class _Flattener:
                     item = await type(self._incoming).__anext__(self._incoming)
                 leaf = _promise_of_leaf(item)
                 if leaf is not None:
-                    return leaf  # type: ignore[no-any-return]
+                    return leaf
                 stack.append(_open_collection(item))
             except BaseException:
                 self._finish()
@@ -473,16 +509,18 @@ class MessageSequence(FlatSequence[Any, MessagePromise]):
             sequence_promise_class=MessageSequencePromise,
         )
 
-    def _astream(self, promise: Any) -> AsyncIterator[MessagePromise]:  # type: ignore[override]
+    def _astream(self, promise: Any) -> AsyncIterator[MessagePromise]:
         return _Flattener(self._incoming_streamer, self, promise)
 
     @staticmethod
     def _light_sequence_promise(
         incoming_streamer: Callable[[Any], AsyncIterator[Any]], start_asap: bool | Sentinel
     ) -> MessageSequencePromise:
-        """The `sequence_promise` of ``MessageSequence(incoming_streamer=..., start_asap=...)``, without the
-        `MessageSequence` object (the incoming streamer is called with None instead of it): for `AgentCall`."""
-        return MessageSequencePromise(streamer=partial(_Flattener, incoming_streamer, None), start_asap=start_asap)
+        """``MessageSequence(incoming_streamer=..., start_asap=...).sequence_promise``, lighter (for `AgentCall`).
+
+        There is no `MessageSequence` object: the incoming streamer is called with None instead of it.
+        """
+        return MessageSequencePromise(streamer=_FlattenerFactory(incoming_streamer), start_asap=start_asap)
 
     @classmethod
     def turn_into_sequence_promise(cls, messages: MessageType) -> MessageSequencePromise:

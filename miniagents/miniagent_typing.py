@@ -19,9 +19,7 @@ __all__ = [
     "SingleMessageType",
 ]
 
-SingleMessageType = Union[
-    str, dict[str, Any], BaseModel, "Message", "MessagePromise", BaseException
-]
+SingleMessageType = Union[str, dict[str, Any], BaseModel, "Message", "MessagePromise", BaseException]
 """One message: a string, a dict of fields, a pydantic model, a `Message`, a `MessagePromise` or an exception."""
 
 MessageType = Union[SingleMessageType, Iterable[Any], AsyncIterable[Any]]  # noqa: UP007 - a runtime alias

@@ -19,6 +19,8 @@ from miniagents.messages import (
     MessagePromise,
     MessageSequence,
     MessageSequencePromise,
+    _FlattenerFactory,
+    _promise_of_leaf,
     freeze_message_type,
 )
 from miniagents.miniagent_typing import AgentFunction, MessageType, PersistMessageEventHandler
@@ -28,11 +30,13 @@ from miniagents.promising.promising import (
     PromisingContext,
     StreamAppender,
     _as_handler_list,
+    _current_task,
+    _Failure,
     is_own_cancellation,
     log_error_once,
     require_coroutine_function,
 )
-from miniagents.promising.sentinels import DEFAULT, Sentinel
+from miniagents.promising.sentinels import DEFAULT, END_OF_QUEUE, Sentinel
 
 __all__ = [
     "AgentCall",
@@ -257,19 +261,29 @@ class AgentCall:
         self._mini_agents = mini_agents
         self._function_kwargs = function_kwargs
         self._frozen_kwargs = frozen_kwargs
-        # What `MessageSequence(appender_capture_errors=True, start_asap=False)` and
-        # `MessageSequence(start_asap=start_asap, incoming_streamer=self._start_agent)` would make, lighter.
+        # What `MessageSequence(appender_capture_errors=True, start_asap=False)` (the input; its promise is made
+        # when the agent starts, see `_arun_agent`) and `MessageSequence(start_asap=start_asap,
+        # incoming_streamer=self._start_agent)` (the replies) would make, lighter: fewer objects per inquiry.
         self._request_appender: StreamAppender[Any] = StreamAppender(capture_errors=True).open()
-        self._request_promise = MessageSequence._light_sequence_promise(self._request_appender, start_asap=False)
+        self._request_promise: MessageSequencePromise | None = None
         self._reply_appender: StreamAppender[Any] = StreamAppender(capture_errors=True).open()
         self._agent_started = False
         if mini_agents.start_everything_asap_by_default if start_asap is DEFAULT else start_asap:
-            # The reply sequence is about to be driven in the background, and the first thing its driver would
-            # do is start the agent: start it right away instead, one event-loop hop earlier. Scheduled before
-            # the driver, the agent usually has replied and returned by the time the driver runs, which can then
-            # flatten the replies without waiting for them.
+            # The replies are driven in the background from now on. The agent is started right away (in the
+            # reference design, the driver task starts it when it first runs). Replies that are single messages
+            # go straight into the reply sequence, in order, from `reply()`; the driver task (`_adrain`) is only
+            # started for the first reply that needs flattening over time (a collection, another agent's
+            # replies, an async iterable, an exception) and takes over from there. An agent that only replies
+            # messages needs no second task at all.
+            self._driver_started = False
+            self._returning = False  # the agent function has returned (see `_arun_agent`)
+            self._resolve_replies_later = False
+            self._reply_promise = MessageSequencePromise(start_asap=False)  # (its streamer comes with the driver)
+            self._reply_promise._produce_elsewhere()
+            self._reply_appender._direct = self  # (see `_take_directly`)
             self._start_agent(None)
-        self._reply_promise = MessageSequence._light_sequence_promise(self._start_agent, start_asap=start_asap)
+        else:
+            self._reply_promise = MessageSequence._light_sequence_promise(self._start_agent, start_asap=False)
         owner = _current_interaction.get()
         self._owner: MiniAgents | InteractionContext = mini_agents if owner is None or owner._done else owner
         self._owner._unfinished_agent_calls[self] = None
@@ -295,36 +309,93 @@ class AgentCall:
         self.finish()
         return self._reply_promise
 
+    def _take_directly(self, item: Any) -> bool:
+        """The reply appender's direct path until the driver task starts (see ``__init__``)."""
+        if self._driver_started:
+            return False
+        promise = self._reply_promise
+        pieces = promise._pieces
+        if pieces and pieces[-1] is END_OF_QUEUE:
+            return True  # ended already (an error was captured): nothing can follow
+        if item is END_OF_QUEUE or type(item) is _Failure:
+            self._reply_appender._direct = None
+            if item is not END_OF_QUEUE:
+                promise._append(item)
+            promise._append(END_OF_QUEUE)
+            # When the agent function has returned, its task resolves the replies (if they still need awaiting,
+            # e.g. a message that is still streaming), instead of a new task.
+            self._resolve_replies_later = promise._resolve_after_the_end(start_task=not self._returning)
+            return True
+        if isinstance(item, (str, Message, MessagePromise)):
+            promise._append(_promise_of_leaf(item))
+            return True
+        self._driver_started = True  # this item needs flattening over time: the driver queues up from here
+        promise._streamer_function = _FlattenerFactory(self._start_agent)
+        self._mini_agents._start_soon(promise._adrain())
+        return False
+
     def _start_agent(self, _: Any) -> StreamAppender[Any]:
-        """Called when the reply sequence is first driven: start the agent function in its own task (once)."""
+        """Start the agent function in its own task (once); as the replies' incoming streamer, give their appender.
+
+        Called when the reply sequence is first driven (lazy inquiries), or right away (see ``__init__``).
+        """
         if not self._agent_started:
             self._agent_started = True
-            self._mini_agents._start_soon(self._arun_agent())
+            # Like `MiniAgents._start_soon(self._arun_agent())`, without its wrapper coroutine (see the end there).
+            task = asyncio.get_running_loop().create_task(self._arun_agent())
+            self._mini_agents.child_tasks.add(task)
         return self._reply_appender
 
     async def _arun_agent(self) -> None:
         agent = self._agent
         mini_agents = self._mini_agents
-        ctx = InteractionContext(agent, self._request_promise, self._reply_appender, mini_agents)
-        _current_interaction.set(ctx)
         try:
-            with self._reply_appender:
-                try:
-                    await agent.func(ctx, **self._function_kwargs)
-                except BaseException as error:
-                    if not is_own_cancellation(error):
-                        log_error_once(error, mini_agents.log_level_for_errors, f"the agent {agent.alias} failed")
-                    raise
-                finally:
-                    if ctx._awaited_tasks:
-                        await ctx._await_waited_for()
+            request_promise = self._request_promise = MessageSequence._light_sequence_promise(
+                self._request_appender, start_asap=False
+            )
+            ctx = InteractionContext(agent, request_promise, self._reply_appender, mini_agents)
+            _current_interaction.set(ctx)
+            try:
+                with self._reply_appender:
+                    try:
+                        await agent.func(ctx, **self._function_kwargs)
+                    except BaseException as error:
+                        if not is_own_cancellation(error):
+                            log_error_once(error, mini_agents.log_level_for_errors, f"the agent {agent.alias} failed")
+                        raise
+                    finally:
+                        if ctx._awaited_tasks:
+                            await ctx._await_waited_for()
+                        self._returning = True
+            finally:
+                ctx._finish()
+                if mini_agents._wants_interaction_nodes():
+                    mini_agents._start_soon(self._abuild_interaction_nodes())
+            if getattr(self, "_resolve_replies_later", False):
+                await self._aresolve_replies()
+        except BaseException as error:  # what `PromisingContext._arun_own` does for background work
+            if getattr(self, "_resolve_replies_later", False):  # (not awaited above: this came first)
+                self._resolve_replies_later = False
+                mini_agents._start_soon(self._reply_promise._aresolve_in_background())
+            if is_own_cancellation(error):
+                raise
+            log_error_once(error, mini_agents.log_level_for_errors)
         finally:
-            ctx._finish()
-            if mini_agents._wants_interaction_nodes():
-                mini_agents._start_soon(self._abuild_interaction_nodes())
+            mini_agents.child_tasks.discard(_current_task())
+
+    async def _aresolve_replies(self) -> None:
+        """Resolve the replies in the background, in the agent's task (see `_take_directly`)."""
+        self._resolve_replies_later = False
+        try:
+            await self._reply_promise._aresolve_in_background()
+        except BaseException:  # our own cancellation: the replies must still be resolved, in a task of their own
+            if not self._reply_promise.is_resolved:
+                self._mini_agents._start_soon(self._reply_promise._aresolve_in_background())
+            raise
 
     async def _abuild_interaction_nodes(self) -> None:
         messages = []
+        assert self._request_promise is not None  # (made when the agent started)
         try:
             async for message_promise in self._request_promise:
                 messages.append(await message_promise)

@@ -18,8 +18,8 @@ import inspect
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
-from types import CoroutineType, TracebackType
-from typing import Any, Generic, TypeVar
+from types import BuiltinFunctionType, CoroutineType, TracebackType
+from typing import Any, Generic, Protocol, TypeVar
 
 from miniagents.promising.errors import (
     AppenderClosedError,
@@ -45,6 +45,20 @@ _active_context: contextvars.ContextVar[PromisingContext | None] = contextvars.C
 )
 
 _BACKGROUND_ERROR_MESSAGE = "an error occurred in an async background task"
+
+_tasks_by_loop: dict[Any, asyncio.Task[Any]] | None = getattr(asyncio.tasks, "_current_tasks", None)
+
+
+def _current_task() -> Any:
+    """`asyncio.current_task()`, which is a (slower) Python function before Python 3.12."""
+    if _tasks_by_loop is None:  # pragma: no cover - an asyncio without this table
+        return asyncio.current_task()
+    return _tasks_by_loop.get(asyncio.get_running_loop())
+
+
+if isinstance(asyncio.current_task, BuiltinFunctionType) or not isinstance(_tasks_by_loop, dict):
+    _current_task = asyncio.current_task  # a C function already (Python 3.12+), or no table
+
 _LOGGED_MARK = "__miniagents_logged__"
 
 
@@ -215,12 +229,9 @@ class PromisingContext:
         The task leaves `child_tasks` by itself when it ends, instead of through a done callback (which costs a
         partial, a callback registration and one more event-loop callback per task).
         """
-        task_holder: list[asyncio.Task[None]] = []  # cheaper than `asyncio.current_task()` at the end
-        task = asyncio.get_running_loop().create_task(self._arun_own(coroutine, task_holder))
-        task_holder.append(task)
-        self.child_tasks.add(task)
+        self.child_tasks.add(asyncio.get_running_loop().create_task(self._arun_own(coroutine)))
 
-    async def _arun_own(self, coroutine: Coroutine[Any, Any, None], task_holder: list[asyncio.Task[None]]) -> None:
+    async def _arun_own(self, coroutine: Coroutine[Any, Any, None]) -> None:
         try:
             await coroutine
         except BaseException as error:
@@ -228,12 +239,15 @@ class PromisingContext:
                 raise
             log_error_once(error, self.log_level_for_errors)  # what `_on_task_done` would do (the task is ending)
         finally:
-            self.child_tasks.discard(task_holder[0])
+            self.child_tasks.discard(_current_task())
 
     async def aflush_tasks(self) -> None:
         """Wait until every background task of this context is done, including tasks spawned meanwhile."""
         while self.child_tasks:
-            await asyncio.gather(*self.child_tasks, return_exceptions=True)
+            tasks = list(self.child_tasks)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            # A task that was cancelled before it ever ran never reached the `finally` that removes it.
+            self.child_tasks.difference_update([task for task in tasks if task.done()])
 
     def activate(self: ContextT) -> ContextT:
         """Make this context the active one for the current task (and tasks created from it later).
@@ -370,7 +384,8 @@ class Promise(Generic[WholeT]):
         self._resolve_waiters: list[asyncio.Future[None]] | None = None
         self._handed_over = False  # a background resolution left the work to the running resolver
         if prefill_result is not NO_VALUE:
-            _fire_promise_resolved(self, prefill_result)
+            if context._has_handlers or context.parent is not None:  # (`context` is the active one)
+                _fire_promise_resolved(self, prefill_result)
         elif context.start_everything_asap_by_default if start_asap is DEFAULT else start_asap:
             self._start_in_background(context)
 
@@ -599,6 +614,37 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
         if not self._resolve_after_stream:
             context._start_soon(self._aresolve_in_background())
 
+    def _produce_elsewhere(self) -> None:
+        """Instead of `_start_in_background`: the pieces will be appended by other code, consumers only wait.
+
+        That code appends the end eventually, then calls `_resolve_after_the_end`, or it starts `_adrain`.
+        """
+        self._producing = True
+        self._drained_in_background = True
+
+    def _resolve_after_the_end(self, start_task: bool = True) -> bool:
+        """What `_adrain` does once the stream has ended, for a promise whose pieces were `_produce_elsewhere`.
+
+        Returns:
+            Whether ``_aresolve_in_background()`` is still to be awaited, which the caller promised to do
+            when it passed ``start_task=False`` (otherwise it runs in a task of its own).
+        """
+        if self._result is not NO_VALUE:
+            return False
+        if self._resolving:  # the same hand-over as in `_aresolve_in_background`
+            self._handed_over = True
+            return False
+        if self._resolve_now():
+            return False
+        if not start_task:
+            return True
+        self._context._start_soon(self._aresolve_in_background())
+        return False
+
+    def _resolve_now(self) -> bool:
+        """Resolve synchronously if the value can be computed without awaiting; return whether it was."""
+        return False
+
     def _streamer(self) -> AsyncIterator[PieceT]:
         streamer = getattr(self, "_streamer_function", None)
         if streamer is None:
@@ -632,7 +678,7 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
                 raise
             return None
         self._source = source
-        self._streamer_function = None  # called once and never again: drop it (it often refers back to us)
+        self._streamer_function = None  # type: ignore[assignment]  # called once: drop it (it often refers to us)
         return source
 
     async def _adrain(self) -> None:
@@ -788,6 +834,14 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
             self._wake_end_waiters()
 
 
+class _DirectTaker(Protocol):
+    """The consumer of a `StreamAppender` that may take pieces directly (see `StreamAppender._direct`)."""
+
+    def _take_directly(self, item: Any) -> bool:
+        """Take a piece, the end or a failure without the queue if possible; return whether it was taken."""
+        ...
+
+
 class StreamAppender(Generic[PieceT]):
     """A push-style streamer with exactly one consumer: ``append()`` pieces, iterate them elsewhere.
 
@@ -808,10 +862,11 @@ class StreamAppender(Generic[PieceT]):
             capture_errors = context.appenders_capture_errors_by_default
         self.capture_errors: bool = bool(capture_errors)
         self._log_level_for_errors = logging.ERROR if context is None else context.log_level_for_errors
-        self._queue: deque[Any] = deque()
+        self._queue: deque[Any] | None = None  # created with the first piece: fewer objects per appender
         self._waiter: asyncio.Future[None] | None = None
-        self._direct: Callable[[Any], bool] | None = None
-        """Set by a consumer that can take a piece directly while it waits for one (see `append`)."""
+        self._direct: _DirectTaker | None = None
+        """Set by a consumer that may take a piece (or the end, or an error) directly, without the queue; its
+        ``_take_directly(item)`` returns whether it did (see `append`, `close`)."""
         self._was_open = False
         self._closed = False
 
@@ -848,8 +903,8 @@ class StreamAppender(Generic[PieceT]):
         if self._closed:
             raise AppenderClosedError("this StreamAppender is closed: nothing can be appended any more")
         direct = self._direct
-        if direct is not None and self._waiter is not None and not self._waiter.done() and direct(piece):
-            return self  # the waiting consumer took it directly: nobody has to be woken up for it
+        if direct is not None and direct._take_directly(piece):
+            return self  # the consumer took it directly: nobody has to be woken up for it
         self._put(piece)
         return self
 
@@ -858,12 +913,16 @@ class StreamAppender(Generic[PieceT]):
         if not self._closed:
             self._closed = True
             direct = self._direct
-            if direct is not None and self._waiter is not None and not self._waiter.done():
-                direct(_END)  # the end reaches the consumer's consumers now; the consumer is still woken below
+            if direct is not None:
+                direct._take_directly(_END)  # the end may reach the consumer's consumers now; the consumer is
+                # still woken below
             self._put(_END)
 
     def _put(self, piece: Any) -> None:
-        self._queue.append(piece)
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        queue.append(piece)
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
@@ -885,7 +944,9 @@ class StreamAppender(Generic[PieceT]):
         if self._closed:  # closed early (finish_early): nobody can receive the error any more
             log_error_once(exc_value, self._log_level_for_errors, "an error occurred after the stream was closed")
         else:
-            self._put(_Failure(exc_value))
+            failure = _Failure(exc_value)
+            if self._direct is None or not self._direct._take_directly(failure):
+                self._put(failure)
             self.close()
         # A task's own cancellation must keep propagating; anything else is delivered to the consumer instead.
         return not is_own_cancellation(exc_value)
@@ -917,10 +978,10 @@ class StreamAppender(Generic[PieceT]):
         return piece  # type: ignore[no-any-return]
 
     async def __anext__(self) -> PieceT:
-        queue = self._queue
-        while not queue:
+        while not self._queue:
             waiter = self._waiter = asyncio.get_running_loop().create_future()
             await waiter
+        queue = self._queue
         piece = queue[0]
         if piece is _END:
             raise StopAsyncIteration  # the end marker stays: StopAsyncIteration forever

@@ -121,3 +121,17 @@ async def test_suppress_errors_never_swallows_the_tasks_own_cancellation() -> No
         with pytest.raises(asyncio.CancelledError):
             await task
         assert task.cancelled()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the coroutine never ran
+async def test_a_background_task_cancelled_before_it_ran_does_not_hang_the_flush() -> None:
+    async def never_started() -> None:
+        raise AssertionError("cancelled before its first step")
+
+    async with asyncio.timeout(5):
+        async with PromisingContext() as context:
+            context._start_soon(never_started())
+            (task,) = context.child_tasks
+            task.cancel()
+    assert task.cancelled()
+    assert not context.child_tasks

@@ -124,8 +124,8 @@ class Frozen(BaseModel):
 
         It is 64 characters long when the active context has ``longer_hash_keys=True``. Computed once.
         """
-        private = self.__pydantic_private__  # the dict behind the private attributes (faster than `self._...`)
-        key = private["_hash_key_cache"]
+        private: dict[str, Any] = self.__pydantic_private__  # type: ignore[assignment]  # (always set, see below)
+        key = private["_hash_key_cache"]  # the dict behind the private attributes: faster than `self._...`
         if key is None:
             key = hashlib.sha256(self.serialized.encode("utf-8")).hexdigest()
             context = _active_context.get()
@@ -137,7 +137,7 @@ class Frozen(BaseModel):
     @property
     def as_string(self) -> str:
         """``str(obj)``: computed once by the `_as_string` hook."""
-        private = self.__pydantic_private__
+        private: dict[str, Any] = self.__pydantic_private__  # type: ignore[assignment]
         string = private["_string_cache"]
         if string is None:
             string = private["_string_cache"] = self._as_string()
@@ -184,12 +184,13 @@ def _install_fast_private_init(cls: type[Frozen]) -> None:
     """
     defaults: dict[str, Any] = {}
     for name, private in cls.__private_attributes__.items():
-        if private.default_factory is not None or type(private.default) not in _IMMUTABLE_PRIVATE_DEFAULTS:
+        default: Any = private.default
+        if private.default_factory is not None or type(default) not in _IMMUTABLE_PRIVATE_DEFAULTS:
             return
-        defaults[name] = private.default
+        defaults[name] = default
     original = getattr(cls.__dict__.get("model_post_init"), "__wrapped__", None)  # pydantic's wrapper keeps it here
-    if hasattr(original, "_miniagents_then"):
-        original = original._miniagents_then  # a parent's fast initializer: replace it, keep what it ran after
+    # A parent's fast initializer is replaced by this one, but what it ran after is kept.
+    original = getattr(original, "_miniagents_then", original)
 
     get_private = _get_private_slot
 
@@ -204,7 +205,7 @@ def _install_fast_private_init(cls: type[Frozen]) -> None:
             original(self, context)
 
     model_post_init._miniagents_then = original  # type: ignore[attr-defined]
-    cls.model_post_init = model_post_init  # type: ignore[method-assign]
+    cls.model_post_init = model_post_init  # type: ignore[method-assign, assignment]
 
 
 _install_fast_private_init(Frozen)
