@@ -364,6 +364,12 @@ class Promise(Generic[WholeT]):
         NoActiveContextError: no context is active.
     """
 
+    # Defaults shared through the class, set on an instance only when they change: fewer stores per promise.
+    _failed = False
+    _resolving = False  # the resolver is running (a cheaper lock than asyncio.Lock, see `aresolve`)
+    _resolve_waiters: list[asyncio.Future[None]] | None = None
+    _handed_over = False  # a background resolution left the work to the running resolver
+
     def __init__(
         self,
         start_asap: bool | Sentinel = DEFAULT,
@@ -379,10 +385,6 @@ class Promise(Generic[WholeT]):
                 raise ValueError("pass either `resolver` or `prefill_result` to a promise, not both")
             self._resolver_function = resolver
         self._result: Any = prefill_result
-        self._failed = False
-        self._resolving = False  # the resolver is running (a cheaper lock than asyncio.Lock, see `aresolve`)
-        self._resolve_waiters: list[asyncio.Future[None]] | None = None
-        self._handed_over = False  # a background resolution left the work to the running resolver
         if prefill_result is not NO_VALUE:
             if context._has_handlers or context.parent is not None:  # (`context` is the active one)
                 _fire_promise_resolved(self, prefill_result)
@@ -580,6 +582,12 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
     _resolve_after_stream = False
     """Subclasses whose value is computed from the stream resolve it right after draining (one task, not two)."""
 
+    # Defaults shared through the class (see `Promise`); the lists are created per instance when needed.
+    _waiters: list[asyncio.Future[None]] | None = None
+    _end_waiters: list[asyncio.Future[None]] | None = None  # consumers of the whole stream, `_await_piece`
+    _source: AsyncIterator[Any] | None = None
+    _drained_in_background = False  # a dedicated task (`_adrain`) is the producer
+
     def __init__(
         self,
         streamer: Callable[[Any], AsyncIterator[PieceT]] | None = None,
@@ -592,10 +600,6 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
             if prefill_pieces is not NO_VALUE:
                 raise ValueError("pass either `streamer` or `prefill_pieces` to a streamed promise, not both")
             self._streamer_function = streamer
-        self._waiters: list[asyncio.Future[None]] | None = None  # created when needed: fewer objects per promise
-        self._end_waiters: list[asyncio.Future[None]] | None = None  # consumers of the whole stream, `_await_piece`
-        self._source: AsyncIterator[PieceT] | None = None
-        self._drained_in_background = False  # a dedicated task (`_adrain`) is the producer
         if prefill_pieces is NO_VALUE:
             self._pieces: list[Any] = []
             self._producing = False
