@@ -32,6 +32,29 @@ SPEC_NAMES = {
         "PromisingContextError", "NoActiveContextError", "WrongActiveContextError",
     },
     "miniagents.promising.ext.frozen": {"Frozen", "FrozenType"},
+    "miniagents.ext": {
+        "AWAIT", "CLEAR", "agent_chain", "agent_loop", "console_echo_agent", "console_prompt_agent",
+        "console_user_agent", "dialog_loop", "file_agent", "in_memory_history_agent", "markdown_history_agent",
+        "prompt_agent", "user_agent",
+    },
+    "miniagents.ext.agent_aggregators": {
+        "user_agent", "console_user_agent", "dialog_loop", "agent_loop", "agent_chain", "prompt_agent",
+    },
+    "miniagents.ext.aggregator_agents": {
+        "user_agent", "console_user_agent", "dialog_loop", "agent_loop", "agent_chain", "prompt_agent",
+    },
+    "miniagents.ext.history_agents": {
+        "in_memory_history_agent", "markdown_history_agent", "ChatHistory", "InMemoryChatHistory", "ChatHistoryMD",
+    },
+    "miniagents.ext.misc_agents": {"console_echo_agent", "console_prompt_agent", "file_agent", "console_user_agent"},
+    "miniagents.ext.chat_history_md": {"ChatHistoryMD"},
+    "miniagents.cli": {"main"},
+    "miniagents.ext.llm": {"UserMessage", "SystemMessage", "AssistantMessage", "message_to_llm_dict"},
+    "miniagents.ext.llm.llm_common": {"UserMessage", "SystemMessage", "AssistantMessage", "message_to_llm_dict"},
+    "miniagents.ext.llm.openai": {"openai_agent", "OpenAIMessage"},
+    "miniagents.ext.llm.anthropic": {"anthropic_agent", "AnthropicMessage"},
+    "miniagents.ext.llm.llama_cpp": {"llama_cpp_agent"},
+    "miniagents.ext.llm.testing": {"scripted_llm_agent", "function_llm_agent"},
 }  # fmt: skip
 
 
