@@ -249,6 +249,11 @@ class AgentCall:
     agent function that created it returns (or, at top level, when the `MiniAgents` context ends).
     """
 
+    # State of the direct-reply path (start_asap only, see ``__init__``), shared through the class until it changes.
+    _driver_started = False  # the driver task flattens the replies from now on
+    _returning = False  # the agent function has returned (see `_arun_agent`)
+    _resolve_replies_later = False  # the agent's task resolves the replies once the function returned
+
     def __init__(
         self,
         agent: MiniAgent,
@@ -275,9 +280,6 @@ class AgentCall:
             # started for the first reply that needs flattening over time (a collection, another agent's
             # replies, an async iterable, an exception) and takes over from there. An agent that only replies
             # messages needs no second task at all.
-            self._driver_started = False
-            self._returning = False  # the agent function has returned (see `_arun_agent`)
-            self._resolve_replies_later = False
             self._reply_promise = MessageSequencePromise(start_asap=False)  # (its streamer comes with the driver)
             self._reply_promise._produce_elsewhere()
             self._reply_appender._direct = self  # (see `_take_directly`)
@@ -371,10 +373,10 @@ class AgentCall:
                 ctx._finish()
                 if mini_agents._wants_interaction_nodes():
                     mini_agents._start_soon(self._abuild_interaction_nodes())
-            if getattr(self, "_resolve_replies_later", False):
+            if self._resolve_replies_later:
                 await self._aresolve_replies()
         except BaseException as error:  # what `PromisingContext._arun_own` does for background work
-            if getattr(self, "_resolve_replies_later", False):  # (not awaited above: this came first)
+            if self._resolve_replies_later:  # (not awaited above: this came first)
                 self._resolve_replies_later = False
                 mini_agents._start_soon(self._reply_promise._aresolve_in_background())
             if is_own_cancellation(error):
