@@ -146,10 +146,30 @@ def _appender_message_promise(
     return Message.promise(start_asap=start_asap, message_token_streamer=lambda _: appender, **message_metadata)
 
 
-def _chain_step_error(step: Any) -> ValueError:
-    return ValueError(
-        f"an agent chain accepts MiniAgents, AWAIT, CLEAR and None (or callables in achain_loop), got {step!r}"
-    )
+def check_chain_steps(agents: Iterable[Any], chain_name: str, allow_callables: bool = False) -> list[Any]:
+    """Return the steps of a chain as a list, checked up front so a bad step fails before anything is inquired.
+
+    Raises:
+        ValueError: a step is not a `MiniAgent`, `AWAIT`, `CLEAR` or None (or a callable, if allowed).
+    """
+    from miniagents.miniagents import MiniAgent
+
+    steps = list(agents)
+    for step in steps:
+        if not (
+            step is None
+            or step is AWAIT
+            or step is CLEAR
+            or isinstance(step, MiniAgent)
+            or (allow_callables and callable(step))
+        ):
+            kinds = (
+                "MiniAgents, AWAIT, CLEAR, None and callables"
+                if allow_callables
+                else "MiniAgents, AWAIT, CLEAR and None"
+            )
+            raise ValueError(f"{chain_name} accepts {kinds} as steps, got {step!r}")
+    return steps
 
 
 async def achain_loop(
@@ -165,21 +185,19 @@ async def achain_loop(
         ValueError: there is no `AWAIT` among the steps (checked before anything runs), or an unknown step.
         BaseException: whatever a step raises ends the loop.
     """
-    from miniagents.miniagents import MiniAgent
-
-    steps = list(agents)
+    steps = check_chain_steps(agents, "achain_loop", allow_callables=True)
     if not any(step is AWAIT for step in steps):
         raise ValueError("achain_loop needs at least one AWAIT among the agents, or it would never yield")
-    for step in steps:
-        if not (step is None or step is AWAIT or step is CLEAR or isinstance(step, MiniAgent) or callable(step)):
-            raise _chain_step_error(step)
     messages: Any = initial_input
     while True:
-        messages = await achain_agents(steps, messages, allow_callables=True)
+        messages = await achain_agents(steps, messages)
 
 
-async def achain_agents(steps: Iterable[Any], messages: Any, allow_callables: bool = False) -> Any:
-    """Run one pass of an agent chain and return its resulting messages (see `achain_loop` for the steps)."""
+async def achain_agents(steps: Iterable[Any], messages: Any) -> Any:
+    """Run one pass of an agent chain and return its resulting messages (see `achain_loop` for the steps).
+
+    The steps are expected to be checked already (`check_chain_steps`).
+    """
     from miniagents.miniagents import MiniAgent
 
     for step in steps:
@@ -192,10 +210,8 @@ async def achain_agents(steps: Iterable[Any], messages: Any, allow_callables: bo
             messages = None
         elif isinstance(step, MiniAgent):
             messages = step.inquire(messages)
-        elif allow_callables and callable(step):
-            messages = step(messages)
         else:
-            raise _chain_step_error(step)
+            messages = step(messages)  # a callable: `check_chain_steps` let nothing else through
     return messages
 
 

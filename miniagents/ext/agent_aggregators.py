@@ -17,26 +17,17 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from miniagents.ext.history_agents import ChatHistory, in_memory_history_agent
 from miniagents.ext.misc_agents import console_echo_agent, console_prompt_agent
 from miniagents.miniagent_typing import MessageType
 from miniagents.miniagents import InteractionContext, MiniAgent, miniagent
-from miniagents.promising.sentinels import AWAIT, CLEAR
-from miniagents.utils import achain_agents
+from miniagents.promising.sentinels import AWAIT
+from miniagents.utils import achain_agents, check_chain_steps
 
 __all__ = ["agent_chain", "agent_loop", "console_user_agent", "dialog_loop", "prompt_agent", "user_agent"]
-
-
-def _chain_steps(agents: Iterable[Any], agent_name: str) -> list[Any]:
-    """Check every step of a chain up front, so a bad step fails before anything is inquired."""
-    steps = list(agents)
-    for step in steps:
-        if not (step is None or step is AWAIT or step is CLEAR or isinstance(step, MiniAgent)):
-            raise ValueError(f"{agent_name} accepts MiniAgents, AWAIT, CLEAR and None as steps, got {step!r}")
-    return steps
 
 
 @miniagent
@@ -53,7 +44,7 @@ async def agent_chain(ctx: InteractionContext, agents: Sequence[Any]) -> None:
     Raises:
         ValueError: a step is not a `MiniAgent`, `AWAIT`, `CLEAR` or None.
     """
-    steps = _chain_steps(agents, "agent_chain")
+    steps = check_chain_steps(agents, "agent_chain")
     result = await achain_agents(steps, ctx.message_promises)
     if result is not None and not (isinstance(result, tuple) and not result):
         ctx.reply(result)
@@ -76,7 +67,7 @@ async def agent_loop(ctx: InteractionContext, agents: Sequence[Any], raise_keybo
         ValueError: no `AWAIT`, no `MiniAgent` or a bad step (before any agent is inquired).
         BaseException: whatever a step raises ends the loop.
     """
-    steps = _chain_steps(agents, "agent_loop")
+    steps = check_chain_steps(agents, "agent_loop")
     if not any(step is AWAIT for step in steps):
         raise ValueError("agent_loop needs at least one AWAIT among the agents, or it would never wait for a round")
     if not any(isinstance(step, MiniAgent) for step in steps):
@@ -120,7 +111,7 @@ async def user_agent(
     """
     if chat_history is not None:
         history_agent = chat_history.history_agent
-    steps = _chain_steps([echo_agent, prompt_agent, history_agent], "user_agent")
+    steps = check_chain_steps([echo_agent, prompt_agent, history_agent], "user_agent")
     result = await achain_agents(steps, ctx.message_promises)
     ctx.reply(result)
 
