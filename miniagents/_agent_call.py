@@ -394,7 +394,7 @@ class AgentCall(WorkScope):
         if not self._agent_started:
             self._agent_started = True
             # Like `MiniAgents.start_soon(self._arun_agent())`, without its wrapper coroutine (see the end there).
-            task = asyncio.get_running_loop().create_task(self._arun_agent())
+            task = asyncio.get_running_loop().create_task(self._arun_agent(), name=self.agent.alias)
             self._mini_agents.track_agent_task(task)
             self.adopt_task(task, self._on_cancelled_before_start)
         return self._reply_appender

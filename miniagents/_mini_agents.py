@@ -266,7 +266,7 @@ class MiniAgents(PromisingContext):
             tasks = [task for task in self.child_tasks if task is not self._persist_task]
             if not tasks:
                 return
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait(tasks)  # (not `gather`, see `PromisingContext.aflush_tasks`)
             self.child_tasks.difference_update([task for task in tasks if task.done()])
 
     def cancel_everything(self, error: BaseException) -> None:

@@ -265,7 +265,7 @@ class PromisingContext:
         """Wait until every background task of this context is done, including tasks spawned meanwhile."""
         while self.child_tasks:
             tasks = list(self.child_tasks)
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait(tasks)  # (not `gather`: if we are cancelled, it would cancel them and wait for them)
             # A task that was cancelled before it ever ran never reached the `finally` that removes it.
             self.child_tasks.difference_update([task for task in tasks if task.done()])
 

@@ -1,0 +1,305 @@
+"""Interrupts (Ctrl+C, cancelling the task that leaves the context) and how errors are reported."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from miniagents import (
+    AgentCallCancelledError,
+    InteractionContext,
+    Message,
+    MiniAgent,
+    MiniAgents,
+    miniagent,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_python(code: str, **kwargs: Any) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        **kwargs,
+    )
+
+
+def test_sigint_leaves_the_run_within_a_second_and_cancels_the_agents() -> None:
+    process = run_python(
+        """
+        import asyncio, sys
+        from miniagents import MiniAgents, miniagent
+
+        steps = []
+
+        @miniagent
+        async def sub(ctx):
+            for _ in range(100):
+                steps.append("sub")
+                await asyncio.sleep(0.1)
+
+        @miniagent
+        async def slow(ctx):
+            ctx.reply(sub.inquire())
+            for _ in range(100):
+                steps.append("slow")
+                await asyncio.sleep(0.1)
+
+        async def main():
+            slow.inquire()
+            print("running", flush=True)
+            await asyncio.sleep(30)
+
+        try:
+            MiniAgents().run(main())
+        except KeyboardInterrupt:
+            print("interrupted", len(steps), flush=True)
+            sys.exit(3)
+        """
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline() == "running\n"
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    signalled = time.monotonic()
+    out, err = process.communicate(timeout=10)
+    elapsed = time.monotonic() - signalled
+    assert process.returncode == 3, err
+    assert out.startswith("interrupted")
+    assert int(out.split()[1]) < 30  # both agents stopped at the signal (about 2 x 4 steps), not after 100 each
+    assert elapsed < 1.0 + 0.5  # the context leaves within a second; the rest is the interpreter's exit
+
+
+async def test_cancelling_the_task_that_leaves_the_context_cancels_everything() -> None:
+    steps: list[str] = []
+    released = asyncio.Event()
+
+    @miniagent
+    async def late(ctx: InteractionContext) -> None:
+        for _ in range(300):
+            steps.append("late")
+            await asyncio.sleep(0.01)
+
+    @miniagent
+    async def busy(ctx: InteractionContext) -> None:
+        await released.wait()
+        late.inquire()  # started while the context is being left
+        for _ in range(300):
+            steps.append("busy")
+            await asyncio.sleep(0.01)
+
+    async def leave() -> None:
+        async with MiniAgents():
+            busy.inquire()
+
+    async with asyncio.timeout(10):
+        leaving = asyncio.create_task(leave())
+        await asyncio.sleep(0.05)
+        released.set()
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        leaving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+        assert time.monotonic() - started < 1.0
+    count = len(steps)
+    await asyncio.sleep(0.1)
+    assert len(steps) == count < 40  # nothing of ours runs any more
+
+
+async def test_an_agent_that_ignores_cancellation_does_not_keep_the_context_forever(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stubborn_ended = asyncio.Event()
+
+    @miniagent
+    async def stubborn(ctx: InteractionContext) -> None:
+        deadline = time.monotonic() + 1.5  # longer than the context waits
+        while time.monotonic() < deadline:
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                pass
+        stubborn_ended.set()
+
+    async def leave() -> None:
+        async with MiniAgents():
+            stubborn.inquire()
+
+    with caplog.at_level(logging.WARNING, logger="miniagents"):
+        leaving = asyncio.create_task(leave())
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        leaving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+        assert time.monotonic() - started < 1.5
+    assert any("ignored their cancellation" in record.getMessage() for record in caplog.records)
+    await asyncio.wait_for(stubborn_ended.wait(), 5)
+
+
+def test_a_fatal_error_in_an_agent_nobody_consumes_is_not_swallowed() -> None:
+    for error, expected in [("SystemExit(7)", 7), ("KeyboardInterrupt()", None)]:
+        process = run_python(
+            f"""
+            import asyncio
+            from miniagents import MiniAgents, miniagent
+
+            @miniagent
+            async def fatal(ctx):
+                raise {error}
+
+            async def main():
+                fatal.inquire()
+                await asyncio.sleep(0.05)
+
+            MiniAgents().run(main())
+            print("swallowed")
+            """
+        )
+        out, err = process.communicate(timeout=30)
+        assert "swallowed" not in out
+        if expected is None:
+            assert process.returncode != 0 and "KeyboardInterrupt" in err
+        else:
+            assert process.returncode == expected
+
+
+async def test_a_retrieved_error_is_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    @miniagent
+    async def failing(ctx: InteractionContext) -> None:
+        raise ValueError("handled by the caller")
+
+    @miniagent
+    async def caller(ctx: InteractionContext) -> None:
+        try:
+            await failing.inquire()
+        except ValueError:
+            ctx.reply("recovered")
+
+    with caplog.at_level(logging.DEBUG, logger="miniagents"):
+        async with MiniAgents():
+            assert [message.text for message in await caller.inquire()] == ["recovered"]
+    assert [record for record in caplog.records if record.exc_info] == []
+
+
+async def test_an_unretrieved_error_is_logged_once_naming_the_agent_and_its_callers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    @miniagent
+    async def deepest(ctx: InteractionContext) -> None:
+        raise ValueError("nobody looks")
+
+    @miniagent
+    async def middle(ctx: InteractionContext) -> None:
+        deepest.inquire()
+
+    @miniagent
+    async def top(ctx: InteractionContext) -> None:
+        middle.inquire()
+
+    with caplog.at_level(logging.DEBUG, logger="miniagents"):
+        async with MiniAgents():
+            top.inquire()
+            await asyncio.sleep(0.01)
+            assert [record for record in caplog.records if record.exc_info] == []  # not before the end
+    logged = [record for record in caplog.records if record.exc_info]
+    assert len(logged) == 1
+    assert "the agent DEEPEST (called by MIDDLE <- TOP) failed" in logged[0].getMessage()
+    assert "never retrieved" in logged[0].getMessage()
+
+
+async def test_an_error_caught_then_reraised_by_an_agent_is_reported_for_that_agent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    @miniagent
+    async def failing(ctx: InteractionContext) -> None:
+        raise ValueError("passed on")
+
+    @miniagent
+    async def passing_on(ctx: InteractionContext) -> None:
+        await failing.inquire()  # retrieves it, then fails with it
+
+    with caplog.at_level(logging.DEBUG, logger="miniagents"):
+        async with MiniAgents():
+            passing_on.inquire()
+    (logged,) = [record for record in caplog.records if record.exc_info]
+    assert "the agent PASSING_ON failed" in logged.getMessage()
+
+
+async def test_re_raising_a_stored_error_keeps_its_traceback_the_same_size() -> None:
+    @miniagent
+    async def failing(ctx: InteractionContext) -> None:
+        raise ValueError("stored")
+
+    def traceback_length(error: BaseException) -> int:
+        length, traceback = 0, error.__traceback__
+        while traceback is not None:
+            length, traceback = length + 1, traceback.tb_next
+        return length
+
+    async with MiniAgents():
+        replies = failing.inquire()
+        lengths = set()
+        for _ in range(1000):
+            try:
+                await replies
+            except ValueError as error:
+                lengths.add(traceback_length(error))
+        assert len(lengths) == 1
+
+
+async def test_fork_keeps_the_subclass_and_its_state() -> None:
+    class Scripted(MiniAgent):
+        prompts: list[str]
+
+    async def function(ctx: InteractionContext) -> None:
+        ctx.reply("x")
+
+    agent = Scripted(function, alias="SCRIPTED")
+    agent.prompts = ["a"]
+    forked = agent.fork(alias="FORKED", extra=1)
+    assert type(forked) is Scripted and forked.prompts == ["a"] and forked.alias == "FORKED"
+    assert agent.alias == "SCRIPTED" and agent._partial_kwargs == {}
+
+
+async def test_model_copy_gives_a_message_that_matches_its_new_content() -> None:
+    async with MiniAgents():
+        original = Message("before", role="user")
+        assert str(original) == "before" and original.as_promise is original.as_promise
+        copied = original.model_copy(update={"text": "after"})
+        assert str(copied) == "after" and copied.hash_key == Message("after", role="user").hash_key
+        assert (await copied.as_promise).text == "after" and copied.role == "user"  # type: ignore[attr-defined]
+        assert original.model_copy() == original and original.text == "before"
+
+
+async def test_cancellation_of_the_context_reaches_a_call_made_at_top_level() -> None:
+    @miniagent
+    async def forever(ctx: InteractionContext) -> None:
+        await asyncio.sleep(60)
+
+    async def leave() -> Any:
+        async with MiniAgents():
+            return forever.inquire()
+
+    async with asyncio.timeout(5):
+        task = asyncio.create_task(leave())
+        await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
