@@ -70,7 +70,7 @@ def make_agent(node: Node, sequences: dict[str, MessageSequencePromise]) -> Any:
     async def agent(ctx: InteractionContext) -> None:
         for message_index, count in enumerate(node.messages):
             ctx.reply(Message.promise(message_token_streamer=tokens(message_index, count)))
-        for child_node, child in zip(node.children, children):
+        for child_node, child in zip(node.children, children, strict=True):
             replies = child.inquire()
             sequences[child_node.name] = replies
             ctx.reply(replies)

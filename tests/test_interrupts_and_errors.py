@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from miniagents import (
-    AgentCallCancelledError,
     InteractionContext,
     Message,
     MiniAgent,
