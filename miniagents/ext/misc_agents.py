@@ -17,7 +17,14 @@ if TYPE_CHECKING:
     from prompt_toolkit import PromptSession
     from prompt_toolkit.application.current import AppSession
 
-__all__ = ["console_echo_agent", "console_prompt_agent", "console_user_agent", "file_agent"]  # noqa: F822 (__getattr__)
+__all__ = [  # noqa: F822 (console_user_agent comes from __getattr__)
+    "aprompt_user",
+    "console_echo_agent",
+    "console_prompt_agent",
+    "console_user_agent",
+    "file_agent",
+    "print_banner",
+]
 
 DEFAULT_GREETING = "YOU ARE NOW IN A CHAT WITH AN AI ASSISTANT"
 """The first line of the banner `console_prompt_agent` shows at the start of a dialog."""
@@ -104,6 +111,13 @@ def _prompt_session() -> PromptSession[str]:
     def _newline(event: KeyPressEvent) -> None:
         event.current_buffer.insert_text("\n")
 
+    @bindings.add("c-c")
+    def _clear_or_quit(event: KeyPressEvent) -> None:
+        if event.current_buffer.text:  # like a shell: Ctrl+C drops what was typed, on an empty prompt it quits
+            event.current_buffer.reset()
+        else:
+            event.app.exit(exception=KeyboardInterrupt())
+
     session: PromptSession[str] = PromptSession(
         [(_USER_STYLE, _USER_PROMPT)],
         multiline=True,
@@ -125,8 +139,8 @@ async def console_prompt_agent(
 
     The incoming messages are passed on first and then awaited in full (so whatever prints them is done). When
     none of them is a non-system message, the dialog is just starting and a banner is printed first: the
-    greeting and how to use the prompt. The prompt is ``USER: ``; Enter sends the message, Ctrl+Space inserts a
-    newline.
+    greeting and how to use the prompt. The prompt is `aprompt_user`'s: Enter sends the message, Ctrl+Space
+    inserts a newline, Ctrl+C clears what was typed.
 
     Args:
         ctx: the interaction context.
@@ -137,15 +151,37 @@ async def console_prompt_agent(
         The incoming messages, then a `UserMessage` with the text as typed (not stripped), unless it is blank.
 
     Raises:
-        KeyboardInterrupt: the user typed ``exit``, pressed Ctrl+C, or pressed Ctrl+D (end of input); the
-            dialog loops end quietly on it.
+        KeyboardInterrupt: the user typed ``exit``, or pressed Ctrl+C or Ctrl+D (end of input) on an empty
+            prompt; the dialog loops end quietly on it.
     """
     from miniagents.ext.llm import UserMessage
 
     ctx.reply(ctx.message_promises)
     messages = await ctx.message_promises
     if not any(not (hide_system_messages and getattr(message, "role", None) == "system") for message in messages):
-        _write(f"\033[{_BANNER_STYLE}m\n{greeting}\n\n{_BANNER_HINTS}\033[0m\n")
+        print_banner(greeting)
+    user_input = await aprompt_user()
+    if user_input.strip():
+        ctx.reply(UserMessage(text=user_input))
+
+
+def print_banner(greeting: str = DEFAULT_GREETING) -> None:
+    """Print the banner of a console dialog: ``greeting`` and how to use the prompt (to stdout)."""
+    _write(f"\033[{_BANNER_STYLE}m\n{greeting}\n\n{_BANNER_HINTS}\033[0m\n")
+
+
+async def aprompt_user() -> str:
+    """Read the user's next message from the console with prompt_toolkit (``USER: `` prompt).
+
+    Enter sends the message, Ctrl+Space inserts a newline, Ctrl+C clears what was typed (or quits on an empty
+    prompt).
+
+    Returns:
+        The text as typed (not stripped; possibly blank).
+
+    Raises:
+        KeyboardInterrupt: the user typed ``exit``, or pressed Ctrl+C or Ctrl+D on an empty prompt.
+    """
     try:
         user_input = await _prompt_session().prompt_async()
     except EOFError as error:
@@ -153,8 +189,7 @@ async def console_prompt_agent(
     _write("\n")
     if user_input.strip() == _EXIT_COMMAND:
         raise KeyboardInterrupt
-    if user_input.strip():
-        ctx.reply(UserMessage(text=user_input))
+    return user_input
 
 
 @miniagent

@@ -41,6 +41,25 @@ def test_e4_custom_dialog_loop_with_piped_stdin() -> None:
     assert result.stderr.rstrip().endswith("EOFError: EOF when reading a line")
 
 
+@pytest.mark.parametrize("how", ["exit", "ctrl-c"])
+def test_e4_custom_dialog_loop_quits_on_exit_and_on_ctrl_c_without_a_traceback(
+    how: str, terminal_factory: Callable[[str], Terminal]
+) -> None:
+    terminal = terminal_factory(shlex.join([sys.executable, str(EXAMPLES / "custom_dialog_loop.py")]))
+    terminal.wait_for(lambda s: user_prompts(s) == 1, "the first prompt")
+    terminal.type("hi", "Enter")
+    terminal.wait_for(lambda s: user_prompts(s) == 2, "the second prompt")
+    if how == "exit":
+        terminal.type("exit", "Enter")
+    else:
+        terminal.type("", "C-c")  # the first Ctrl+C quits
+    screen = terminal.wait_for(lambda s: "EXIT STATUS" in s, "EXIT STATUS: the end of the program")
+    assert 'USER: hi\nASSISTANT: You said "hi"\nUSER: ' in screen
+    assert "EXIT STATUS: 0" in screen
+    assert "Traceback" not in screen
+    assert 'You said "exit"' not in screen
+
+
 @pytest.mark.timeout(300)
 def test_e3_dialog_with_markdown_history_on_the_local_model(
     terminal_factory: Callable[[str], Terminal], tmp_path: Path
