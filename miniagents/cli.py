@@ -23,15 +23,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib
 import logging
 import math
 import os
-import signal
 import sys
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -315,10 +312,12 @@ async def _aanswer(replies: Any, log: MarkdownChatLog) -> list[Message]:
 
     Ctrl+C (SIGINT) cancels the streaming and then every agent still running in the `MiniAgents` context.
     """
+    from miniagents.ext.misc_agents import cancel_on_ctrl_c
+
     recorded: list[Message] = []
     streaming = asyncio.ensure_future(_astream_replies(replies, log, recorded))
     try:
-        with _ctrl_c_cancels(streaming):
+        with cancel_on_ctrl_c(streaming):
             await asyncio.wait([streaming])
     except asyncio.CancelledError:
         streaming.cancel()
@@ -361,24 +360,6 @@ async def _astream_replies(replies: Any, log: MarkdownChatLog, recorded: list[Me
                 _write(f"\033[{_DIM_STYLE}m{mark}\033[0m\n\n")
             else:
                 _write("\r\033[K")  # no answer: the label goes, the error (if any) is reported on its own line
-
-
-@contextlib.contextmanager
-def _ctrl_c_cancels(task: asyncio.Future[Any]) -> Iterator[None]:
-    """While in the block, Ctrl+C (SIGINT) cancels ``task`` instead of interrupting the program."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    loop = asyncio.get_running_loop()
-
-    def cancel(signal_number: int, frame: Any) -> None:
-        loop.call_soon_threadsafe(task.cancel)
-
-    previous = signal.signal(signal.SIGINT, cancel)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 async def _acancel_agents() -> None:

@@ -7,8 +7,13 @@ defined in `miniagents.ext.agent_aggregators` and re-exported here.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from miniagents.miniagents import InteractionContext, MiniAgent, miniagent
@@ -19,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [  # noqa: F822 (console_user_agent comes from __getattr__)
     "aprompt_user",
+    "cancel_on_ctrl_c",
     "console_echo_agent",
     "console_prompt_agent",
     "console_user_agent",
@@ -38,6 +44,34 @@ _BANNER_STYLE = "92;1"  # bright green, bold
 _USER_PROMPT = "USER: "
 _USER_STYLE = "ansibrightyellow bold"
 _EXIT_COMMAND = "exit"
+
+
+@contextlib.contextmanager
+def cancel_on_ctrl_c(task: asyncio.Future[Any] | None) -> Iterator[list[bool]]:
+    """While in the block, Ctrl+C (SIGINT) cancels ``task`` instead of interrupting the program.
+
+    Only in the main thread (where signal handlers run) and with a ``task``; elsewhere it does nothing. The
+    previous handler is restored on leaving.
+
+    Yields:
+        A list that is empty until Ctrl+C was pressed (then ``[True]``): truthy exactly when the cancellation
+        came from Ctrl+C.
+    """
+    pressed: list[bool] = []
+    if task is None or threading.current_thread() is not threading.main_thread():
+        yield pressed
+        return
+    loop = asyncio.get_running_loop()
+
+    def cancel(signal_number: int, frame: Any) -> None:
+        pressed[:] = [True]
+        loop.call_soon_threadsafe(task.cancel)
+
+    previous = signal.signal(signal.SIGINT, cancel)
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _write(text: str) -> None:
@@ -64,6 +98,9 @@ async def console_echo_agent(
     blank line, all in the ANSI SGR style ``assistant_style``. ``LABEL`` is the first truthy one of the message's
     ``agent_alias``, ``role`` and ``default_role`` (read from its preliminary metadata), upper-cased.
 
+    Ctrl+C while the messages are awaited or stream (in the main thread) raises `KeyboardInterrupt` here, which
+    ends the dialog loops quietly (instead of asyncio's default: cancelling the program's main task).
+
     Args:
         ctx: the interaction context.
         assistant_style: the SGR parameters (``"92;1"`` is bright green, bold).
@@ -75,15 +112,24 @@ async def console_echo_agent(
         The incoming messages, unchanged (replied before anything is printed).
     """
     ctx.reply(ctx.message_promises)
-    async for message_promise in ctx.message_promises:
-        if hide_system_messages and _metadata(message_promise, "role") == "system":
-            continue
-        if mention_aliases:
-            label = _metadata(message_promise, "agent_alias") or _metadata(message_promise, "role") or default_role
-            _write(f"\033[{assistant_style}m{str(label).upper()}: \033[0m")
-        async for token in message_promise:
-            _write(f"\033[{assistant_style}m{token}\033[0m")
-        _write("\n\n")
+    with cancel_on_ctrl_c(asyncio.current_task()) as interrupted:
+        try:
+            async for message_promise in ctx.message_promises:
+                if hide_system_messages and _metadata(message_promise, "role") == "system":
+                    continue
+                if mention_aliases:
+                    label = (
+                        _metadata(message_promise, "agent_alias") or _metadata(message_promise, "role") or default_role
+                    )
+                    _write(f"\033[{assistant_style}m{str(label).upper()}: \033[0m")
+                async for token in message_promise:
+                    _write(f"\033[{assistant_style}m{token}\033[0m")
+                _write("\n\n")
+        except asyncio.CancelledError:
+            if not interrupted:
+                raise
+            _write("\033[0m\n\n")
+            raise KeyboardInterrupt from None  # Ctrl+C while messages stream (or are awaited): quit the dialog
 
 
 _prompt_sessions: tuple[AppSession, PromptSession[str]] | None = None
