@@ -199,8 +199,16 @@ def make_assistant_agent(model: str, max_tokens: int | None = None, temperature:
     from miniagents.ext.llm.llama_cpp import llama_cpp_agent
 
     if name:
-        if not Path(name).expanduser().is_file():
+        path = Path(name).expanduser()
+        if not path.is_file():
             raise CliError(f"--model {model}: no such model file: {name}")
+        try:
+            with path.open("rb") as file:
+                magic = file.read(4)
+        except OSError as error:
+            raise CliError(f"--model {model}: cannot read the model file: {error.strerror or error}") from error
+        if magic != b"GGUF":
+            raise CliError(f"--model {model}: not a GGUF model file: {name}")
         settings["model_path"] = name
     settings.setdefault("max_tokens", LOCAL_DEFAULT_MAX_TOKENS)
     local_agent = llama_cpp_agent.fork(n_ctx=LOCAL_N_CTX, n_threads=None, **settings)

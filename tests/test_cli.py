@@ -118,6 +118,10 @@ def test_an_embedded_model_that_cannot_be_fetched_is_one_clear_line_and_exit_cod
             ["chat", "--model", "local:/no/such.gguf"],
             "miniagents: --model local:/no/such.gguf: no such model file: /no/such.gguf\n",
         ),
+        (
+            ["chat", "--model", f"local:{__file__}"],
+            f"miniagents: --model local:{__file__}: not a GGUF model file: {__file__}\n",
+        ),
     ],
 )
 def test_bad_model_values(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
