@@ -14,7 +14,7 @@ line of its own and the chat goes on too. On start, the latest messages of the h
 
 Exit codes: 0 after a normal quit; 2 for a usage problem found before the first prompt (a bad option, an
 unusable ``--history`` file, a missing API key or extra); 1 when the chat failed otherwise (e.g. the local model
-file cannot be fetched); 130 when interrupted outside an answer (e.g. while the model loads).
+file cannot be fetched); 130 when interrupted elsewhere (e.g. while the model file is fetched).
 
 For tests and embedding, `run_chat` and `achat` take any assistant `MiniAgent`.
 """
@@ -261,8 +261,8 @@ async def achat(
         system: a system prompt, given to the assistant on every turn (not written to the history).
         history_file: the Markdown history file; its messages are given to the assistant and the latest are
             shown at the start.
-        warm_up: first ask the assistant for one token (``max_tokens=1``), so that a local model is loaded
-            before the first prompt, not while the first answer is shown.
+        warm_up: ask the assistant for one token (``max_tokens=1``) in the background at the start, so that a
+            local model loads while the user types the first message.
 
     Raises:
         CliError: the history file cannot be used (checked before anything is shown or written).
@@ -275,12 +275,8 @@ async def achat(
         messages = log.load()
     except ChatLogError as error:
         raise CliError(f"--history {error}") from error
-    if warm_up:
-        sys.stdout.write("Loading the model...")
-        sys.stdout.flush()
-        await assistant_agent.inquire(UserMessage(text="Hi"), max_tokens=1)
-        sys.stdout.write("\r\033[K")
-        sys.stdout.flush()
+    if warm_up:  # loads the model while the user types (the first answer waits for it); errors show there
+        assistant_agent.inquire(UserMessage(text="Hi"), max_tokens=1)
     print_banner()
     _show_recap(messages, log.path)
     prompt_prefix = [SystemMessage(text=system)] if system else []
@@ -396,7 +392,7 @@ def run_chat(
 
     Returns:
         0 after the user quit, 2 when the history file cannot be used, 1 when the chat failed otherwise, 130 when
-        interrupted outside an answer (e.g. while the model loads).
+        interrupted outside the prompt and the answers.
     """
     # Agent errors are reported by the chat, once and briefly, instead of being logged with a traceback.
     mini_agents = MiniAgents(log_level_for_errors=logging.DEBUG)
@@ -440,5 +436,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except LocalModelError as error:
             print(f"miniagents: {error}", file=sys.stderr)
             return EXIT_FAILED
-    warm_up = args.model.partition(":")[0] == "local"  # a local model is loaded before the first prompt
+        except KeyboardInterrupt:
+            print("\nminiagents: interrupted while fetching the model file", file=sys.stderr)
+            return EXIT_INTERRUPTED
+    warm_up = args.model.partition(":")[0] == "local"  # a local model loads while the first message is typed
     return run_chat(assistant_agent, system=args.system, history_file=args.history, warm_up=warm_up)
