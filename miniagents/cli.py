@@ -362,6 +362,8 @@ async def _astream_replies(replies: Any, log: MarkdownChatLog, recorded: list[Me
                 _write(f" \033[{_DIM_STYLE}m{mark}\033[0m\n\n" if mark else "\n\n")
             elif mark == INTERRUPTED_MARK:
                 _write(f"\033[{_DIM_STYLE}m{mark}\033[0m\n\n")
+            elif mark is None:
+                _write("\n\n")  # an empty answer
             else:
                 _write("\r\033[K")  # no answer: the label goes, the error (if any) is reported on its own line
 
