@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from miniagents._chat_log import ChatLogError, MarkdownChatLog
+from miniagents.errors import MiniAgentsError
 from miniagents.messages import Message
 from miniagents.miniagents import InteractionContext, MiniAgent, MiniAgents, miniagent
 
@@ -84,7 +85,7 @@ _PROVIDERS = {
 }
 
 
-class CliError(Exception):
+class CliError(MiniAgentsError):
     """A problem the user can fix (a bad option, a missing key or extra): printed as one line, exit code 2."""
 
 

@@ -2,7 +2,7 @@
 
 `console_prompt_agent` uses prompt_toolkit, which is imported the first time the agent prompts, never at import
 time: importing this module touches no terminal. `console_user_agent` (echo, prompt and history in one agent) is
-defined in `miniagents.ext.agent_aggregators` and re-exported here.
+`user_agent` forked with the first two.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from miniagents.miniagents import InteractionContext, MiniAgent, miniagent
+from miniagents.ext._user_agent import user_agent
+from miniagents.miniagents import InteractionContext, miniagent
 
 if TYPE_CHECKING:
     from prompt_toolkit import PromptSession
     from prompt_toolkit.application.current import AppSession
 
-__all__ = [  # noqa: F822 (console_user_agent comes from __getattr__)
+__all__ = [
     "aprompt_user",
     "cancel_on_ctrl_c",
     "console_echo_agent",
@@ -258,11 +259,5 @@ async def file_agent(ctx: InteractionContext, file: str | os.PathLike[str]) -> N
             stream.flush()
 
 
-def __getattr__(name: str) -> MiniAgent:
-    # Re-exported lazily: `console_user_agent` is built from the agents above in `agent_aggregators`, which
-    # imports this module.
-    if name == "console_user_agent":
-        from miniagents.ext.agent_aggregators import console_user_agent
-
-        return console_user_agent
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+console_user_agent = user_agent.fork(echo_agent=console_echo_agent, prompt_agent=console_prompt_agent)
+"""`user_agent` in the console: `console_echo_agent`, `console_prompt_agent` and the default in-memory history."""
