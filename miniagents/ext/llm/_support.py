@@ -73,11 +73,12 @@ async def aprompt_dicts(ctx: InteractionContext, system: str | None) -> list[dic
 def merge_metadata(target: dict[str, Any], source: dict[str, Any]) -> None:
     """Deep-merge one response chunk (as a dict) into ``target``, in place.
 
-    Dicts merge recursively, a ``choices`` list merges into its single element, other lists concatenate, ``None``
-    values are skipped and other values overwrite.
+    Dicts merge recursively, a ``choices`` list merges into its single element, other lists concatenate, a
+    ``None`` value is kept only for a key that is not there yet, and other values overwrite.
     """
     for key, value in source.items():
         if value is None:
+            target.setdefault(key, None)
             continue
         if key == "choices" and isinstance(value, list):
             choices = target.get(key)

@@ -23,6 +23,8 @@ PUBLIC_MODULES = [
     "miniagents.ext.llm.anthropic",
     "miniagents.ext.llm.llama_cpp",
     "miniagents.ext.llm.testing",
+    "miniagents.ext.llm.tools",
+    "miniagents.ext.llm.output",
 ]
 
 

@@ -122,7 +122,7 @@ async def test_function_agent_error_and_bad_return_type() -> None:
         (message_promise,) = [mp async for mp in function_llm_agent(broken).inquire("x")]
         with pytest.raises(ValueError, match="bad prompt"):
             await message_promise
-        with pytest.raises(TypeError, match="not str"):
+        with pytest.raises(TypeError, match="returned int"):
             await not_text.inquire("x")
 
 
