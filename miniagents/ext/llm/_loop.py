@@ -28,7 +28,7 @@ from miniagents.ext.llm.llm_common import (
     message_to_llm_dict,
     _openai_tool_call_dict,
 )
-from miniagents.ext.llm.output import OutputSpec, output_message_class, register_output_promise
+from miniagents.ext.llm.output import OutputSpec, _output_message_class, _register_output_promise
 from miniagents.ext.llm.tools import Tool, ToolLike, aresolve_tools
 from miniagents.messages import Message, MessagePromise
 from miniagents.miniagents import InteractionContext
@@ -332,13 +332,13 @@ class AgentLoop:
         message_class: type[Message] = self.adapter.message_class
         kind: Literal["text", "output"] = "text"
         if self.output is not None and not self.output_via_tool:
-            message_class = output_message_class(message_class, self.output)
+            message_class = _output_message_class(message_class, self.output)
             kind = "output"
         return self._open_message(message_class, kind, self.preliminary)
 
     def _open_call(self, call_id: str, name: str) -> _OpenMessage:
         if self.output_via_tool and name == OUTPUT_TOOL_NAME and self.output is not None:
-            message_class = output_message_class(self.adapter.message_class, self.output)
+            message_class = _output_message_class(self.adapter.message_class, self.output)
             return self._open_message(message_class, "output", self.preliminary)
         metadata = {**self.preliminary, "tool_call_id": call_id, "tool_name": name}
         message = self._open_message(ToolCallMessage, "call", metadata)
@@ -360,7 +360,7 @@ class AgentLoop:
         promise = message_class.promise(start_asap=True, message_token_streamer=streamer, **metadata)
         holder = _OpenMessage(appender=appender, promise=promise, kind=kind)
         if kind == "output" and self.output is not None:
-            register_output_promise(promise, self.output)
+            _register_output_promise(promise, self.output)
         self._open.append(holder)
         self.ctx.reply(promise)
         return holder

@@ -21,7 +21,7 @@ Example:
     ...     score: int = 0
     >>> llm = scripted_llm_agent(['{"verdict": "good draft", "score": 8}']).fork(output_type=Verdict)
     >>> async def main() -> None:
-    ...     message_promise = llm.inquire(UserMessage("Judge it")).as_single_promise()
+    ...     (message_promise,) = [mp async for mp in llm.inquire(UserMessage("Judge it"))]
     ...     async for partial in apartial_outputs(message_promise):
     ...         print(partial)
     ...     print((await message_promise).output)
@@ -155,7 +155,7 @@ class StructuredOutputMessage(AssistantMessage):
         return spec.validate_json(self.text or "")
 
 
-def output_message_class(base: type[Message], spec: OutputSpec) -> type[Message]:
+def _output_message_class(base: type[Message], spec: OutputSpec) -> type[Message]:
     """The subclass of ``base`` and `StructuredOutputMessage` for one output type (made once, then cached)."""
     key = (base, spec)
     message_class = _message_classes.get(key)
@@ -167,7 +167,7 @@ def output_message_class(base: type[Message], spec: OutputSpec) -> type[Message]
     return message_class
 
 
-def register_output_promise(promise: MessagePromise, spec: OutputSpec) -> None:
+def _register_output_promise(promise: MessagePromise, spec: OutputSpec) -> None:
     """Remember the output type of a streaming message, for `apartial_outputs`."""
     _specs_of_promises[promise] = spec
 
