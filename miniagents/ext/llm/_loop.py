@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import pydantic
+import pydantic_core
 
 from miniagents.ext.llm._support import merge_metadata
 from miniagents.ext.llm.errors import LLMError, LLMMaxTurnsError, LLMResponseError, LLMToolError
@@ -44,6 +46,8 @@ __all__ = [
     "ProviderAdapter",
     "TextDelta",
     "ToolCallDelta",
+    "ResponseFormat",
+    "ToolCalling",
     "ToolChoice",
     "ToolSpec",
     "TurnRequest",
@@ -59,6 +63,11 @@ DEFAULT_MAX_TURNS = 10
 """The default limit of model requests per inquiry (each tool round trip is one more)."""
 
 ToolChoice = Literal["auto", "required", "none"] | str | None
+ToolCalling = Literal["native", "json"]
+
+_JSON_TOOLS_NOTE = """You can call tools. To call tools, answer with JSON {{"tool_calls": [{{"name": <tool name>, \
+"arguments": {{...}}}}]}}. {answer_rule} The tools:
+{tools}"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +107,14 @@ class ToolSpec:
 
 
 @dataclass(frozen=True)
+class ResponseFormat:
+    """A JSON schema the answer must follow (an ``"object"`` schema, or an ``anyOf`` of them)."""
+
+    name: str
+    schema: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class TurnRequest:
     """One request to the model.
 
@@ -118,7 +135,7 @@ class TurnRequest:
     tools: Sequence[ToolSpec]
     tool_choice: ToolChoice
     parallel_tool_calls: bool | None
-    output: OutputSpec | None
+    output: ResponseFormat | None
     stream: bool
 
 
@@ -152,8 +169,11 @@ class LoopOptions:
     raise_tool_errors: bool = False
     reply_metadata: dict[str, Any] | None = None
     other_agents_as_user: bool = True
+    tool_calling: ToolCalling = "native"
 
     def __post_init__(self) -> None:
+        if self.tool_calling not in ("native", "json"):
+            raise ValueError(f"tool_calling must be 'native' or 'json', got {self.tool_calling!r}")
         if not isinstance(self.max_turns, int) or self.max_turns < 1:
             raise ValueError(f"max_turns must be an int >= 1, got {self.max_turns!r}")
         if self.tool_choice not in (None, "auto", "required", "none") and not isinstance(self.tool_choice, str):
@@ -236,22 +256,39 @@ class AgentLoop:
             tool_specs.append(
                 ToolSpec(OUTPUT_TOOL_NAME, f"Give the final answer as {self.output.name}.", self.output.schema)
             )
+        json_tools = options.tool_calling == "json" and bool(tools)
+        if json_tools and not self.adapter.native_output:
+            raise ValueError(f"tool_calling='json' needs a JSON-schema response format, which {self.adapter.provider} lacks")
         tool_choice = options.tool_choice
         for turn in range(1, options.max_turns + 1):
             if self.output_via_tool:
                 turn_choice: ToolChoice = OUTPUT_TOOL_NAME if not tools else "required"
             else:
                 turn_choice = tool_choice
-            request = TurnRequest(
-                system=options.system,
-                messages=conversation,
-                tools=tool_specs,
-                tool_choice=turn_choice,
-                parallel_tool_calls=options.parallel_tool_calls,
-                output=self.output if not self.output_via_tool else None,
-                stream=options.stream,
-            )
-            turn_messages = await self._aturn(request)
+            output = ResponseFormat(self.output.name, self.output.schema) if self.output is not None else None
+            if json_tools:
+                request = TurnRequest(
+                    system=self._json_tools_system(tool_specs, turn_choice),
+                    messages=_json_tools_conversation(conversation),
+                    tools=(),
+                    tool_choice=None,
+                    parallel_tool_calls=None,
+                    output=_json_tools_format(tool_specs, turn_choice, options.parallel_tool_calls, output),
+                    stream=options.stream,
+                )
+                events = self._decode_json_tools(self.adapter.astream(request), structured=output is not None)
+            else:
+                request = TurnRequest(
+                    system=options.system,
+                    messages=conversation,
+                    tools=tool_specs,
+                    tool_choice=turn_choice,
+                    parallel_tool_calls=options.parallel_tool_calls,
+                    output=output if not self.output_via_tool else None,
+                    stream=options.stream,
+                )
+                events = self.adapter.astream(request)
+            turn_messages = await self._aturn(events)
             if turn_messages is None:
                 return  # failed: the error is in the open message
             calls = [m for m in turn_messages if m.kind == "call"]
@@ -273,6 +310,69 @@ class AgentLoop:
             if tool_choice not in (None, "auto", "none"):
                 tool_choice = "auto"  # a forced call is forced once, or the model could never answer
 
+    def _json_tools_system(self, tool_specs: Sequence[ToolSpec], tool_choice: ToolChoice) -> str:
+        if tool_choice == "required" or (tool_choice not in (None, "auto", "none")):
+            answer_rule = "Call a tool now."
+        elif self.output is not None:
+            answer_rule = "To give the final answer, answer with its JSON instead."
+        else:
+            answer_rule = 'To answer, answer with JSON {"response": "<your answer>"}.'
+        listing = "\n".join(
+            f"- {spec.name}: {spec.description} Arguments (JSON schema): {json.dumps(spec.parameters)}"
+            for spec in tool_specs
+        )
+        note = _JSON_TOOLS_NOTE.format(answer_rule=answer_rule, tools=listing)
+        return f"{self.options.system}\n\n{note}" if self.options.system else note
+
+    async def _decode_json_tools(self, events: AsyncIterator[Event], structured: bool) -> AsyncIterator[Event]:
+        """Turn the JSON answer of ``tool_calling="json"`` back into text (streamed) and tool-call events."""
+        buffer = ""
+        decided: str | None = None
+        emitted = 0
+        async for event in events:
+            if type(event) is not TextDelta:
+                yield event
+                continue
+            buffer += event.text
+            if decided is None:
+                try:
+                    partial = pydantic_core.from_json(buffer, allow_partial=True)
+                except ValueError:
+                    continue
+                if not isinstance(partial, dict) or not partial:
+                    continue
+                decided = "calls" if next(iter(partial)) == "tool_calls" else "answer"
+            if decided == "answer" and structured:
+                yield TextDelta(buffer[emitted:])
+                emitted = len(buffer)
+            elif decided == "answer":
+                try:
+                    partial = pydantic_core.from_json(buffer, allow_partial="trailing-strings")
+                except ValueError:
+                    continue
+                text = partial.get("response") if isinstance(partial, dict) else None
+                if isinstance(text, str) and len(text) > emitted:
+                    yield TextDelta(text[emitted:])
+                    emitted = len(text)
+        if decided == "answer":
+            return
+        try:
+            answer = json.loads(buffer)
+            calls = answer["tool_calls"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise LLMResponseError(
+                f"{self.adapter.provider} model {self.adapter.model!r} gave no valid JSON answer: {buffer[:200]!r}",
+                provider=self.adapter.provider,
+                model=self.adapter.model,
+            ) from error
+        for index, call in enumerate(calls):
+            yield ToolCallDelta(
+                index=index,
+                arguments=json.dumps(call.get("arguments") or {}),
+                call_id=f"call_{uuid.uuid4().hex[:16]}",
+                name=str(call.get("name")),
+            )
+
     def _prompt(self, messages: Sequence[Message]) -> list[Message]:
         """The input as the model sees it: another agent's answer is a user turn (unless disabled)."""
         if not self.options.other_agents_as_user:
@@ -291,14 +391,14 @@ class AgentLoop:
 
     # --- one turn --------------------------------------------------------------------------------------------
 
-    async def _aturn(self, request: TurnRequest) -> list[_OpenMessage] | None:
+    async def _aturn(self, events: AsyncIterator[Event]) -> list[_OpenMessage] | None:
         """Stream one model answer into reply messages; return them still open (None when the turn failed)."""
         by_index: dict[int, _OpenMessage] = {}
         text_message: _OpenMessage | None = None
         turn_metadata: dict[str, Any] = {}
         start = len(self._open)
         try:
-            async for event in self.adapter.astream(request):
+            async for event in events:
                 if type(event) is TextDelta:
                     if text_message is None:
                         text_message = self._open_text()
@@ -572,3 +672,76 @@ def chat_response_events(response: dict[str, Any], provider: str, model: str | N
     metadata = {key: value for key, value in response.items() if key != "choices"}
     metadata["choices"] = [{key: value for key, value in choices[0].items() if key != "message"}]
     yield MetadataDelta(metadata)
+
+
+# --- tool_calling="json": tools through a JSON-schema answer, for models without native tool calling ------------
+
+
+def _json_tools_format(
+    tool_specs: Sequence[ToolSpec],
+    tool_choice: ToolChoice,
+    parallel_tool_calls: bool | None,
+    output: ResponseFormat | None,
+) -> ResponseFormat:
+    """The schema of an answer that is either ``{"tool_calls": [...]}`` or the answer itself."""
+    definitions: dict[str, Any] = {}
+
+    def hoisted(schema: dict[str, Any]) -> dict[str, Any]:
+        schema = dict(schema)
+        definitions.update(schema.pop("$defs", {}))
+        return schema
+
+    forced = tool_choice not in (None, "auto", "none", "required")
+    items = [
+        {
+            "type": "object",
+            "properties": {"name": {"type": "string", "const": spec.name}, "arguments": hoisted(spec.parameters)},
+            "required": ["name", "arguments"],
+        }
+        for spec in tool_specs
+        if not forced or spec.name == tool_choice
+    ]
+    calls: dict[str, Any] = {"type": "array", "items": {"anyOf": items} if len(items) > 1 else items[0], "minItems": 1}
+    if parallel_tool_calls is False:
+        calls["maxItems"] = 1
+    calls_schema = {"type": "object", "properties": {"tool_calls": calls}, "required": ["tool_calls"]}
+    answer_schema = (
+        hoisted(output.schema)
+        if output is not None
+        else {"type": "object", "properties": {"response": {"type": "string"}}, "required": ["response"]}
+    )
+    if tool_choice == "none":
+        schema = answer_schema
+    elif tool_choice == "required" or forced:
+        schema = calls_schema
+    else:
+        schema = {"anyOf": [calls_schema, answer_schema]}
+    if definitions:
+        schema = {**schema, "$defs": definitions}
+    return ResponseFormat("tool_calls_or_answer", schema)
+
+
+def _json_tools_conversation(conversation: Sequence[Message]) -> list[Message]:
+    """Tool calls and results as plain turns, for models whose chat template knows no tools."""
+    plain: list[Message] = []
+    for message in conversation:
+        if isinstance(message, ToolCallMessage):
+            try:
+                arguments: Any = message.arguments
+            except ValueError:
+                arguments = {}
+            call = {"name": message.tool_name, "arguments": arguments}
+            last = plain[-1] if plain else None
+            if isinstance(last, AssistantMessage) and str(last).startswith('{"tool_calls"'):
+                previous = json.loads(str(last))
+                plain[-1] = AssistantMessage(json.dumps({"tool_calls": [*previous["tool_calls"], call]}))
+            else:
+                plain.append(AssistantMessage(json.dumps({"tool_calls": [call]})))
+        elif isinstance(message, ToolResultMessage):
+            status = "failed" if message.is_error else "returned"
+            plain.append(
+                UserMessage(f"The tool {message.tool_name} {status}: {message}\nUse this to answer, or call a tool.")
+            )
+        else:
+            plain.append(message)
+    return plain

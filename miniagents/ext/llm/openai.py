@@ -40,6 +40,7 @@ from miniagents.ext.llm._loop import (
     AgentLoop,
     Event,
     LoopOptions,
+    ToolCalling,
     ToolChoice,
     TurnRequest,
     chat_chunk_events,
@@ -134,6 +135,7 @@ async def openai_agent(
     output_type: Any = None,
     raise_tool_errors: bool = False,
     other_agents_as_user: bool = True,
+    tool_calling: ToolCalling = "native",
     **kwargs: Any,
 ) -> None:
     """An OpenAI chat model: replies with `OpenAIMessage` s streamed token by token.
@@ -165,6 +167,10 @@ async def openai_agent(
         other_agents_as_user: send an assistant message of *another* agent (its ``agent_alias`` differs) as a
             user turn, so a chain of LLM agents hands each step the previous step's answer as its input; False
             keeps such messages as assistant turns (the behaviour before).
+        tool_calling: ``"native"`` sends ``tools`` (the API's tool calling); ``"json"`` asks for a JSON answer
+            (``{"tool_calls": [...]}`` or the answer) through a ``response_format`` schema instead, for
+            OpenAI-compatible servers that take JSON schemas but whose model has no tool calling (llama.cpp's
+            server with a chat template that knows no tools, e.g. SmolLM2's).
         **kwargs: passed to ``chat.completions.create`` as they are (``max_tokens``, ``temperature`` …).
 
     The input messages become chat dicts through `message_to_llm_dict`. The request is sent right away.
@@ -191,6 +197,7 @@ async def openai_agent(
         raise_tool_errors=raise_tool_errors,
         reply_metadata=reply_metadata,
         other_agents_as_user=other_agents_as_user,
+        tool_calling=tool_calling,
     )
     adapter = _OpenAIAdapter(_import_openai(), model, async_client, kwargs)
     await AgentLoop(ctx, adapter, options).arun()

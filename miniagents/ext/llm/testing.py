@@ -65,6 +65,7 @@ from miniagents.ext.llm._loop import (
     MetadataDelta,
     TextDelta,
     ToolCallDelta,
+    ToolCalling,
     ToolChoice,
     TurnRequest,
     openai_chat_messages,
@@ -264,7 +265,7 @@ def function_llm_agent(
 
     The agent takes the parameters of the real LLM agents (``model``, ``system``, ``stream``,
     ``reply_metadata``, ``tools``, ``tool_choice``, ``parallel_tool_calls``, ``max_turns``, ``output_type``,
-    ``raise_tool_errors``, ``other_agents_as_user``); any other keyword (``max_tokens`` …) is ignored.
+    ``raise_tool_errors``, ``other_agents_as_user``, ``tool_calling``); any other keyword (``max_tokens`` …) is ignored.
 
     Example:
         >>> echo_llm = function_llm_agent(lambda prompt: f"You said: {prompt[-1]['content']}")
@@ -285,6 +286,7 @@ def function_llm_agent(
         output_type: Any = None,
         raise_tool_errors: bool = False,
         other_agents_as_user: bool = True,
+        tool_calling: ToolCalling = "native",
         **_: Any,
     ) -> None:
         options = LoopOptions(
@@ -298,6 +300,7 @@ def function_llm_agent(
             raise_tool_errors=raise_tool_errors,
             reply_metadata=reply_metadata,
             other_agents_as_user=other_agents_as_user,
+            tool_calling=tool_calling,
         )
         await AgentLoop(ctx, _FakeAdapter(agent, function, model, delay, ids), options).arun()
 
