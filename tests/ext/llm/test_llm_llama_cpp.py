@@ -299,9 +299,9 @@ async def test_cancelling_the_streaming_task_stops_the_generation_at_the_next_to
         recorder = _RecordingServer(shared.server)
         shared.server = recorder
         try:
-            (message_promise,) = [
-                mp async for mp in agent.inquire("Write a long story about a dragon.", max_tokens=400)
-            ]
+            # the reply sequence ends only when the agent loop does: take the message as soon as it starts
+            replies = agent.inquire("Write a long story about a dragon.", max_tokens=400)
+            message_promise = await anext(aiter(replies))
             seen = 0
             async for _ in message_promise:
                 seen += 1
