@@ -336,7 +336,7 @@ class AgentLoop:
             buffer += event.text
             if decided is None:
                 try:
-                    partial = pydantic_core.from_json(buffer, allow_partial=True)
+                    partial = pydantic_core.from_json(buffer, allow_partial="trailing-strings")
                 except ValueError:
                     continue
                 if not isinstance(partial, dict) or not partial:
