@@ -512,7 +512,10 @@ class AgentLoop:
 
     async def _arun_tools(self, calls: list[_OpenMessage], tools: dict[str, Tool]) -> list[Message]:
         """Run the calls of one turn concurrently (each an agent call); reply and return their results."""
-        texts = await asyncio.gather(*(self._arun_tool(call, tools) for call in calls))
+        if len(calls) == 1:  # no task of its own for a single call: one event-loop hop less
+            texts = [await self._arun_tool(calls[0], tools)]
+        else:
+            texts = await asyncio.gather(*(self._arun_tool(call, tools) for call in calls))
         results: list[Message] = []
         for call, (text, is_error) in zip(calls, texts, strict=True):
             result = ToolResultMessage(

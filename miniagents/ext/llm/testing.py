@@ -212,10 +212,10 @@ class _FakeAdapter:
         self.ids = ids
 
     async def astream(self, request: TurnRequest) -> AsyncIterator[Event]:
-        prompt = openai_chat_messages(request.system, request.messages)
-        self.agent.prompts.append(json.loads(json.dumps(prompt)))
+        prompt = openai_chat_messages(request.system, request.messages)  # new dicts on every turn
+        self.agent.prompts.append(prompt)
         self.agent.requests.append(openai_request_params(request))
-        reply = self.function(json.loads(json.dumps(prompt)))
+        reply = self.function([dict(message) for message in prompt])
         if inspect.isawaitable(reply):
             reply = await reply
         parts: Sequence[Any] = [reply] if isinstance(reply, (str, ScriptedToolCall)) else reply

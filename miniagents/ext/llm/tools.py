@@ -42,6 +42,7 @@ import asyncio
 import inspect
 import re
 import typing
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, overload, runtime_checkable
@@ -76,6 +77,9 @@ class Tool:
     parameters: dict[str, Any]
     agent: MiniAgent
     arguments_model: type[pydantic.BaseModel] | None = field(default=None, compare=False)
+    validated_by_agent: bool = field(default=False, compare=False)
+    """True when ``agent`` validates the arguments itself (a wrapped function): `validate_arguments` then only
+    checks that they are a dict, so they are validated once."""
 
     def __post_init__(self) -> None:
         if not _NAME_PATTERN.match(self.name):
@@ -89,7 +93,7 @@ class Tool:
         Raises:
             pydantic.ValidationError: the arguments do not fit the tool's parameters.
         """
-        if self.arguments_model is None:
+        if self.arguments_model is None or self.validated_by_agent:
             return arguments
         validated = self.arguments_model.model_validate(arguments)
         return validated.model_dump(mode="json", exclude_unset=True)
@@ -157,6 +161,7 @@ def _make_tool(function: Callable[..., Any] | MiniAgent, name: str | None, descr
         parameters=_schema_of(model),
         agent=_function_agent(function, tool_name, model),
         arguments_model=model,
+        validated_by_agent=True,
     )
 
 
@@ -279,6 +284,20 @@ def tool_result_text(result: Any) -> str:
     return pydantic_core.to_json(result).decode()
 
 
+_tool_cache: weakref.WeakKeyDictionary[Any, Tool] = weakref.WeakKeyDictionary()
+
+
+def _cached_tool(item: Callable[..., Any] | MiniAgent) -> Tool:
+    """`tool(item)`, made once per function or agent (building the schema costs about a millisecond)."""
+    try:
+        cached = _tool_cache.get(item)
+    except TypeError:  # not weak-referenceable (e.g. a builtin): build it every time
+        return tool(item)
+    if cached is None:
+        cached = _tool_cache[item] = tool(item)
+    return cached
+
+
 async def aresolve_tools(items: Iterable[ToolLike] | None) -> dict[str, Tool]:
     """Turn the ``tools=[...]`` items of an LLM agent into tools by name (tool sources are asked now).
 
@@ -290,10 +309,12 @@ async def aresolve_tools(items: Iterable[ToolLike] | None) -> dict[str, Tool]:
     for item in items or ():
         if isinstance(item, Tool):
             found: Sequence[Tool] = [item]
-        elif isinstance(item, ToolSource) and not isinstance(item, MiniAgent):
+        elif isinstance(item, MiniAgent):
+            found = [_cached_tool(item)]
+        elif hasattr(item, "alist_tools"):  # a ToolSource (a Protocol isinstance check is slow)
             found = await item.alist_tools()
-        elif isinstance(item, MiniAgent) or callable(item):
-            found = [tool(item)]
+        elif callable(item):
+            found = [_cached_tool(item)]
         else:
             raise TypeError(f"a tool must be a function, a MiniAgent, a Tool or a tool source, got {item!r}")
         for one in found:
