@@ -126,3 +126,37 @@ async def plain(n: int) -> dict[str, Any]:
         check(ok, f"inquiry {i} got {replies!r}" if not ok else "")
     elapsed = time.perf_counter() - start
     return {"seconds": elapsed, "us_per_round_trip": elapsed / n * 1e6}
+
+
+async def ours_answer(n: int) -> dict[str, Any]:
+    llm = function_llm_agent(lambda prompt: prompt[-1]["content"])
+    async with MiniAgents():
+        start = time.perf_counter()
+        for i in range(n):
+            (answer,) = await llm.inquire(f"k{i}")
+            ok = str(answer) == f"k{i}"
+            check(ok, f"inquiry {i} got {answer!r}" if not ok else "")
+        elapsed = time.perf_counter() - start
+    return {"seconds": elapsed, "us_per_round_trip": elapsed / n * 1e6}
+
+
+async def _plain_answer_agent(question: str, out: asyncio.Queue[Any]) -> None:
+    prompt = [{"role": "user", "content": question}]
+    text = [payload async for kind, payload in _plain_model([*prompt, {"role": "tool", "content": question}])]
+    out.put_nowait(("answer", "".join(text)))
+    out.put_nowait(END)
+
+
+async def plain_answer(n: int) -> dict[str, Any]:
+    start = time.perf_counter()
+    for i in range(n):
+        out: asyncio.Queue[Any] = asyncio.Queue()
+        task = asyncio.create_task(_plain_answer_agent(f"k{i}", out))
+        replies = []
+        while (item := await out.get()) is not END:
+            replies.append(item)
+        await task
+        ok = replies == [("answer", f"k{i}")]
+        check(ok, f"inquiry {i} got {replies!r}" if not ok else "")
+    elapsed = time.perf_counter() - start
+    return {"seconds": elapsed, "us_per_round_trip": elapsed / n * 1e6}

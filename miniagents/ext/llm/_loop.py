@@ -170,8 +170,11 @@ class LoopOptions:
     reply_metadata: dict[str, Any] | None = None
     other_agents_as_user: bool = True
     tool_calling: ToolCalling = "native"
+    max_tool_rounds: int | None = None
 
     def __post_init__(self) -> None:
+        if self.max_tool_rounds is not None and (not isinstance(self.max_tool_rounds, int) or self.max_tool_rounds < 0):
+            raise ValueError(f"max_tool_rounds must be None or an int >= 0, got {self.max_tool_rounds!r}")
         if self.tool_calling not in ("native", "json"):
             raise ValueError(f"tool_calling must be 'native' or 'json', got {self.tool_calling!r}")
         if not isinstance(self.max_turns, int) or self.max_turns < 1:
@@ -261,8 +264,10 @@ class AgentLoop:
             raise ValueError(f"tool_calling='json' needs a JSON-schema response format, which {self.adapter.provider} lacks")
         tool_choice = options.tool_choice
         for turn in range(1, options.max_turns + 1):
+            if options.max_tool_rounds is not None and turn > options.max_tool_rounds and tools:
+                tool_choice = "none"  # the tool rounds are used up: the model must answer now
             if self.output_via_tool:
-                turn_choice: ToolChoice = OUTPUT_TOOL_NAME if not tools else "required"
+                turn_choice: ToolChoice = OUTPUT_TOOL_NAME if not tools or tool_choice == "none" else "required"
             else:
                 turn_choice = tool_choice
             output = ResponseFormat(self.output.name, self.output.schema) if self.output is not None else None

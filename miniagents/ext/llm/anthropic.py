@@ -207,6 +207,7 @@ async def anthropic_agent(
     tool_choice: ToolChoice = None,
     parallel_tool_calls: bool | None = None,
     max_turns: int = DEFAULT_MAX_TURNS,
+    max_tool_rounds: int | None = None,
     output_type: Any = None,
     raise_tool_errors: bool = False,
     other_agents_as_user: bool = True,
@@ -232,6 +233,7 @@ async def anthropic_agent(
         tool_choice: ``"auto"``, ``"required"`` (the API's ``any``), ``"none"`` or a tool name.
         parallel_tool_calls: False sends ``disable_parallel_tool_use``.
         max_turns: see `openai_agent`.
+        max_tool_rounds: see `openai_agent`.
         output_type: see `openai_agent`; asked for through the forced ``final_output`` tool.
         raise_tool_errors: see `openai_agent`.
         other_agents_as_user: see `openai_agent`.
@@ -254,6 +256,7 @@ async def anthropic_agent(
         tool_choice=tool_choice,
         parallel_tool_calls=parallel_tool_calls,
         max_turns=max_turns,
+        max_tool_rounds=max_tool_rounds,
         output_type=output_type,
         raise_tool_errors=raise_tool_errors,
         reply_metadata=reply_metadata,

@@ -256,6 +256,7 @@ async def llama_cpp_agent(
     tool_choice: ToolChoice = None,
     parallel_tool_calls: bool | None = None,
     max_turns: int = DEFAULT_MAX_TURNS,
+    max_tool_rounds: int | None = None,
     output_type: Any = None,
     raise_tool_errors: bool = False,
     other_agents_as_user: bool = True,
@@ -283,6 +284,7 @@ async def llama_cpp_agent(
         tool_choice: see `openai_agent`.
         parallel_tool_calls: False allows one call per turn.
         max_turns: see `openai_agent`.
+        max_tool_rounds: see `openai_agent`.
         output_type: see `openai_agent`; asked for through a JSON-schema ``response_format``, which llama.cpp
             turns into a grammar, so even SmolLM2 answers with valid JSON of the type.
         raise_tool_errors: see `openai_agent`.
@@ -318,6 +320,7 @@ async def llama_cpp_agent(
         tool_choice=tool_choice,
         parallel_tool_calls=parallel_tool_calls,
         max_turns=max_turns,
+        max_tool_rounds=max_tool_rounds,
         output_type=output_type,
         raise_tool_errors=raise_tool_errors,
         reply_metadata=reply_metadata,

@@ -132,6 +132,7 @@ async def openai_agent(
     tool_choice: ToolChoice = None,
     parallel_tool_calls: bool | None = None,
     max_turns: int = DEFAULT_MAX_TURNS,
+    max_tool_rounds: int | None = None,
     output_type: Any = None,
     raise_tool_errors: bool = False,
     other_agents_as_user: bool = True,
@@ -161,6 +162,8 @@ async def openai_agent(
             in the first turn only. None leaves it to the API.
         parallel_tool_calls: allow several calls per turn (the API's default when None).
         max_turns: the most model requests per inquiry; `LLMMaxTurnsError` when the model still calls tools.
+        max_tool_rounds: after this many turns with tool calls, the tools are withdrawn (``tool_choice="none"``)
+            and the model must answer; None: no such limit (small models may call tools over and over).
         output_type: a type pydantic validates (through ``fork``); the final message is then a
             `StructuredOutputMessage` whose ``output`` is the value (see `miniagents.ext.llm.output`).
         raise_tool_errors: raise `LLMToolError` when a tool raises, instead of telling the model the error.
@@ -193,6 +196,7 @@ async def openai_agent(
         tool_choice=tool_choice,
         parallel_tool_calls=parallel_tool_calls,
         max_turns=max_turns,
+        max_tool_rounds=max_tool_rounds,
         output_type=output_type,
         raise_tool_errors=raise_tool_errors,
         reply_metadata=reply_metadata,

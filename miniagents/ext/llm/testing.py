@@ -264,7 +264,7 @@ def function_llm_agent(
         A `FakeLLMAgent`, whose ``prompts`` and ``requests`` lists record what it was asked.
 
     The agent takes the parameters of the real LLM agents (``model``, ``system``, ``stream``,
-    ``reply_metadata``, ``tools``, ``tool_choice``, ``parallel_tool_calls``, ``max_turns``, ``output_type``,
+    ``reply_metadata``, ``tools``, ``tool_choice``, ``parallel_tool_calls``, ``max_turns``, ``max_tool_rounds``, ``output_type``,
     ``raise_tool_errors``, ``other_agents_as_user``, ``tool_calling``); any other keyword (``max_tokens`` …) is ignored.
 
     Example:
@@ -283,6 +283,7 @@ def function_llm_agent(
         tool_choice: ToolChoice = None,
         parallel_tool_calls: bool | None = None,
         max_turns: int = DEFAULT_MAX_TURNS,
+        max_tool_rounds: int | None = None,
         output_type: Any = None,
         raise_tool_errors: bool = False,
         other_agents_as_user: bool = True,
@@ -296,6 +297,7 @@ def function_llm_agent(
             tool_choice=tool_choice,
             parallel_tool_calls=parallel_tool_calls,
             max_turns=max_turns,
+            max_tool_rounds=max_tool_rounds,
             output_type=output_type,
             raise_tool_errors=raise_tool_errors,
             reply_metadata=reply_metadata,

@@ -379,3 +379,25 @@ async def test_llama_cpp_agent_structured_output_and_a_forced_tool_call(llama_cp
     assert isinstance(call.arguments["city"], str)
     assert isinstance(messages[1], ToolResultMessage)
     assert messages[1].text.startswith("sunny, 21 C in ")
+
+
+def test_the_research_pipeline_example_runs_on_the_local_model(llama_cpp_module: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[3]
+    completed = subprocess.run(
+        [sys.executable, str(root / "examples" / "research_pipeline.py"), "the Eiffel Tower"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    out = completed.stdout
+    assert '[researcher] calls lookup({"topic": ' in out  # the forced tool call, streamed
+    assert "[researcher] lookup returned: The Eiffel Tower is a wrought-iron tower in Paris" in out
+    assert "\n[writer] " in out
+    assert "\nVerdict: " in out and "/10): " in out  # the typed verdict validated
