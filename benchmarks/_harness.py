@@ -241,16 +241,23 @@ def build_rows(measurements: list[Measurement]) -> list[Row]:
         )
     if "W5" in by_name:
         m = by_name["W5"]
-        rows.append(_ratio_row(f"W5 tool round trip, N={m.params['n']}", "µs/round trip", m, "us_per_round_trip", "", None))
+        rows.append(
+            _ratio_row(f"W5 tool round trip, N={m.params['n']}", "µs/round trip", m, "us_per_round_trip", "", None)
+        )
         ours = m.median("ours", "us_per_round_trip") - m.median("asyncio", "us_per_round_trip")
         rows.append(
-            Row(f"W5 framework overhead per tool call", "µs (ours − asyncio)", ours, None, "", "< 200 µs", ours < 200)
+            Row("W5 framework overhead per tool call", "µs (ours - asyncio)", ours, None, "", "< 200 µs", ours < 200)
         )
         answer = by_name.get("W5 answer")
         if answer is not None:
             rows.append(
                 _ratio_row(
-                    f"W5 answer without tools, N={answer.params['n']}", "µs/inquiry", answer, "us_per_round_trip", "", None
+                    f"W5 answer without tools, N={answer.params['n']}",
+                    "µs/inquiry",
+                    answer,
+                    "us_per_round_trip",
+                    "",
+                    None,
                 )
             )
             extra = ours + answer.median("asyncio", "us_per_round_trip") - answer.median("ours", "us_per_round_trip")

@@ -27,8 +27,8 @@ from miniagents.ext.llm.llm_common import (
     ToolCallMessage,
     ToolResultMessage,
     UserMessage,
-    message_to_llm_dict,
     _openai_tool_call_dict,
+    message_to_llm_dict,
 )
 from miniagents.ext.llm.output import OutputSpec, _output_message_class, _register_output_promise
 from miniagents.ext.llm.tools import Tool, ToolLike, aresolve_tools
@@ -140,15 +140,32 @@ class TurnRequest:
 
 
 class ProviderAdapter(Protocol):
-    """The per-provider part of an LLM agent."""
+    """The per-provider part of an LLM agent (plain class attributes satisfy the properties)."""
 
-    provider: str
-    model: str | None
-    message_class: type[AssistantMessage]
-    native_output: bool
-    """True when the provider takes a JSON-schema response format; False to ask through a forced tool."""
-    wrap_errors: bool
-    """True to turn any exception of `astream` into an `LLMError`; False (the fakes) to pass it on as it is."""
+    @property
+    def provider(self) -> str:
+        """``"openai"``, ``"anthropic"`` …: named in every `LLMError`."""
+        ...
+
+    @property
+    def model(self) -> str | None:
+        """The model as the agent was asked for it (the replies' ``model``)."""
+        ...
+
+    @property
+    def message_class(self) -> type[AssistantMessage]:
+        """The class of the text replies."""
+        ...
+
+    @property
+    def native_output(self) -> bool:
+        """True when the provider takes a JSON-schema response format; False to ask through a forced tool."""
+        ...
+
+    @property
+    def wrap_errors(self) -> bool:
+        """True to turn any exception of `astream` into an `LLMError`; False (the fakes) to pass it on as it is."""
+        ...
 
     def astream(self, request: TurnRequest) -> AsyncIterator[Event]:
         """Send the request and yield its events; raise `LLMError` for provider failures."""
@@ -261,7 +278,9 @@ class AgentLoop:
             )
         json_tools = options.tool_calling == "json" and bool(tools)
         if json_tools and not self.adapter.native_output:
-            raise ValueError(f"tool_calling='json' needs a JSON-schema response format, which {self.adapter.provider} lacks")
+            raise ValueError(
+                f"tool_calling='json' needs a JSON-schema response format, which {self.adapter.provider} lacks"
+            )
         tool_choice = options.tool_choice
         for turn in range(1, options.max_turns + 1):
             if options.max_tool_rounds is not None and turn > options.max_tool_rounds and tools:
@@ -389,7 +408,7 @@ class AgentLoop:
             if foreign and isinstance(message, (ToolCallMessage, ToolResultMessage)):
                 continue  # another agent's tool traffic: only its answers matter here
             if foreign and getattr(message, "role", None) == "assistant":
-                prompt.append(UserMessage(str(message)))
+                prompt.append(UserMessage(text=str(message)))
             else:
                 prompt.append(message)
         return prompt
@@ -503,14 +522,14 @@ class AgentLoop:
             if message.kind == "call":
                 conversation.append(
                     ToolCallMessage(
-                        message.text,
+                        text=message.text,
                         tool_call_id=message.call_id,
                         tool_name=message.name,
                         agent_alias=self.alias,
                     )
                 )
             elif message.text:
-                conversation.append(AssistantMessage(message.text, agent_alias=self.alias))
+                conversation.append(AssistantMessage(text=message.text, agent_alias=self.alias))
         return conversation
 
     # --- tools -----------------------------------------------------------------------------------------------
@@ -524,7 +543,7 @@ class AgentLoop:
         results: list[Message] = []
         for call, (text, is_error) in zip(calls, texts, strict=True):
             result = ToolResultMessage(
-                text,
+                text=text,
                 tool_call_id=call.call_id,
                 tool_name=call.name,
                 is_error=is_error,
@@ -562,7 +581,9 @@ class AgentLoop:
     def _wrap(self, error: BaseException, what: str) -> LLMError:
         provider, model = self.adapter.provider, self.adapter.model
         return _chained(
-            LLMError(f"{provider} model {model!r} {what}: {type(error).__name__}: {error}", provider=provider, model=model),
+            LLMError(
+                f"{provider} model {model!r} {what}: {type(error).__name__}: {error}", provider=provider, model=model
+            ),
             error,
         )
 
@@ -576,7 +597,6 @@ def _error_result(error: Exception) -> str:
     if isinstance(error, pydantic.ValidationError):
         return f"Error: invalid arguments: {error}"
     return f"Error: {type(error).__name__}: {error}"
-
 
 
 # --- the OpenAI chat format, shared by the OpenAI-compatible adapters (OpenAI, llama.cpp, the fakes) -----------
@@ -742,13 +762,15 @@ def _json_tools_conversation(conversation: Sequence[Message]) -> list[Message]:
             last = plain[-1] if plain else None
             if isinstance(last, AssistantMessage) and str(last).startswith('{"tool_calls"'):
                 previous = json.loads(str(last))
-                plain[-1] = AssistantMessage(json.dumps({"tool_calls": [*previous["tool_calls"], call]}))
+                plain[-1] = AssistantMessage(text=json.dumps({"tool_calls": [*previous["tool_calls"], call]}))
             else:
-                plain.append(AssistantMessage(json.dumps({"tool_calls": [call]})))
+                plain.append(AssistantMessage(text=json.dumps({"tool_calls": [call]})))
         elif isinstance(message, ToolResultMessage):
             status = "failed" if message.is_error else "returned"
             plain.append(
-                UserMessage(f"The tool {message.tool_name} {status}: {message}\nUse this to answer, or call a tool.")
+                UserMessage(
+                    text=f"The tool {message.tool_name} {status}: {message}\nUse this to answer, or call a tool."
+                )
             )
         else:
             plain.append(message)

@@ -251,7 +251,9 @@ class MCPToolSource:
         )
 
 
-async def _arun_job(anyio: Any, client: Any, action: Callable[[Any], Awaitable[Any]], future: asyncio.Future[Any]) -> None:
+async def _arun_job(
+    anyio: Any, client: Any, action: Callable[[Any], Awaitable[Any]], future: asyncio.Future[Any]
+) -> None:
     """Run one call inside the owner's task group; a cancelled future cancels the call."""
     if future.done():
         return

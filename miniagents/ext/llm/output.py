@@ -90,7 +90,8 @@ class OutputSpec:
         name = re.sub(r"[^a-zA-Z0-9_-]", "_", getattr(output_type, "__name__", None) or "output")[:64]
         wrapped = schema.get("type") != "object"
         if wrapped:
-            wrapper = pydantic.create_model(f"{name}_response", **{_WRAPPER_FIELD: (output_type, ...)})
+            fields: dict[str, Any] = {_WRAPPER_FIELD: (output_type, ...)}
+            wrapper = pydantic.create_model(f"{name}_response", **fields)
             adapter = pydantic.TypeAdapter(wrapper)
             schema = adapter.json_schema()
         spec = cls(output_type=output_type, name=name, schema=schema, wrapped=wrapped, adapter=adapter)

@@ -55,7 +55,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from miniagents.ext.llm._loop import (
     DEFAULT_MAX_TURNS,
@@ -109,10 +109,10 @@ class ScriptedToolCall:
     call_id: str | None = None
 
 
-FakeReply = Union[str, ScriptedToolCall, Sequence[Union[str, ScriptedToolCall]]]
+FakeReply = str | ScriptedToolCall | Sequence[str | ScriptedToolCall]
 """What a fake answers one model turn with: a text, a tool call, or a list of texts and tool calls in order."""
 
-LLMFunction = Callable[[list[dict[str, Any]]], Union[FakeReply, Awaitable[FakeReply]]]
+LLMFunction = Callable[[list[dict[str, Any]]], FakeReply | Awaitable[FakeReply]]
 """``def f(prompt: list[dict]) -> FakeReply`` or ``async def f(prompt) -> FakeReply``: the answer to a prompt."""
 
 
@@ -264,8 +264,9 @@ def function_llm_agent(
         A `FakeLLMAgent`, whose ``prompts`` and ``requests`` lists record what it was asked.
 
     The agent takes the parameters of the real LLM agents (``model``, ``system``, ``stream``,
-    ``reply_metadata``, ``tools``, ``tool_choice``, ``parallel_tool_calls``, ``max_turns``, ``max_tool_rounds``, ``output_type``,
-    ``raise_tool_errors``, ``other_agents_as_user``, ``tool_calling``); any other keyword (``max_tokens`` …) is ignored.
+    ``reply_metadata``, ``tools``, ``tool_choice``, ``parallel_tool_calls``, ``max_turns``, ``max_tool_rounds``,
+    ``output_type``, ``raise_tool_errors``, ``other_agents_as_user``, ``tool_calling``); any other keyword
+    (``max_tokens`` …) is ignored.
 
     Example:
         >>> echo_llm = function_llm_agent(lambda prompt: f"You said: {prompt[-1]['content']}")

@@ -322,4 +322,3 @@ async def aresolve_tools(items: Iterable[ToolLike] | None) -> dict[str, Tool]:
                 raise ValueError(f"two tools are named {one.name!r}: give one of them another name with tool(name=)")
             tools[one.name] = one
     return tools
-

@@ -118,9 +118,7 @@ def _get_weather(city: str) -> str:
     return f"sunny, 21 C in {city}"
 
 
-async def test_openai_agent_structured_output_from_the_llama_cpp_server(
-    openai_sdk: Any, llama_server_url: str
-) -> None:
+async def test_openai_agent_structured_output_from_the_llama_cpp_server(openai_sdk: Any, llama_server_url: str) -> None:
     from miniagents.ext.llm.openai import OpenAIMessage, openai_agent
 
     async with openai_sdk.AsyncOpenAI(base_url=llama_server_url, api_key=LOCAL_KEY, max_retries=0) as client:

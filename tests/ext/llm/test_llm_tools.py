@@ -89,7 +89,11 @@ def test_bad_tools_fail_early_with_a_clear_error() -> None:
 async def test_a_tool_round_trip_streams_calls_runs_tools_and_sends_results_back() -> None:
     fake = scripted_llm_agent(
         [
-            ["Let me check. ", ScriptedToolCall("get_weather", {"city": "Paris"}), ScriptedToolCall("add", {"a": 2, "b": 3})],
+            [
+                "Let me check. ",
+                ScriptedToolCall("get_weather", {"city": "Paris"}),
+                ScriptedToolCall("add", {"a": 2, "b": 3}),
+            ],
             "Sunny, and 5.",
         ]
     )
@@ -110,7 +114,11 @@ async def test_a_tool_round_trip_streams_calls_runs_tools_and_sends_results_back
     assert call_tokens == ['{"city": ', '"Paris"}']  # the argument JSON, as the model streamed it
     first_call = messages[1]
     assert isinstance(first_call, ToolCallMessage)
-    assert (first_call.tool_call_id, first_call.tool_name, first_call.arguments) == ("call_1", "get_weather", {"city": "Paris"})
+    assert (first_call.tool_call_id, first_call.tool_name, first_call.arguments) == (
+        "call_1",
+        "get_weather",
+        {"city": "Paris"},
+    )
     assert first_call.agent_alias == "SCRIPTED_LLM"
     assert messages[0].choices[0].finish_reason == "tool_calls"  # the turn's metadata is on its first message
     results = messages[3:5]
@@ -150,6 +158,7 @@ async def test_the_tools_of_one_turn_run_concurrently_as_agent_calls() -> None:
     llm = scripted_llm_agent(
         [[ScriptedToolCall("slow", {"name": "x"}), ScriptedToolCall("slow", {"name": "y"})], "done"]
     ).fork(tools=[slow])
+
     async def record(_: Any, message: Any) -> None:
         persisted.append(message)
 
@@ -335,7 +344,11 @@ async def test_a_chain_of_llm_agents_hands_each_answer_on_as_a_user_turn() -> No
     ]
 
     # the agent's own earlier answers stay assistant turns; other_agents_as_user=False keeps the old behaviour
-    history = [UserMessage("hi"), AssistantMessage("hello", agent_alias="WRITER"), AssistantMessage("x", agent_alias="R")]
+    history = [
+        UserMessage("hi"),
+        AssistantMessage("hello", agent_alias="WRITER"),
+        AssistantMessage("x", agent_alias="R"),
+    ]
     async with MiniAgents():
         await writer.fork(alias="WRITER").inquire([*history, SystemMessage("s")])
         old = scripted_llm_agent(["ok"], alias="WRITER")

@@ -73,7 +73,13 @@ async def test_openai_streamed_tool_call_deltas_become_tool_call_messages(openai
         messages = [await mp for mp in message_promises]
 
     assert first_call_tokens == ['{"ci', 'ty": "Paris"}']  # the argument JSON as the API streamed it
-    assert [type(m) for m in messages] == [ToolCallMessage, ToolCallMessage, ToolResultMessage, ToolResultMessage, OpenAIMessage]
+    assert [type(m) for m in messages] == [
+        ToolCallMessage,
+        ToolCallMessage,
+        ToolResultMessage,
+        ToolResultMessage,
+        OpenAIMessage,
+    ]
     assert [(m.tool_call_id, m.tool_name, m.arguments) for m in messages[:2]] == [
         ("call_a", "get_weather", {"city": "Paris"}),
         ("call_b", "get_weather", {"city": "Rome"}),
@@ -100,8 +106,16 @@ async def test_openai_streamed_tool_call_deltas_become_tool_call_messages(openai
             "role": "assistant",
             "content": None,
             "tool_calls": [
-                {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
-                {"id": "call_b", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}},
+                {
+                    "id": "call_a",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                },
+                {
+                    "id": "call_b",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'},
+                },
             ],
         },
         {"role": "tool", "tool_call_id": "call_a", "content": "sunny in Paris"},
@@ -132,7 +146,10 @@ async def test_openai_structured_output_through_response_format(openai_mock: Any
         "json_schema": {
             "name": "Verdict",
             "schema": {
-                "properties": {"verdict": {"title": "Verdict", "type": "string"}, "score": {"title": "Score", "type": "integer"}},
+                "properties": {
+                    "verdict": {"title": "Verdict", "type": "string"},
+                    "score": {"title": "Score", "type": "integer"},
+                },
                 "required": ["verdict", "score"],
                 "title": "Verdict",
                 "type": "object",
@@ -151,7 +168,11 @@ async def test_openai_invalid_structured_output_is_an_output_error(openai_mock: 
         (message_promise,) = [mp async for mp in agent.inquire("Judge")]
         with pytest.raises(LLMOutputError) as raised:
             await asyncio.wait_for(message_promise.aresolve(), NO_HANG)
-    assert (raised.value.provider, raised.value.model, raised.value.raw_text) == ("openai", "gpt-test", '{"verdict": "good"')
+    assert (raised.value.provider, raised.value.model, raised.value.raw_text) == (
+        "openai",
+        "gpt-test",
+        '{"verdict": "good"',
+    )
 
 
 @pytest.mark.parametrize(
@@ -204,9 +225,12 @@ def anthropic_events(*blocks: tuple[str, Any], stop_reason: str) -> list[dict[st
     ]
     for index, (kind, payload) in enumerate(blocks):
         if kind == "text":
-            events.append({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})
+            events.append(
+                {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}
+            )
             events.extend(
-                {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": t}} for t in payload
+                {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": t}}
+                for t in payload
             )
         else:
             call_id, name, pieces = payload
@@ -218,12 +242,20 @@ def anthropic_events(*blocks: tuple[str, Any], stop_reason: str) -> list[dict[st
                 }
             )
             events.extend(
-                {"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": p}}
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "input_json_delta", "partial_json": p},
+                }
                 for p in pieces
             )
         events.append({"type": "content_block_stop", "index": index})
     events.append(
-        {"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None}, "usage": {"output_tokens": 9}}
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+            "usage": {"output_tokens": 9},
+        }
     )
     events.append({"type": "message_stop"})
     return events
@@ -246,7 +278,9 @@ async def test_anthropic_tool_use_and_input_json_delta_become_tool_call_messages
         sse_body(*anthropic_events(("text", ["Sunny."]), stop_reason="end_turn"), named=True),
     ]
     client = anthropic_mock.client(lambda request: anthropic_mock.sse_response(bodies.pop(0)))
-    agent = anthropic_agent.fork(model="claude-test", async_client=client, tools=[get_weather], parallel_tool_calls=False)
+    agent = anthropic_agent.fork(
+        model="claude-test", async_client=client, tools=[get_weather], parallel_tool_calls=False
+    )
     async with MiniAgents():
         message_promises = [mp async for mp in agent.inquire("Weather in Oslo?", system="Be brief.")]
         call_tokens = [token async for token in message_promises[1]]
