@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MCPError", "MCPToolError", "MCPToolSource"]
 
-ResultT = TypeVar("ResultT")
+_ResultT = TypeVar("_ResultT")
 
 
 def _import_mcp() -> ModuleType:
@@ -180,12 +180,12 @@ class MCPToolSource:
         finally:
             _fail_pending(jobs, MCPError(f"the MCP session with {self._describe()} is closed"))
 
-    async def _acall(self, action: Callable[[Any], Awaitable[ResultT]]) -> ResultT:
+    async def _acall(self, action: Callable[[Any], Awaitable[_ResultT]]) -> _ResultT:
         """Run ``action(client)`` in the owner task's task group; cancelling the caller cancels it there."""
         jobs, owner = self._jobs, self._owner
         if jobs is None or owner is None or owner.done():
             raise MCPError(f"the MCP session with {self._describe()} is not open: use `async with` on the source")
-        future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[_ResultT] = asyncio.get_running_loop().create_future()
         jobs.put_nowait((action, future))
         return await future
 
