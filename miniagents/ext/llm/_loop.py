@@ -481,7 +481,7 @@ class AgentLoop:
                 metadata_so_far.update(holder.final_metadata)
             return appender
 
-        promise = message_class.promise(start_asap=True, message_token_streamer=streamer, **metadata)
+        promise = message_class.promise(start_asap=False, message_token_streamer=streamer, **metadata)
         holder = _OpenMessage(appender=appender, promise=promise, kind=kind)
         if kind == "output" and self.output is not None:
             _register_output_promise(promise, self.output)

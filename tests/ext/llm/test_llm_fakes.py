@@ -141,7 +141,8 @@ async def test_stream_false_gives_one_token_and_context_default_applies() -> Non
 async def test_tokens_arrive_before_the_message_is_complete() -> None:
     llm = scripted_llm_agent(["slow reply with several tokens"], delay=0.02)
     async with MiniAgents():
-        (message_promise,) = [mp async for mp in llm.inquire("x")]
+        # the reply sequence ends with the agent loop: take the message as soon as it starts
+        message_promise = await anext(aiter(llm.inquire("x")))
         iterator = aiter(message_promise)
         assert await anext(iterator) == "slow "
         assert not message_promise.is_resolved
