@@ -1,6 +1,8 @@
-"""A small MCP server over stdio, run as a subprocess by the MCP tests."""
+"""A small MCP server, run as a subprocess by the MCP tests: over stdio, or ``http PORT`` (streamable HTTP)."""
 
 from __future__ import annotations
+
+import sys
 
 from mcp.server.mcpserver import MCPServer
 
@@ -20,4 +22,7 @@ def fail(reason: str) -> str:
 
 
 if __name__ == "__main__":
-    server.run("stdio")
+    if sys.argv[1:2] == ["http"]:
+        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+    else:
+        server.run("stdio")

@@ -120,3 +120,37 @@ async def test_a_cancelled_caller_cancels_its_call_and_the_session_goes_on() -> 
         with pytest.raises(asyncio.CancelledError):
             await call
         assert await asyncio.wait_for(source.acall_tool("ping", {}), NO_HANG) == "pong"
+
+
+async def test_streamable_http_server_on_loopback() -> None:
+    from tests.servers import free_port
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(Path(__file__).with_name("mcp_stdio_server.py")),
+        "http",
+        str(port),
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(300):  # wait until it listens (up to 30 s)
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.1)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            break
+        llm = scripted_llm_agent([ScriptedToolCall("multiply", {"a": 3, "b": 5}), "15"])
+        async with MiniAgents(), MCPToolSource.streamable_http(f"http://127.0.0.1:{port}/mcp") as source:
+            messages = await asyncio.wait_for(llm.fork(tools=[source]).inquire("3 * 5?"), NO_HANG)
+        (result,) = [m for m in messages if isinstance(m, ToolResultMessage)]
+        assert (result.text, result.is_error) == ("15", False)
+    finally:
+        process.terminate()
+        await process.wait()
