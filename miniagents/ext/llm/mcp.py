@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -75,6 +76,7 @@ class MCPToolSource:
             an ``mcp`` transport, or an ``mcp`` server object (``mcp.server.mcpserver.MCPServer`` or a low-level
             ``Server``) to run in process.
         prefix: put before every tool name (``f"{prefix}_{name}"``) to keep the tools of several servers apart.
+            Characters the providers do not allow in tool names (anything but ``[a-zA-Z0-9_-]``) become ``_``.
         read_timeout: seconds to wait for each answer of the server (None: no limit).
     """
 
@@ -234,6 +236,7 @@ class MCPToolSource:
     def _tool(self, mcp_tool: Any) -> Tool:
         mcp_name: str = mcp_tool.name
         name = f"{self.prefix}_{mcp_name}" if self.prefix else mcp_name
+        name = re.sub(r"[^a-zA-Z0-9_-]", "_", name)[:64]  # MCP allows dots and more; the providers do not
         source = self
 
         async def call_mcp_tool(ctx: InteractionContext, **arguments: Any) -> None:

@@ -34,7 +34,7 @@ def in_process_server() -> MCPServer:
         notes[title] = body
         return f"saved {title!r}"
 
-    @server.tool()
+    @server.tool(name="read.note")
     async def read_note(title: str) -> str:
         """Read the note saved under a title."""
         return notes[title]
