@@ -11,9 +11,10 @@ the provider and the model and chains the cause.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -167,7 +168,7 @@ class ProviderAdapter(Protocol):
         """True to turn any exception of `astream` into an `LLMError`; False (the fakes) to pass it on as it is."""
         ...
 
-    def astream(self, request: TurnRequest) -> AsyncIterator[Event]:
+    def astream(self, request: TurnRequest) -> AsyncGenerator[Event, None]:
         """Send the request and yield its events; raise `LLMError` for provider failures."""
         ...
 
@@ -348,36 +349,39 @@ class AgentLoop:
         note = _JSON_TOOLS_NOTE.format(answer_rule=answer_rule, tools=listing)
         return f"{self.options.system}\n\n{note}" if self.options.system else note
 
-    async def _decode_json_tools(self, events: AsyncIterator[Event], structured: bool) -> AsyncIterator[Event]:
+    async def _decode_json_tools(
+        self, events: AsyncGenerator[Event, None], structured: bool
+    ) -> AsyncGenerator[Event, None]:
         """Turn the JSON answer of ``tool_calling="json"`` back into text (streamed) and tool-call events."""
         buffer = ""
         decided: str | None = None
         emitted = 0
-        async for event in events:
-            if type(event) is not TextDelta:
-                yield event
-                continue
-            buffer += event.text
-            if decided is None:
-                try:
-                    partial = pydantic_core.from_json(buffer, allow_partial="trailing-strings")
-                except ValueError:
+        async with contextlib.aclosing(events):
+            async for event in events:
+                if type(event) is not TextDelta:
+                    yield event
                     continue
-                if not isinstance(partial, dict) or not partial:
-                    continue
-                decided = "calls" if next(iter(partial)) == "tool_calls" else "answer"
-            if decided == "answer" and structured:
-                yield TextDelta(buffer[emitted:])
-                emitted = len(buffer)
-            elif decided == "answer":
-                try:
-                    partial = pydantic_core.from_json(buffer, allow_partial="trailing-strings")
-                except ValueError:
-                    continue
-                text = partial.get("response") if isinstance(partial, dict) else None
-                if isinstance(text, str) and len(text) > emitted:
-                    yield TextDelta(text[emitted:])
-                    emitted = len(text)
+                buffer += event.text
+                if decided is None:
+                    try:
+                        partial = pydantic_core.from_json(buffer, allow_partial="trailing-strings")
+                    except ValueError:
+                        continue
+                    if not isinstance(partial, dict) or not partial:
+                        continue
+                    decided = "calls" if next(iter(partial)) == "tool_calls" else "answer"
+                if decided == "answer" and structured:
+                    yield TextDelta(buffer[emitted:])
+                    emitted = len(buffer)
+                elif decided == "answer":
+                    try:
+                        partial = pydantic_core.from_json(buffer, allow_partial="trailing-strings")
+                    except ValueError:
+                        continue
+                    text = partial.get("response") if isinstance(partial, dict) else None
+                    if isinstance(text, str) and len(text) > emitted:
+                        yield TextDelta(text[emitted:])
+                        emitted = len(text)
         if decided == "answer":
             return
         try:
@@ -415,26 +419,27 @@ class AgentLoop:
 
     # --- one turn --------------------------------------------------------------------------------------------
 
-    async def _aturn(self, events: AsyncIterator[Event]) -> list[_OpenMessage] | None:
+    async def _aturn(self, events: AsyncGenerator[Event, None]) -> list[_OpenMessage] | None:
         """Stream one model answer into reply messages; return them still open (None when the turn failed)."""
         by_index: dict[int, _OpenMessage] = {}
         text_message: _OpenMessage | None = None
         turn_metadata: dict[str, Any] = {}
         start = len(self._open)
         try:
-            async for event in events:
-                if type(event) is TextDelta:
-                    if text_message is None:
-                        text_message = self._open_text()
-                    text_message.append(event.text)
-                elif type(event) is ToolCallDelta:
-                    message = by_index.get(event.index)
-                    if message is None:
-                        message = by_index[event.index] = self._open_call(event.call_id or "", event.name or "")
-                        text_message = None  # text after a tool call is a message of its own
-                    message.append(event.arguments)
-                elif type(event) is MetadataDelta:
-                    merge_metadata(turn_metadata, event.metadata)
+            async with contextlib.aclosing(events):  # a cancelled turn closes the provider's stream at once
+                async for event in events:
+                    if type(event) is TextDelta:
+                        if text_message is None:
+                            text_message = self._open_text()
+                        text_message.append(event.text)
+                    elif type(event) is ToolCallDelta:
+                        message = by_index.get(event.index)
+                        if message is None:
+                            message = by_index[event.index] = self._open_call(event.call_id or "", event.name or "")
+                            text_message = None  # text after a tool call is a message of its own
+                        message.append(event.arguments)
+                    elif type(event) is MetadataDelta:
+                        merge_metadata(turn_metadata, event.metadata)
         except Exception as error:
             wrap = self.adapter.wrap_errors and not isinstance(error, LLMError)
             failure = self._wrap(error, "failed while streaming") if wrap else error

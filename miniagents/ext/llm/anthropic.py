@@ -28,7 +28,7 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from miniagents.ext.llm._loop import (
@@ -106,7 +106,7 @@ class _AnthropicAdapter:
         self.message_delimiter_for_same_role = message_delimiter_for_same_role
         self.kwargs = kwargs
 
-    async def astream(self, request: TurnRequest) -> AsyncIterator[Event]:
+    async def astream(self, request: TurnRequest) -> AsyncGenerator[Event, None]:
         params = build_anthropic_request(
             request.messages,
             system=request.system,

@@ -49,7 +49,7 @@ import contextlib
 import os
 import secrets
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -210,7 +210,7 @@ class _LlamaCppAdapter:
         self.n_threads = n_threads
         self.params = params
 
-    async def astream(self, request: TurnRequest) -> AsyncIterator[Event]:
+    async def astream(self, request: TurnRequest) -> AsyncGenerator[Event, None]:
         shared = await _aload(self.model_path, self.model, self.n_ctx, self.n_threads)
         server = shared.server
         stream = request.stream

@@ -32,7 +32,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from miniagents.ext.llm._loop import (
@@ -98,7 +98,7 @@ class _OpenAIAdapter:
         self.async_client = async_client
         self.kwargs = kwargs
 
-    async def astream(self, request: TurnRequest) -> AsyncIterator[Event]:
+    async def astream(self, request: TurnRequest) -> AsyncGenerator[Event, None]:
         messages = openai_chat_messages(request.system, request.messages)
         params = {**openai_request_params(request), **self.kwargs}
         try:

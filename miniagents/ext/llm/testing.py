@@ -53,7 +53,7 @@ import inspect
 import itertools
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,7 +211,7 @@ class _FakeAdapter:
         self.delay = delay
         self.ids = ids
 
-    async def astream(self, request: TurnRequest) -> AsyncIterator[Event]:
+    async def astream(self, request: TurnRequest) -> AsyncGenerator[Event, None]:
         prompt = openai_chat_messages(request.system, request.messages)  # new dicts on every turn
         self.agent.prompts.append(prompt)
         self.agent.requests.append(openai_request_params(request))
