@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pydantic_core
 
+from miniagents.errors import MiniAgentsError
 from miniagents.ext.llm._support import import_sdk
 from miniagents.ext.llm.tools import Tool
 from miniagents.miniagents import InteractionContext, MiniAgent
@@ -58,11 +59,11 @@ def _import_mcp() -> ModuleType:
     return import_sdk("mcp", "mcp")
 
 
-class MCPError(Exception):
+class MCPError(MiniAgentsError):
     """The MCP session could not be opened, or ended; the ``mcp`` package's exception is the ``__cause__``."""
 
 
-class MCPToolError(Exception):
+class MCPToolError(MiniAgentsError):
     """An MCP tool answered with ``isError``; the message is the tool's text (sent back to the model)."""
 
 
