@@ -9,7 +9,8 @@ from typing import Any, Literal
 import pydantic
 import pytest
 
-from miniagents import InteractionContext, MiniAgent, MiniAgents, miniagent
+from miniagents import AgentCallStatus, InteractionContext, MiniAgent, MiniAgents, RunObserver, miniagent
+from miniagents.errors import AgentCallCancelledError
 from miniagents.ext import agent_chain
 from miniagents.ext.llm import (
     AssistantMessage,
@@ -371,15 +372,39 @@ async def test_a_cancelled_llm_agent_cancels_its_running_tools() -> None:
         return "never"
 
     llm = scripted_llm_agent([ScriptedToolCall("forever")]).fork(tools=[forever])
-    async with MiniAgents() as mini_agents:
-        replies = llm.inquire("go")
-        consumer = asyncio.ensure_future(replies.aresolve())
+    async with MiniAgents():
+        call = llm.initiate_inquiry()
+        call.send_message("go")
+        replies = call.reply_sequence()
         await asyncio.wait_for(started.wait(), NO_HANG)
-        for task in list(mini_agents.child_tasks):  # what cancelling the agent call (issue 8) does
-            task.cancel()
-        await asyncio.wait_for(cancelled.wait(), NO_HANG)
-        consumer.cancel()
-        await asyncio.gather(consumer, *mini_agents.child_tasks, return_exceptions=True)
+        call.cancel()
+        await asyncio.wait_for(cancelled.wait(), NO_HANG)  # the tool's agent call was cancelled with its caller
+        with pytest.raises(AgentCallCancelledError):
+            await asyncio.wait_for(replies.aresolve(), NO_HANG)
+    assert call.status == AgentCallStatus.CANCELLED
+
+
+async def test_tool_calls_are_agent_calls_under_the_llm_agents_call() -> None:
+    calls: list[Any] = []
+
+    class Recorder(RunObserver):
+        def on_call_ended(self, call: Any) -> None:
+            calls.append(call)
+
+    llm = scripted_llm_agent(
+        [[ScriptedToolCall("add", {"a": 1, "b": 2}), ScriptedToolCall("add", {"a": 3, "b": 4})], "ok"]
+    )
+    async with MiniAgents(observers=[Recorder()]):
+        await llm.fork(tools=[add]).inquire("sum")
+    tool_calls = [c for c in calls if c.agent_alias == "add"]
+    (llm_call,) = [c for c in calls if c.agent_alias == "SCRIPTED_LLM"]
+    assert len(tool_calls) == 2
+    assert all(c.parent_call is llm_call for c in tool_calls)
+    assert sorted(sorted(c.kwargs.frozen_fields_and_values().items()) for c in tool_calls) == [
+        [("a", 1), ("b", 2)],
+        [("a", 3), ("b", 4)],
+    ]
+    assert all(c.status == AgentCallStatus.FINISHED for c in calls)
 
 
 def test_tool_sources_and_duplicate_names() -> None:
