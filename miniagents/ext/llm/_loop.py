@@ -31,7 +31,7 @@ from miniagents.ext.llm.llm_common import (
     _openai_tool_call_dict,
     message_to_llm_dict,
 )
-from miniagents.ext.llm.output import OutputSpec, _output_message_class, _register_output_promise
+from miniagents.ext.llm.output import OutputSpec, _output_message_class
 from miniagents.ext.llm.tools import Tool, ToolLike, aresolve_tools
 from miniagents.messages import Message, MessagePromise
 from miniagents.miniagents import InteractionContext
@@ -488,8 +488,6 @@ class AgentLoop:
 
         promise = message_class.promise(start_asap=False, message_token_streamer=streamer, **metadata)
         holder = _OpenMessage(appender=appender, promise=promise, kind=kind)
-        if kind == "output" and self.output is not None:
-            _register_output_promise(promise, self.output)
         self._open.append(holder)
         self.ctx.reply(promise)
         return holder

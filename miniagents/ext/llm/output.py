@@ -36,7 +36,6 @@ Example:
 from __future__ import annotations
 
 import re
-import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -51,7 +50,6 @@ __all__ = ["OutputSpec", "StructuredOutputMessage", "apartial_outputs"]
 
 _WRAPPER_FIELD = "response"
 
-_specs_of_promises: weakref.WeakKeyDictionary[MessagePromise, OutputSpec] = weakref.WeakKeyDictionary()
 _message_classes: dict[tuple[type[Message], OutputSpec], type[Message]] = {}
 
 
@@ -168,11 +166,6 @@ def _output_message_class(base: type[Message], spec: OutputSpec) -> type[Message
     return message_class
 
 
-def _register_output_promise(promise: MessagePromise, spec: OutputSpec) -> None:
-    """Remember the output type of a streaming message, for `apartial_outputs`."""
-    _specs_of_promises[promise] = spec
-
-
 async def apartial_outputs(message_promise: MessagePromise, output_type: Any = None) -> AsyncIterator[Any]:
     """Yield the values validated from the JSON tokens of a message so far, as they stream.
 
@@ -191,7 +184,10 @@ async def apartial_outputs(message_promise: MessagePromise, output_type: Any = N
         TypeError: no ``output_type`` was given and the message comes from no agent with one.
         LLMError: what the message raises while streaming (e.g. `LLMOutputError` for an invalid final answer).
     """
-    spec = OutputSpec.of(output_type) if output_type is not None else _specs_of_promises.get(message_promise)
+    if output_type is not None:
+        spec: OutputSpec | None = OutputSpec.of(output_type)
+    else:
+        spec = getattr(message_promise.message_class, "output_spec", None)
     if spec is None:
         raise TypeError("this message comes from no LLM agent with an output_type: pass output_type= explicitly")
     text = ""
