@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import importlib.util
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -38,3 +39,11 @@ def local_model_path() -> Path:
         return default_model_path(fetch=False)
     except LocalModelError as error:
         pytest.fail(f"{error}; fetch it with: python scripts/dev.py fetch-model")
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A port on 127.0.0.1 nobody listens on (connecting to it is refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

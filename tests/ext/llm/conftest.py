@@ -168,11 +168,3 @@ def anthropic_mock() -> MockAPI:
         "anthropic", reason='the anthropic extra is not installed: pip install "miniagents[anthropic]"'
     )
     return MockAPI(sdk, "AsyncAnthropic", "http://anthropic.test")
-
-
-@pytest.fixture
-def closed_port() -> int:
-    """A port on 127.0.0.1 nobody listens on (connecting to it is refused)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
