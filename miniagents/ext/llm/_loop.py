@@ -28,6 +28,7 @@ from miniagents.ext.llm.llm_common import (
     ToolCallMessage,
     ToolResultMessage,
     UserMessage,
+    _field_of,
     _openai_tool_call_dict,
     message_to_llm_dict,
 )
@@ -407,11 +408,11 @@ class AgentLoop:
             return list(messages)
         prompt: list[Message] = []
         for message in messages:
-            alias = getattr(message, "agent_alias", None)
+            alias = _field_of(message, "agent_alias")
             foreign = alias is not None and alias != self.alias
             if foreign and isinstance(message, (ToolCallMessage, ToolResultMessage)):
                 continue  # another agent's tool traffic: only its answers matter here
-            if foreign and getattr(message, "role", None) == "assistant":
+            if foreign and _field_of(message, "role") == "assistant":
                 prompt.append(UserMessage(text=str(message)))
             else:
                 prompt.append(message)

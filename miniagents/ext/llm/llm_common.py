@@ -119,8 +119,18 @@ def message_to_llm_dict(message: Message) -> dict[str, Any]:
         return {"role": "assistant", "content": None, "tool_calls": [_openai_tool_call_dict(message)]}
     if isinstance(message, ToolResultMessage):
         return {"role": "tool", "tool_call_id": message.tool_call_id, "content": str(message)}
-    role = getattr(message, "role", None)
+    role = _field_of(message, "role")
     return {"role": role if isinstance(role, str) and role else "user", "content": str(message)}
+
+
+def _field_of(message: Message, name: str) -> Any:
+    """A declared or extra field of a message, None when it has none (without pydantic's slow failed lookup)."""
+    value = message.__dict__.get(name)
+    if value is None:
+        extra = message.__pydantic_extra__
+        if extra:
+            value = extra.get(name)
+    return value
 
 
 def _openai_tool_call_dict(message: ToolCallMessage) -> dict[str, Any]:
