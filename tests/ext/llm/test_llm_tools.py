@@ -231,6 +231,9 @@ async def test_a_forced_tool_choice_is_forced_in_the_first_turn_only() -> None:
     assert fake.requests[0]["tool_choice"] == {"type": "function", "function": {"name": "add"}}
     assert fake.requests[0]["parallel_tool_calls"] is False
     assert fake.requests[1]["tool_choice"] == "auto"
+    with pytest.raises(ValueError, match="tool_choice='nope' names no tool"):
+        async with MiniAgents():
+            await fake.fork(tools=[add], tool_choice="nope").inquire("x")
 
 
 async def test_a_miniagent_is_a_tool_and_its_replies_are_the_result() -> None:
@@ -430,3 +433,25 @@ def test_tools_are_fork_only_and_inquire_kwargs_must_be_freezable() -> None:
 
     MiniAgents().run(main())
     assert isinstance(scripted_llm_agent(["x"]).fork(tools=[add]), MiniAgent)
+
+
+async def test_achain_loop_over_llm_agents_passes_each_answer_as_the_next_user_turn() -> None:
+    from miniagents.promising.sentinels import AWAIT
+    from miniagents.utils import achain_loop
+
+    class Stop(Exception):
+        pass
+
+    researcher = scripted_llm_agent(["Notes about owls."], alias="RESEARCHER")
+    writer = scripted_llm_agent(["A paragraph about owls."], alias="WRITER")
+    seen: list[Any] = []
+
+    def stopper(messages: Any) -> Any:
+        seen.extend(messages)  # resolved by the AWAIT before
+        raise Stop
+
+    async with MiniAgents():
+        with pytest.raises(Stop):
+            await achain_loop([researcher, writer, AWAIT, stopper], initial_input=UserMessage("owls"))
+    assert writer.prompts == [[{"role": "user", "content": "Notes about owls."}]]
+    assert [str(m) for m in seen] == ["A paragraph about owls."]
