@@ -70,6 +70,8 @@ class Tool:
             of its replies, joined with blank lines, is the result.
         arguments_model: the pydantic model that validates the arguments before the call, or None to pass them
             as the model sent them (MCP tools: the server validates).
+        validated_by_agent: True when ``agent`` validates the arguments itself (a wrapped function), so the
+            loop passes them on as they are and they are validated once.
     """
 
     name: str
@@ -78,8 +80,6 @@ class Tool:
     agent: MiniAgent
     arguments_model: type[pydantic.BaseModel] | None = field(default=None, compare=False)
     validated_by_agent: bool = field(default=False, compare=False)
-    """True when ``agent`` validates the arguments itself (a wrapped function): `validate_arguments` then only
-    checks that they are a dict, so they are validated once."""
 
     def __post_init__(self) -> None:
         if not _NAME_PATTERN.match(self.name):
@@ -89,6 +89,9 @@ class Tool:
 
     def validate_arguments(self, arguments: dict[str, Any]) -> dict[str, Any]:
         """Check the arguments a model sent; return them as JSON-compatible kwargs for `agent`.
+
+        Arguments the agent validates itself (``validated_by_agent``) and those of tools without a model are
+        returned as they are.
 
         Raises:
             pydantic.ValidationError: the arguments do not fit the tool's parameters.
