@@ -34,7 +34,7 @@ from typing import Any
 
 from miniagents._chat_log import ChatLogError, MarkdownChatLog
 from miniagents.errors import MiniAgentsError
-from miniagents.messages import Message
+from miniagents.messages import Message, MessageSequencePromise
 from miniagents.miniagents import InteractionContext, MiniAgent, MiniAgents, miniagent
 
 __all__ = [
@@ -312,10 +312,10 @@ def _show_recap(messages: list[Message], path: Path) -> None:
         _write(f"\033[{style}m{label}: \033[0m\033[{style}m{text}\033[0m\n\n")
 
 
-async def _aanswer(replies: Any, log: MarkdownChatLog) -> list[Message]:
+async def _aanswer(replies: MessageSequencePromise, log: MarkdownChatLog) -> list[Message]:
     """Stream the assistant's replies to the console and the history; return the messages the history got.
 
-    Ctrl+C (SIGINT) cancels the streaming and then every agent still running in the `MiniAgents` context.
+    Ctrl+C (SIGINT) cancels the streaming and then the agent call (``replies.cancel()``), with the calls it made.
     """
     from miniagents.ext.misc_agents import cancel_on_ctrl_c
 
@@ -328,14 +328,14 @@ async def _aanswer(replies: Any, log: MarkdownChatLog) -> list[Message]:
         streaming.cancel()
         raise
     if streaming.cancelled():
-        await _acancel_agents()
+        replies.cancel()  # the agent calls stop (a local model stops generating at its next token)
     elif (error := streaming.exception()) is not None:
         sys.stdout.flush()
         print(f"miniagents: error: {type(error).__name__}: {error}\n", file=sys.stderr, flush=True)
     return recorded
 
 
-async def _astream_replies(replies: Any, log: MarkdownChatLog, recorded: list[Message]) -> None:
+async def _astream_replies(replies: MessageSequencePromise, log: MarkdownChatLog, recorded: list[Message]) -> None:
     async for message_promise in replies:
         metadata = message_promise.preliminary_metadata
         role = getattr(metadata, "role", None)
@@ -367,15 +367,6 @@ async def _astream_replies(replies: Any, log: MarkdownChatLog, recorded: list[Me
                 _write("\n\n")  # an empty answer
             else:
                 _write("\r\033[K")  # no answer: the label goes, the error (if any) is reported on its own line
-
-
-async def _acancel_agents() -> None:
-    """Cancel every agent still running in the current `MiniAgents` context (a local model stops generating)."""
-    mini_agents = MiniAgents.get_current()
-    while pending := [task for task in mini_agents.child_tasks if not task.done()]:
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
 
 
 def _write(text: str) -> None:

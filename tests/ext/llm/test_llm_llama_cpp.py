@@ -12,7 +12,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from miniagents import MiniAgents
+from miniagents import AgentCallCancelledError, MiniAgents
 from miniagents.ext.llm import LLMError, ToolCallMessage, ToolResultMessage, UserMessage
 from miniagents.ext.llm._thread_bridge import aiterate_in_thread, astream_from_thread
 
@@ -292,7 +292,8 @@ class _RecordingServer:
             self.returned_at.append(time.monotonic())
 
 
-async def test_cancelling_the_streaming_task_stops_the_generation_at_the_next_token(llama_cpp_module: Any) -> None:
+@pytest.mark.parametrize("how", ["call.cancel", "task.cancel"])
+async def test_cancelling_stops_the_generation_at_the_next_token(llama_cpp_module: Any, how: str) -> None:
     agent = llama_cpp_module.llama_cpp_agent.fork(temperature=0.0)
     async with MiniAgents() as mini_agents:
         await agent.inquire("Hi", max_tokens=1)  # loads the model
@@ -309,10 +310,16 @@ async def test_cancelling_the_streaming_task_stops_the_generation_at_the_next_to
                 if seen == 5:
                     break
             cancelled_at = time.monotonic()
-            for task in list(mini_agents.child_tasks):  # what cancelling the agent (issue 8) does
-                task.cancel()
+            if how == "call.cancel":  # the core's cancellation of an agent call (and the work it drives)
+                replies.cancel()
+            else:  # the asyncio cancellation of the task that streams the tokens (what interrupting a context does)
+                for task in list(mini_agents.child_tasks):
+                    task.cancel()
             await asyncio.gather(*mini_agents.child_tasks, return_exceptions=True)
-            assert _wait_until_gone("miniagents-llama-cpp")
+            assert await asyncio.to_thread(_wait_until_gone, "miniagents-llama-cpp")
+            if how == "call.cancel":
+                with pytest.raises(AgentCallCancelledError):
+                    await message_promise
             after = [answer for at, answer in recorder.answers if at >= cancelled_at]
             assert after[-1:] == [True]  # the callback told llama.cpp to stop ...
             assert len(after) <= 3  # ... at the next token (a chunk or two may have been on their way)
