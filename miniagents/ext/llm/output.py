@@ -62,6 +62,7 @@ class OutputSpec:
         name: a name for the schema (``[a-zA-Z0-9_-]``), e.g. the model's class name.
         schema: the JSON schema sent to the provider (an object schema; see ``wrapped``).
         wrapped: whether the type's own schema is not an object and is wrapped as ``{"response": ...}``.
+        adapter: the `pydantic.TypeAdapter` that validates the JSON (of the wrapper when ``wrapped``).
     """
 
     output_type: Any
