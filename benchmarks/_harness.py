@@ -118,6 +118,11 @@ def build_measurements(args: argparse.Namespace) -> list[Measurement]:
             {"n": 10, "latency": 0.01, "token_interval": args.w4_token_interval},
         ),
     )
+    add(
+        "W5",
+        Measurement("W5", "w5_tool_round_trip", "ours", "plain", {"n": args.w5_n}, {"n": 50}),
+        Measurement("W5 answer", "w5_tool_round_trip", "ours_answer", "plain_answer", {"n": args.w5_n}, {"n": 50}),
+    )
     return measurements
 
 
@@ -234,6 +239,31 @@ def build_rows(measurements: list[Measurement]) -> list[Row]:
         rows.append(
             _ratio_row(f"W4 parallel LLM calls, N={m.params['n']}", "RSS growth MB", m, "rss_growth_mb", "", None)
         )
+    if "W5" in by_name:
+        m = by_name["W5"]
+        rows.append(
+            _ratio_row(f"W5 tool round trip, N={m.params['n']}", "µs/round trip", m, "us_per_round_trip", "", None)
+        )
+        ours = m.median("ours", "us_per_round_trip") - m.median("asyncio", "us_per_round_trip")
+        rows.append(
+            Row("W5 framework overhead per tool call", "µs (ours - asyncio)", ours, None, "", "< 200 µs", ours < 200)
+        )
+        answer = by_name.get("W5 answer")
+        if answer is not None:
+            rows.append(
+                _ratio_row(
+                    f"W5 answer without tools, N={answer.params['n']}",
+                    "µs/inquiry",
+                    answer,
+                    "us_per_round_trip",
+                    "",
+                    None,
+                )
+            )
+            extra = ours + answer.median("asyncio", "us_per_round_trip") - answer.median("ours", "us_per_round_trip")
+            rows.append(
+                Row("W5 overhead of the tool call alone", "µs (minus no-tool answer)", extra, None, "", "", None)
+            )
     return rows
 
 
@@ -268,7 +298,8 @@ def _int_list(text: str) -> list[int]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="miniagents vs plain asyncio: W1 round trips, W2 fan-out, W3 token relay, W4 parallel LLM calls.",
+        description="miniagents vs plain asyncio: W1 round trips, W2 fan-out, W3 token relay, W4 parallel LLM calls, "
+        "W5 tool round trips.",
     )
     parser.add_argument("-r", "--repetitions", type=int, default=5, help="measurements per side (median; default 5)")
     parser.add_argument("--only", default="", help="comma-separated workloads to run, e.g. W1,W3")
@@ -280,6 +311,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--w4-n", type=int, default=1000, help="W4 parallel agents (default 1000)")
     parser.add_argument("--w4-latency", type=float, default=0.1, help="W4 sleep before the first token (0.1 s)")
     parser.add_argument("--w4-token-interval", type=float, default=0.001, help="W4 token interval (0.001 s)")
+    parser.add_argument("--w5-n", type=int, default=3000, help="W5 sequential tool round trips (default 3000)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per child process (default 600)")
     parser.add_argument("--json", type=Path, help="also write all raw results to this file")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 if a target is missed")

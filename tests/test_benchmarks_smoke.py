@@ -19,6 +19,7 @@ from benchmarks import w1_round_trips as w1  # noqa: E402
 from benchmarks import w2_fan_out as w2  # noqa: E402
 from benchmarks import w3_token_relay as w3  # noqa: E402
 from benchmarks import w4_parallel_llm as w4  # noqa: E402
+from benchmarks import w5_tool_round_trip as w5  # noqa: E402
 from benchmarks._common import check_sequence  # noqa: E402
 from benchmarks._harness import build_rows, format_table, main, parse_args  # noqa: E402
 
@@ -45,6 +46,11 @@ async def test_w3_token_relay(forward: bool) -> None:
 async def test_w4_parallel_llm_calls() -> None:
     for run in (w4.ours, w4.plain):
         assert (await run(n=10, latency=0.005, token_interval=0.0005))["wall_ms"] > 0
+
+
+async def test_w5_tool_round_trip() -> None:
+    for run in (w5.ours, w5.plain, w5.ours_answer, w5.plain_answer):
+        assert (await run(n=10))["us_per_round_trip"] > 0
 
 
 def test_a_wrong_result_fails_loudly() -> None:

@@ -54,7 +54,11 @@ SPEC_NAMES = {
     "miniagents.ext.llm.openai": {"openai_agent", "OpenAIMessage"},
     "miniagents.ext.llm.anthropic": {"anthropic_agent", "AnthropicMessage"},
     "miniagents.ext.llm.llama_cpp": {"llama_cpp_agent"},
-    "miniagents.ext.llm.testing": {"scripted_llm_agent", "function_llm_agent"},
+    "miniagents.ext.llm.testing": {"scripted_llm_agent", "function_llm_agent", "ScriptedToolCall"},
+    "miniagents.ext.llm.tools": {"Tool", "tool"},
+    "miniagents.ext.llm.output": {"apartial_outputs", "StructuredOutputMessage"},
+    "miniagents.ext.llm.mcp": {"MCPToolSource"},
+    "miniagents.ext.llm.errors": {"LLMError", "LLMMaxTurnsError", "LLMOutputError", "LLMToolError"},
 }  # fmt: skip
 
 

@@ -35,6 +35,10 @@ __all__ = ["agent_chain", "agent_loop", "console_user_agent", "dialog_loop", "pr
 async def agent_chain(ctx: InteractionContext, agents: Sequence[Any]) -> None:
     """Run the incoming messages through a chain of steps once and reply with the result.
 
+    Each agent step is inquired with the previous step's replies. The LLM agents of `miniagents.ext.llm` send an
+    assistant message written by another agent as a user turn, so a chain of LLM agents (researcher -> writer ->
+    critic) hands each step the previous step's answer as its input (see `miniagents.ext.llm`).
+
     Args:
         ctx: the interaction context.
         agents: the steps (see the module docstring).

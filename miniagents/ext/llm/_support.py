@@ -1,4 +1,4 @@
-"""What the LLM agents share: lazy SDK imports, default clients per event loop, prompts, metadata and errors."""
+"""What the LLM adapters share: lazy SDK imports, default clients per event loop, metadata and errors."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from types import ModuleType
 from typing import Any, Generic, TypeVar
 
 from miniagents.ext.llm.errors import LLMAPIStatusError, LLMConnectionError, LLMError, LLMResponseError
-from miniagents.ext.llm.llm_common import message_to_llm_dict
-from miniagents.miniagents import InteractionContext, MiniAgents
+from miniagents.miniagents import MiniAgents
 
 ClientT = TypeVar("ClientT")
 
@@ -56,28 +55,15 @@ def resolve_stream(stream: bool | None) -> bool:
     return bool(stream)
 
 
-def preliminary_metadata(
-    ctx: InteractionContext, model: str | None, reply_metadata: dict[str, Any] | None
-) -> dict[str, Any]:
-    """The metadata an LLM reply has before its first token; ``reply_metadata`` wins on clashes."""
-    return {"role": "assistant", "model": model, "agent_alias": ctx.this_agent.alias, **(reply_metadata or {})}
-
-
-async def aprompt_dicts(ctx: InteractionContext, system: str | None) -> list[dict[str, str]]:
-    """Await all input messages and convert them to chat dicts, after the ``system`` prompt if one is given."""
-    dicts = [{"role": "system", "content": system}] if system is not None else []
-    dicts.extend(message_to_llm_dict(message) for message in await ctx.message_promises)
-    return dicts
-
-
 def merge_metadata(target: dict[str, Any], source: dict[str, Any]) -> None:
     """Deep-merge one response chunk (as a dict) into ``target``, in place.
 
-    Dicts merge recursively, a ``choices`` list merges into its single element, other lists concatenate, ``None``
-    values are skipped and other values overwrite.
+    Dicts merge recursively, a ``choices`` list merges into its single element, other lists concatenate, a
+    ``None`` value is kept only for a key that is not there yet, and other values overwrite.
     """
     for key, value in source.items():
         if value is None:
+            target.setdefault(key, None)
             continue
         if key == "choices" and isinstance(value, list):
             choices = target.get(key)
@@ -146,47 +132,3 @@ def _root_cause_suffix(error: BaseException) -> str:
     if cause is None or cause is error:
         return ""
     return f" ({type(cause).__name__}: {cause})"
-
-
-def absorb_chat_chunk(chunk: dict[str, Any], metadata_so_far: dict[str, Any]) -> str | None:
-    """Merge an OpenAI-style stream chunk (as a dict) into the metadata and return its content token, if any.
-
-    The role usually comes in the first chunk only (some servers never send it) and is recorded as ``role``.
-    A chunk without choices (the final usage chunk of ``stream_options={"include_usage": True}``) only carries
-    metadata.
-    """
-    token = None
-    for choice in chunk.get("choices") or ():
-        delta = choice.get("delta") or {}
-        token = delta.pop("content", None) or token
-        role = delta.pop("role", None)
-        if role:
-            metadata_so_far["role"] = role
-    merge_metadata(metadata_so_far, chunk)
-    return token
-
-
-def absorb_chat_response(
-    response: dict[str, Any], metadata_so_far: dict[str, Any], provider: str, model: str | None
-) -> str | None:
-    """Merge a whole OpenAI-style chat completion (as a dict) into the metadata and return its content.
-
-    The content is None when the model answered with tool calls only.
-
-    Raises:
-        LLMResponseError: the response does not hold exactly one choice.
-    """
-    choices = response.get("choices") or []
-    if len(choices) != 1:
-        raise LLMResponseError(
-            f"{provider} returned {len(choices)} choices for model {model!r}, expected exactly 1",
-            provider=provider,
-            model=model,
-        )
-    message = choices[0].get("message") or {}
-    content: str | None = message.pop("content", None)
-    role = message.get("role")
-    if role:
-        metadata_so_far["role"] = role
-    merge_metadata(metadata_so_far, response)
-    return content

@@ -9,8 +9,14 @@ own exception (``raise LLMError(...) from sdk_error``, so ``error.__cause__`` is
 LLMError(MiniAgentsError)           provider, model (and status_code) are attributes and in the message
 ├── LLMAPIStatusError               the provider answered with an HTTP error status (401, 429, 500 …)
 ├── LLMConnectionError              the provider could not be reached, or did not answer in time
-└── LLMResponseError                the answer could not be used (unexpected shape, no choices …)
+├── LLMResponseError                the answer could not be used (unexpected shape, no choices …)
+│   └── LLMOutputError              the final answer does not validate against ``output_type`` (``raw_text``)
+├── LLMMaxTurnsError                the model still called tools after ``max_turns`` turns (``max_turns``)
+└── LLMToolError                    a tool raised and ``raise_tool_errors=True`` (``tool_name``; the cause)
 ```
+
+`LLMOutputError` is raised while the final message is iterated or awaited, like the provider errors;
+`LLMMaxTurnsError` and `LLMToolError` end the reply *sequence* (after the messages replied so far).
 
 Misuse (e.g. ``n=2`` for `openai_agent`, a missing SDK) is not an `LLMError`: it raises `ValueError` or
 `ImportError` from the agent function, at the level of the reply sequence.
@@ -20,7 +26,15 @@ from __future__ import annotations
 
 from miniagents.errors import MiniAgentsError
 
-__all__ = ["LLMAPIStatusError", "LLMConnectionError", "LLMError", "LLMResponseError"]
+__all__ = [
+    "LLMAPIStatusError",
+    "LLMConnectionError",
+    "LLMError",
+    "LLMMaxTurnsError",
+    "LLMOutputError",
+    "LLMResponseError",
+    "LLMToolError",
+]
 
 
 class LLMError(MiniAgentsError):
@@ -49,3 +63,39 @@ class LLMConnectionError(LLMError):
 
 class LLMResponseError(LLMError):
     """The provider's answer could not be turned into a message."""
+
+
+class LLMOutputError(LLMResponseError):
+    """The model's final answer is not a valid ``output_type`` value (broken JSON, missing fields …).
+
+    Attributes:
+        raw_text: the text the model produced; the `pydantic.ValidationError` is the ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, provider: str, model: str | None, raw_text: str) -> None:
+        super().__init__(message, provider=provider, model=model)
+        self.raw_text = raw_text
+
+
+class LLMMaxTurnsError(LLMError):
+    """The model asked for tool calls in each of ``max_turns`` turns and never gave a final answer.
+
+    Attributes:
+        max_turns: the limit that was reached.
+    """
+
+    def __init__(self, message: str, *, provider: str, model: str | None, max_turns: int) -> None:
+        super().__init__(message, provider=provider, model=model)
+        self.max_turns = max_turns
+
+
+class LLMToolError(LLMError):
+    """A tool raised while ``raise_tool_errors=True``; the tool's exception is the ``__cause__``.
+
+    Attributes:
+        tool_name: the tool that failed.
+    """
+
+    def __init__(self, message: str, *, provider: str, model: str | None, tool_name: str) -> None:
+        super().__init__(message, provider=provider, model=model)
+        self.tool_name = tool_name

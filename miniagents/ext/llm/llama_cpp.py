@@ -16,6 +16,8 @@ How it runs:
   the event loop, so the loop never blocks.
 - A model generates one reply at a time: concurrent inquiries queue for it (an inquiry cancelled while it waits
   never starts).
+- Tools and structured output go through JSON-schema ``response_format`` s, which llama.cpp enforces with a
+  grammar: even SmolLM2-135M answers with valid JSON (``tool_calling="json"``, see `llama_cpp_agent`).
 - When the consumer of the tokens stops (its task is cancelled, or the token stream is closed), the callback
   returns True at the next token and llama.cpp stops generating; the model is free for the next inquiry at once.
 - Like every llama.cpp server, the loaded model also listens on a loopback port (``127.0.0.1``, a random port);
@@ -47,22 +49,29 @@ import contextlib
 import os
 import secrets
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from miniagents.ext.llm._local_models import SMOLLM2, LocalModelError, model_file_path
-from miniagents.ext.llm._support import (
-    absorb_chat_chunk,
-    absorb_chat_response,
-    aprompt_dicts,
-    import_sdk,
-    preliminary_metadata,
-    resolve_stream,
+from miniagents.ext.llm._loop import (
+    DEFAULT_MAX_TURNS,
+    AgentLoop,
+    Event,
+    LoopOptions,
+    ToolCalling,
+    ToolChoice,
+    TurnRequest,
+    chat_chunk_events,
+    chat_response_events,
+    openai_chat_messages,
+    openai_request_params,
 )
+from miniagents.ext.llm._support import import_sdk, resolve_stream
 from miniagents.ext.llm._thread_bridge import astream_from_thread
 from miniagents.ext.llm.errors import LLMError
 from miniagents.ext.llm.llm_common import AssistantMessage
+from miniagents.ext.llm.tools import ToolLike
 from miniagents.miniagents import InteractionContext, miniagent
 
 __all__ = ["DEFAULT_N_CTX", "LlamaCppMessage", "default_model_path", "llama_cpp_agent"]
@@ -179,6 +188,58 @@ def _resolve_model_path(model_path: str | os.PathLike[str] | None) -> str:
     return str(path.resolve())
 
 
+class _LlamaCppAdapter:
+    """Requests to llama.cpp's server code in process, for the agent loop."""
+
+    provider = _PROVIDER
+    message_class = LlamaCppMessage
+    native_output = True
+    wrap_errors = True
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None,
+        model_name: str,
+        n_ctx: int,
+        n_threads: int | None,
+        params: dict[str, Any],
+    ) -> None:
+        self.model_path = model_path
+        self.model = model_name
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.params = params
+
+    async def astream(self, request: TurnRequest) -> AsyncGenerator[Event, None]:
+        shared = await _aload(self.model_path, self.model, self.n_ctx, self.n_threads)
+        server = shared.server
+        stream = request.stream
+        full_request: dict[str, Any] = {
+            **openai_request_params(request),
+            **self.params,
+            "messages": openai_chat_messages(request.system, request.messages),
+            "stream": stream,
+        }
+        if stream:
+            full_request["stream_options"] = {"include_usage": True}
+
+        def produce(emit: Callable[[dict[str, Any]], bool]) -> None:
+            if stream:
+                server.handle_chat_completions(full_request, lambda chunk: emit(chunk) or _closing.is_set())
+            else:
+                emit(server.handle_chat_completions(full_request))
+
+        async with contextlib.aclosing(
+            astream_from_thread(produce, lock=shared.lock, thread_name=_THREAD_NAME)
+        ) as items:
+            async for item in items:
+                _raise_if_error(item, self.model)
+                item.pop("model", None)  # llama.cpp reports the file path; the reply keeps `model_name`
+                events = chat_chunk_events(item) if stream else chat_response_events(item, _PROVIDER, self.model)
+                for event in events:
+                    yield event
+
+
 @miniagent
 async def llama_cpp_agent(
     ctx: InteractionContext,
@@ -191,9 +252,20 @@ async def llama_cpp_agent(
     model: str | None = None,
     n_ctx: int = DEFAULT_N_CTX,
     n_threads: int | None = 1,
+    tools: Iterable[ToolLike] | None = None,
+    tool_choice: ToolChoice = None,
+    parallel_tool_calls: bool | None = None,
+    max_turns: int = DEFAULT_MAX_TURNS,
+    max_tool_rounds: int | None = None,
+    output_type: Any = None,
+    raise_tool_errors: bool = False,
+    other_agents_as_user: bool = True,
+    tool_calling: ToolCalling = "json",
     **kwargs: Any,
 ) -> None:
-    """A local chat model: replies with one `LlamaCppMessage` streamed token by token.
+    """A local chat model: replies with `LlamaCppMessage` s streamed token by token.
+
+    Without tools the reply is **one** `LlamaCppMessage`; with tools, see `openai_agent` for the shape.
 
     Args:
         ctx: the interaction context (passed by the framework).
@@ -201,77 +273,62 @@ async def llama_cpp_agent(
         stream: stream tokens as they are generated (True) or deliver the whole answer as one token (False);
             None takes ``MiniAgents.get_current().stream_llm_tokens_by_default``.
         system: a system prompt put before the input messages.
-        max_tokens: the most tokens to generate; None generates until the model stops or the context is full.
+        max_tokens: the most tokens to generate per model turn; None generates until the model stops or the
+            context is full.
         temperature: the sampling temperature (llama.cpp's default, 0.8, when None).
-        reply_metadata: extra fields for the reply message, known before its first token.
-        model: the name reported as the reply's ``model``; the file name without ``.gguf`` by default.
+        reply_metadata: extra fields for the reply messages, known before their first token.
+        model: the name reported as the replies' ``model``; the file name without ``.gguf`` by default.
         n_ctx: the context window in tokens (prompt and reply together).
         n_threads: CPU threads for generation and prompt processing; None lets llama.cpp choose.
+        tools: see `openai_agent`.
+        tool_choice: see `openai_agent`.
+        parallel_tool_calls: False allows one call per turn.
+        max_turns: see `openai_agent`.
+        max_tool_rounds: see `openai_agent`.
+        output_type: see `openai_agent`; asked for through a JSON-schema ``response_format``, which llama.cpp
+            turns into a grammar, so even SmolLM2 answers with valid JSON of the type.
+        raise_tool_errors: see `openai_agent`.
+        other_agents_as_user: see `openai_agent`.
+        tool_calling: ``"json"`` (the default) asks for tool calls through a grammar-constrained JSON answer
+            (``{"tool_calls": [...]}`` or the answer), which works with any chat model, SmolLM2 included;
+            ``"native"`` sends ``tools`` to llama.cpp, which uses them only for models whose chat template
+            knows tools (see `openai_agent`).
         **kwargs: more fields of the OpenAI chat-completions request, passed to llama.cpp's server as they are
-            (``top_p``, ``seed``, ``stop``, ``response_format`` with a JSON schema (grammar-constrained) …).
+            (``top_p``, ``seed``, ``stop`` …).
 
     Raises:
         ImportError: ``xllamacpp`` is not installed (raised by the reply sequence).
+        LLMMaxTurnsError, LLMToolError: raised by the reply sequence, after the messages so far.
         LLMError: the default model file cannot be fetched, the model cannot be loaded, or generating failed
-            (e.g. the prompt does not fit into ``n_ctx``): raised while the reply *message* is iterated or
+            (e.g. the prompt does not fit into ``n_ctx``): raised while a reply *message* is iterated or
             awaited; a Python exception behind it is its ``__cause__``.
     """
-    stream = resolve_stream(stream)
     _import_xllamacpp()
     if model is not None:
         model_name = model
     else:
         model_name = (Path(model_path).name if model_path is not None else SMOLLM2.file_name).removesuffix(".gguf")
-    request: dict[str, Any] = dict(kwargs)
+    params: dict[str, Any] = dict(kwargs)
     if max_tokens is not None:
-        request["max_tokens"] = max_tokens
+        params["max_tokens"] = max_tokens
     if temperature is not None:
-        request["temperature"] = temperature
-    request["stream"] = stream
-    if stream:
-        request["stream_options"] = {"include_usage": True}
-
-    async def stream_tokens(metadata_so_far: dict[str, Any]) -> AsyncIterator[str]:
-        messages = await aprompt_dicts(ctx, system)
-        shared = await _aload(model_path, model_name, n_ctx, n_threads)
-        server = shared.server
-        full_request = {**request, "messages": messages}
-
-        def produce(emit: Callable[[dict[str, Any]], bool]) -> None:
-            if stream:
-                server.handle_chat_completions(full_request, lambda chunk: emit(chunk) or _closing.is_set())
-            else:
-                emit(server.handle_chat_completions(full_request))
-
-        try:
-            async with contextlib.aclosing(
-                astream_from_thread(produce, lock=shared.lock, thread_name=_THREAD_NAME)
-            ) as items:
-                async for item in items:
-                    _raise_if_error(item, model_name)
-                    item.pop("model", None)  # llama.cpp reports the file path; the reply keeps `model_name`
-                    if stream:
-                        token = absorb_chat_chunk(item, metadata_so_far)
-                    else:
-                        token = absorb_chat_response(item, metadata_so_far, _PROVIDER, model_name)
-                    if token:
-                        yield token
-        except LLMError:
-            raise
-        except Exception as error:
-            raise LLMError(
-                f"{_PROVIDER} generation failed for model {model_name!r}: {type(error).__name__}: {error}",
-                provider=_PROVIDER,
-                model=model_name,
-            ) from error
-
-    ctx.reply(
-        LlamaCppMessage.promise(
-            start_asap=True,
-            message_token_streamer=stream_tokens,
-            **preliminary_metadata(ctx, model_name, reply_metadata),
-        )
+        params["temperature"] = temperature
+    options = LoopOptions(
+        system=system,
+        stream=resolve_stream(stream),
+        tools=tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=parallel_tool_calls,
+        max_turns=max_turns,
+        max_tool_rounds=max_tool_rounds,
+        output_type=output_type,
+        raise_tool_errors=raise_tool_errors,
+        reply_metadata=reply_metadata,
+        other_agents_as_user=other_agents_as_user,
+        tool_calling=tool_calling,
     )
+    adapter = _LlamaCppAdapter(model_path, model_name, n_ctx, n_threads, params)
+    await AgentLoop(ctx, adapter, options).arun()
 
 
 async def _aload(

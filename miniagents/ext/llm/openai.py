@@ -1,8 +1,14 @@
 """`openai_agent`: chat completions through the official ``openai`` SDK (extra ``miniagents[openai]``).
 
-It works with OpenAI and with any server that speaks the same API (llama.cpp's server, vLLM, Ollama
-…): pass ``async_client=openai.AsyncOpenAI(base_url=...)``, or set ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``
-for the default client.
+It works with OpenAI and with any server that speaks the same API (llama.cpp's server, vLLM, Ollama …): give
+``async_client=openai.AsyncOpenAI(base_url=...)`` through ``fork`` (a client, like tools and output types, is not
+freezable, so it cannot be an ``inquire`` kwarg), or set ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` for the
+default client.
+
+Tools (``tools=[...]``, see `miniagents.ext.llm.tools`) go out as ``tools`` with ``tool_choice`` and
+``parallel_tool_calls``; the streamed ``tool_calls`` deltas become `ToolCallMessage` replies whose tokens are the
+argument JSON as it streams. ``output_type=`` goes out as a ``response_format`` JSON schema (see
+`miniagents.ext.llm.output`).
 
 Example:
     ```python
@@ -26,20 +32,25 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Iterable
 from typing import TYPE_CHECKING, Any
 
-from miniagents.ext.llm._support import (
-    ClientPerLoop,
-    absorb_chat_chunk,
-    absorb_chat_response,
-    aprompt_dicts,
-    import_sdk,
-    preliminary_metadata,
-    resolve_stream,
-    translate_sdk_error,
+from miniagents.ext.llm._loop import (
+    DEFAULT_MAX_TURNS,
+    AgentLoop,
+    Event,
+    LoopOptions,
+    ToolCalling,
+    ToolChoice,
+    TurnRequest,
+    chat_chunk_events,
+    chat_response_events,
+    openai_chat_messages,
+    openai_request_params,
 )
+from miniagents.ext.llm._support import ClientPerLoop, import_sdk, resolve_stream, translate_sdk_error
 from miniagents.ext.llm.llm_common import AssistantMessage
+from miniagents.ext.llm.tools import ToolLike
 from miniagents.miniagents import InteractionContext, miniagent
 
 if TYPE_CHECKING:
@@ -73,6 +84,41 @@ class OpenAIMessage(AssistantMessage):
     """
 
 
+class _OpenAIAdapter:
+    """Chat completions requests and their streams, for the agent loop."""
+
+    provider = _PROVIDER
+    message_class = OpenAIMessage
+    native_output = True
+    wrap_errors = True
+
+    def __init__(self, sdk: ModuleType, model: str, async_client: AsyncOpenAI | None, kwargs: dict[str, Any]):
+        self.sdk = sdk
+        self.model = model
+        self.async_client = async_client
+        self.kwargs = kwargs
+
+    async def astream(self, request: TurnRequest) -> AsyncGenerator[Event, None]:
+        messages = openai_chat_messages(request.system, request.messages)
+        params = {**openai_request_params(request), **self.kwargs}
+        try:
+            client = self.async_client if self.async_client is not None else _default_clients.get()
+            # Typed loosely on purpose: the SDK's overloads cannot see `stream` through **params.
+            create: Any = client.chat.completions.create
+            if request.stream:
+                chunks = await create(messages=messages, model=self.model, stream=True, **params)
+                async with chunks:
+                    async for chunk in chunks:
+                        for event in chat_chunk_events(chunk.model_dump()):
+                            yield event
+            else:
+                response = await create(messages=messages, model=self.model, stream=False, **params)
+                for event in chat_response_events(response.model_dump(), _PROVIDER, self.model):
+                    yield event
+        except self.sdk.OpenAIError as error:
+            raise translate_sdk_error(error, self.sdk, _PROVIDER, self.model) from error
+
+
 @miniagent
 async def openai_agent(
     ctx: InteractionContext,
@@ -82,9 +128,22 @@ async def openai_agent(
     n: int = 1,
     async_client: AsyncOpenAI | None = None,
     reply_metadata: dict[str, Any] | None = None,
+    tools: Iterable[ToolLike] | None = None,
+    tool_choice: ToolChoice = None,
+    parallel_tool_calls: bool | None = None,
+    max_turns: int = DEFAULT_MAX_TURNS,
+    max_tool_rounds: int | None = None,
+    output_type: Any = None,
+    raise_tool_errors: bool = False,
+    other_agents_as_user: bool = True,
+    tool_calling: ToolCalling = "native",
     **kwargs: Any,
 ) -> None:
-    """An OpenAI chat model: replies with one `OpenAIMessage` streamed token by token.
+    """An OpenAI chat model: replies with `OpenAIMessage` s streamed token by token.
+
+    Without tools the reply is **one** `OpenAIMessage`. With tools it is, per model turn, the turn's text (if
+    any) and a `ToolCallMessage` per call, then a `ToolResultMessage` per call once the tools ran, and at last
+    the final answer.
 
     Args:
         ctx: the interaction context (passed by the framework).
@@ -93,52 +152,56 @@ async def openai_agent(
             ``MiniAgents.get_current().stream_llm_tokens_by_default``.
         system: a system prompt put before the input messages.
         n: must be 1 (one reply per inquiry).
-        async_client: an ``openai.AsyncOpenAI``; by default one ``AsyncOpenAI()`` per event loop, created on
-            first use (it reads ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL``).
-        reply_metadata: extra fields for the reply message, known before its first token.
+        async_client: an ``openai.AsyncOpenAI`` (through ``fork``: it is not freezable); by default one
+            ``AsyncOpenAI()`` per event loop, created on first use (it reads ``OPENAI_API_KEY`` and
+            ``OPENAI_BASE_URL``).
+        reply_metadata: extra fields for the reply messages, known before their first token.
+        tools: functions, agents, `Tool` s and tool sources the model may call (see `miniagents.ext.llm.tools`;
+            through ``fork``).
+        tool_choice: ``"auto"``, ``"required"``, ``"none"`` or a tool name; a required or named call is forced
+            in the first turn only. None leaves it to the API.
+        parallel_tool_calls: allow several calls per turn (the API's default when None).
+        max_turns: the most model requests per inquiry; `LLMMaxTurnsError` when the model still calls tools.
+        max_tool_rounds: after this many turns with tool calls, the tools are withdrawn (``tool_choice="none"``)
+            and the model must answer; None: no such limit (small models may call tools over and over).
+        output_type: a type pydantic validates (through ``fork``); the final message is then a
+            `StructuredOutputMessage` whose ``output`` is the value (see `miniagents.ext.llm.output`).
+        raise_tool_errors: raise `LLMToolError` when a tool raises, instead of telling the model the error.
+        other_agents_as_user: send an assistant message of *another* agent (its ``agent_alias`` differs) as a
+            user turn, so a chain of LLM agents hands each step the previous step's answer as its input; False
+            keeps such messages as assistant turns (the behaviour before).
+        tool_calling: ``"native"`` sends ``tools`` (the API's tool calling); ``"json"`` asks for a JSON answer
+            (``{"tool_calls": [...]}`` or the answer) through a ``response_format`` schema instead, for
+            OpenAI-compatible servers that take JSON schemas but whose model has no tool calling (llama.cpp's
+            server with a chat template that knows no tools, e.g. SmolLM2's).
         **kwargs: passed to ``chat.completions.create`` as they are (``max_tokens``, ``temperature`` …).
 
-    The input messages become chat dicts through `message_to_llm_dict`. The request is sent once the reply is
-    being streamed (right away: the reply promise starts as soon as possible).
+    The input messages become chat dicts through `message_to_llm_dict`. The request is sent right away.
 
     Raises:
-        ValueError: ``n`` is not 1 (raised by the reply sequence).
+        ValueError: ``n`` is not 1, or ``max_turns`` < 1 (raised by the reply sequence).
         ImportError: the ``openai`` package is not installed (raised by the reply sequence).
-        LLMError: any failure of the request or the API, raised while the reply *message* is iterated or
-            awaited: `LLMAPIStatusError` (401, 429, 500 …), `LLMConnectionError` (refused, timeout),
-            `LLMResponseError`, or `LLMError` for anything else the SDK raised (e.g. no API key). The SDK's
-            exception is its ``__cause__``.
+        LLMMaxTurnsError, LLMToolError: raised by the reply sequence, after the messages so far.
+        LLMError: any failure of the request, the API or the stream, raised while a reply *message* is iterated
+            or awaited: `LLMAPIStatusError` (401, 429, 500 …), `LLMConnectionError` (refused, timeout),
+            `LLMResponseError` (`LLMOutputError` for invalid structured output), or `LLMError` for anything
+            else (no API key, a malformed chunk …). The original exception is its ``__cause__``.
     """
     if n != 1:
         raise ValueError(f"openai_agent supports only n=1 (one reply per inquiry), got n={n}")
-    stream = resolve_stream(stream)
-    sdk = _import_openai()
-
-    async def stream_tokens(metadata_so_far: dict[str, Any]) -> AsyncIterator[str]:
-        messages = await aprompt_dicts(ctx, system)
-        try:
-            client = async_client if async_client is not None else _default_clients.get()
-            # Typed loosely on purpose: the SDK's overloads cannot see `stream` through **kwargs.
-            create: Any = client.chat.completions.create
-            if stream:
-                chunks = await create(messages=messages, model=model, stream=True, **kwargs)
-                async with chunks:
-                    async for chunk in chunks:
-                        token = absorb_chat_chunk(chunk.model_dump(), metadata_so_far)
-                        if token:
-                            yield token
-            else:
-                response = await create(messages=messages, model=model, stream=False, **kwargs)
-                token = absorb_chat_response(response.model_dump(), metadata_so_far, _PROVIDER, model)
-                if token:
-                    yield token
-        except sdk.OpenAIError as error:
-            raise translate_sdk_error(error, sdk, _PROVIDER, model) from error
-
-    ctx.reply(
-        OpenAIMessage.promise(
-            start_asap=True,
-            message_token_streamer=stream_tokens,
-            **preliminary_metadata(ctx, model, reply_metadata),
-        )
+    options = LoopOptions(
+        system=system,
+        stream=resolve_stream(stream),
+        tools=tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=parallel_tool_calls,
+        max_turns=max_turns,
+        max_tool_rounds=max_tool_rounds,
+        output_type=output_type,
+        raise_tool_errors=raise_tool_errors,
+        reply_metadata=reply_metadata,
+        other_agents_as_user=other_agents_as_user,
+        tool_calling=tool_calling,
     )
+    adapter = _OpenAIAdapter(_import_openai(), model, async_client, kwargs)
+    await AgentLoop(ctx, adapter, options).arun()

@@ -15,6 +15,7 @@ from miniagents.ext.llm import (
     LLMConnectionError,
     LLMError,
     SystemMessage,
+    ToolCallMessage,
     UserMessage,
 )
 from miniagents.ext.llm.anthropic import DEFAULT_MAX_TOKENS, AnthropicMessage, anthropic_agent, build_anthropic_request
@@ -196,7 +197,7 @@ async def test_stream_empty_input_sends_the_fake_user_message_and_max_tokens_kwa
     assert "system" not in request
 
 
-async def test_non_stream_joins_text_blocks_and_skips_others(anthropic_mock: Any) -> None:
+async def test_non_stream_joins_text_blocks_and_replies_tool_use_blocks(anthropic_mock: Any) -> None:
     response = {
         "id": "msg_2",
         "type": "message",
@@ -204,7 +205,7 @@ async def test_non_stream_joins_text_blocks_and_skips_others(anthropic_mock: Any
         "model": "claude-api-name",
         "content": [
             {"type": "text", "text": "Let me check. "},
-            {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {}},
+            {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"q": "x"}},
             {"type": "text", "text": "Done."},
         ],
         "stop_reason": "tool_use",
@@ -215,15 +216,20 @@ async def test_non_stream_joins_text_blocks_and_skips_others(anthropic_mock: Any
         model="claude-test", async_client=anthropic_mock.client(lambda r: anthropic_mock.json_response(200, response))
     )
     async with MiniAgents(stream_llm_tokens_by_default=False):
-        message_promise = await first_message_promise(agent.inquire("q"))
-        tokens = await _consume(message_promise)
-        message = await message_promise
+        text_promise, call_promise = [mp async for mp in agent.inquire("q")]
+        tokens = await _consume(text_promise)
+        message = await text_promise
+        call = await call_promise
     assert tokens == ["Let me check. Done."]
     assert message.text == "Let me check. Done."
     assert message.stop_reason == "tool_use"
     assert message.model == "claude-test"
     assert "content" not in message.frozen_fields_and_values()
+    # no tools were given: the tool_use block is shown, not run
+    assert isinstance(call, ToolCallMessage)
+    assert (call.tool_call_id, call.tool_name, call.arguments) == ("toolu_1", "lookup", {"q": "x"})
     assert anthropic_mock.request_json().get("stream") in (False, None)
+    assert len(anthropic_mock.requests) == 1
 
 
 async def test_non_stream_without_text_blocks_gives_empty_text(anthropic_mock: Any) -> None:

@@ -23,6 +23,9 @@ PUBLIC_MODULES = [
     "miniagents.ext.llm.anthropic",
     "miniagents.ext.llm.llama_cpp",
     "miniagents.ext.llm.testing",
+    "miniagents.ext.llm.tools",
+    "miniagents.ext.llm.output",
+    "miniagents.ext.llm.mcp",
 ]
 
 
@@ -90,8 +93,9 @@ def test_importing_the_agent_modules_imports_no_sdk() -> None:
     code = (
         "import sys\n"
         "import miniagents.ext.llm, miniagents.ext.llm.openai, miniagents.ext.llm.anthropic\n"
-        "import miniagents.ext.llm.llama_cpp, miniagents.ext.llm.testing\n"
-        "loaded = [m for m in ('openai', 'anthropic', 'xllamacpp', 'httpx', 'httpx2') if m in sys.modules]\n"
+        "import miniagents.ext.llm.llama_cpp, miniagents.ext.llm.testing, miniagents.ext.llm.mcp\n"
+        "import miniagents.ext.llm.tools, miniagents.ext.llm.output\n"
+        "loaded = [m for m in ('openai', 'anthropic', 'xllamacpp', 'httpx', 'httpx2', 'mcp') if m in sys.modules]\n"
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
@@ -122,3 +126,11 @@ async def test_openai_agent_rejects_n_other_than_one() -> None:
     async with MiniAgents():
         with pytest.raises(ValueError, match="n=2"):
             await openai_agent.inquire("hi", model="m", n=2)
+
+
+def test_missing_mcp_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    from miniagents.ext.llm.mcp import MCPToolSource
+
+    monkeypatch.setitem(sys.modules, "mcp", None)
+    with pytest.raises(ImportError, match=r'pip install "miniagents\[mcp\]"'):
+        MCPToolSource("http://127.0.0.1:1/mcp")

@@ -13,12 +13,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import pydantic
 import pytest
 
 from miniagents import MiniAgents
-from miniagents.ext.llm import SystemMessage, UserMessage
+from miniagents.ext.llm import SystemMessage, ToolCallMessage, ToolResultMessage, UserMessage
+from miniagents.ext.llm.output import apartial_outputs
+from miniagents.ext.llm.tools import tool
 
 EXAMPLE_E2 = Path(__file__).resolve().parents[3] / "examples" / "work_with_llms.py"
 LOCAL_KEY = "sk-local-test"  # the local servers accept any key
@@ -100,3 +103,63 @@ def test_seed_example_e2_runs_unchanged_against_the_local_server(openai_sdk: Any
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip(), result.stderr[-3000:]
     assert result.stdout.endswith("\n\n")  # the example prints a blank line after the reply
+
+
+# --- tools and structured output against llama.cpp's HTTP server (SmolLM2, grammar-constrained) -----------------
+
+
+class _Verdict(pydantic.BaseModel):
+    verdict: Literal["accept", "revise"]
+    score: int
+
+
+def _get_weather(city: str) -> str:
+    """Get the current weather of a city."""
+    return f"sunny, 21 C in {city}"
+
+
+async def test_openai_agent_structured_output_from_the_llama_cpp_server(openai_sdk: Any, llama_server_url: str) -> None:
+    from miniagents.ext.llm.openai import OpenAIMessage, openai_agent
+
+    async with openai_sdk.AsyncOpenAI(base_url=llama_server_url, api_key=LOCAL_KEY, max_retries=0) as client:
+        agent = openai_agent.fork(model="smollm2", async_client=client, output_type=_Verdict)
+        async with MiniAgents():
+            (message_promise,) = [
+                mp
+                async for mp in agent.inquire(
+                    UserMessage("Judge this draft: 'The sky is green.'"), max_tokens=64, temperature=0.0
+                )
+            ]
+            partials = [partial async for partial in apartial_outputs(message_promise)]
+            message = await message_promise
+    assert isinstance(message, OpenAIMessage)
+    assert isinstance(message.output, _Verdict)  # the grammar makes even a 135M model answer with valid JSON
+    assert partials[-1] == message.output
+
+
+async def test_openai_agent_forced_tool_call_against_the_llama_cpp_server(
+    openai_sdk: Any, llama_server_url: str
+) -> None:
+    from miniagents.ext.llm.openai import openai_agent
+
+    async with openai_sdk.AsyncOpenAI(base_url=llama_server_url, api_key=LOCAL_KEY, max_retries=0) as client:
+        agent = openai_agent.fork(
+            model="smollm2",
+            async_client=client,
+            tools=[tool(_get_weather, name="get_weather")],
+            tool_choice="required",
+            parallel_tool_calls=False,
+            tool_calling="json",  # SmolLM2's chat template knows no tools: calls go through a JSON schema
+            max_turns=4,
+        )
+        async with MiniAgents():
+            messages = await agent.inquire(
+                UserMessage("What is the weather in Paris?"), max_tokens=128, temperature=0.0
+            )
+    calls = [m for m in messages if isinstance(m, ToolCallMessage)]
+    results = [m for m in messages if isinstance(m, ToolResultMessage)]
+    assert calls[0].tool_name == "get_weather"  # forced: the first turn is a call, with valid arguments
+    assert isinstance(calls[0].arguments["city"], str)
+    assert results[0].text.startswith("sunny, 21 C in ")
+    assert not results[0].is_error
+    assert not isinstance(messages[-1], (ToolCallMessage, ToolResultMessage))  # and a final answer came

@@ -9,10 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import pytest
 
 from miniagents import AgentCallCancelledError, MiniAgents
-from miniagents.ext.llm import LLMError, UserMessage
+from miniagents.ext.llm import LLMError, ToolCallMessage, ToolResultMessage, UserMessage
 from miniagents.ext.llm._thread_bridge import aiterate_in_thread, astream_from_thread
 
 NO_HANG = 10
@@ -300,8 +301,9 @@ async def test_cancelling_stops_the_generation_at_the_next_token(llama_cpp_modul
         recorder = _RecordingServer(shared.server)
         shared.server = recorder
         try:
+            # the reply sequence ends only when the agent loop does: take the message as soon as it starts
             replies = agent.inquire("Write a long story about a dragon.", max_tokens=400)
-            (message_promise,) = [mp async for mp in replies]
+            message_promise = await anext(aiter(replies))
             seen = 0
             async for _ in message_promise:
                 seen += 1
@@ -357,3 +359,52 @@ async def test_llama_cpp_agent_prompt_larger_than_context_is_an_llm_error(llama_
     async with MiniAgents():
         (reply,) = await agent.inquire("Hi", max_tokens=4)
     assert reply.text.strip()
+
+
+class _Verdict(pydantic.BaseModel):
+    verdict: str
+    score: int
+
+
+async def test_llama_cpp_agent_structured_output_and_a_forced_tool_call(llama_cpp_module: Any) -> None:
+    def get_weather(city: str) -> str:
+        """Get the current weather of a city."""
+        return f"sunny, 21 C in {city}"
+
+    judge = llama_cpp_module.llama_cpp_agent.fork(output_type=_Verdict, max_tokens=64, temperature=0.0)
+    weather = llama_cpp_module.llama_cpp_agent.fork(
+        tools=[get_weather], tool_choice="required", parallel_tool_calls=False, max_tokens=128, temperature=0.0
+    )
+    async with MiniAgents():
+        (verdict,) = await asyncio.wait_for(judge.inquire(UserMessage("Judge: 'The sky is green.'")), 60)
+        messages = await asyncio.wait_for(weather.inquire(UserMessage("What is the weather in Paris?")), 60)
+    assert isinstance(verdict, llama_cpp_module.LlamaCppMessage)
+    assert isinstance(verdict.output, _Verdict)
+    call = messages[0]
+    assert isinstance(call, ToolCallMessage)
+    assert call.tool_name == "get_weather"
+    assert isinstance(call.arguments["city"], str)
+    assert isinstance(messages[1], ToolResultMessage)
+    assert messages[1].text.startswith("sunny, 21 C in ")
+
+
+def test_the_research_pipeline_example_runs_on_the_local_model(llama_cpp_module: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[3]
+    completed = subprocess.run(
+        [sys.executable, str(root / "examples" / "research_pipeline.py"), "the Eiffel Tower"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    out = completed.stdout
+    assert '[researcher] calls lookup({"topic": ' in out  # the forced tool call, streamed
+    assert "[researcher] lookup returned: The Eiffel Tower is a wrought-iron tower in Paris" in out
+    assert "\n[writer] " in out
+    assert "\nVerdict: " in out and "/10): " in out  # the typed verdict validated

@@ -15,6 +15,7 @@ from miniagents.ext.llm import (
     LLMError,
     LLMResponseError,
     SystemMessage,
+    ToolCallMessage,
     UserMessage,
 )
 
@@ -144,7 +145,7 @@ async def test_non_stream_content_is_one_token(openai_mock: Any) -> None:
     assert openai_mock.request_json()["stream"] is False
 
 
-async def test_non_stream_content_none_with_tool_calls(openai_mock: Any) -> None:
+async def test_non_stream_tool_calls_without_tools_are_replied_not_run(openai_mock: Any) -> None:
     tool_call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
     response = {
         "id": "chatcmpl-3",
@@ -166,10 +167,12 @@ async def test_non_stream_content_none_with_tool_calls(openai_mock: Any) -> None
         message_promise = await first_message_promise(agent.inquire("q"))
         tokens = [token async for token in message_promise]
         message = await message_promise
-    assert tokens == []
-    assert message.text == ""
+    # the agent has no tools: the call is shown to the caller (not dropped) and nothing is run
+    assert tokens == ["{}"]
+    assert isinstance(message, ToolCallMessage)
+    assert (message.tool_call_id, message.tool_name, message.arguments) == ("call_1", "lookup", {})
     assert message.choices[0].finish_reason == "tool_calls"
-    assert message.choices[0].message.tool_calls[0].function.name == "lookup"
+    assert len(openai_mock.requests) == 1
 
 
 async def test_non_stream_without_choices_is_a_response_error(openai_mock: Any) -> None:
