@@ -1,0 +1,82 @@
+"""`RecordingStore`: what the shipped stores add on top of the `MessageStore` rows: recording and loading."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Collection
+from types import TracebackType
+
+from miniagents.messages import Message
+from miniagents.store._loading import MessageRegistry, StoredCall, aload_call_tree, aload_history, aload_message
+from miniagents.store._recorder import StoreRecorder
+from miniagents.store._rows import CallRow, MessageRow, PartialRow, SlotRow, StoreBatch
+
+__all__ = ["RecordingStore"]
+
+
+class RecordingStore(abc.ABC):
+    """A `MessageStore` with its recorder and loaders at hand (the base of the SQLite and PostgreSQL stores).
+
+    ``async with store:`` makes sure everything recorded is written and the connection closed at the end.
+    """
+
+    def __init__(self) -> None:
+        self._recorder: StoreRecorder | None = None
+
+    def observer(self) -> StoreRecorder:
+        """The `StoreRecorder` of this store (one per store): register it with ``MiniAgents(observers=[...])``."""
+        if self._recorder is None:
+            self._recorder = StoreRecorder(self)
+        return self._recorder
+
+    async def aflush(self) -> None:
+        """Wait until everything recorded so far is written (see `StoreRecorder.aflush`)."""
+        if self._recorder is not None:
+            await self._recorder.aflush()
+
+    async def aload_message(self, hash_key: str, registry: MessageRegistry | None = None) -> Message:
+        """Load a message as its own class (see `miniagents.store.aload_message`)."""
+        return await aload_message(self, hash_key, registry)
+
+    async def aload_call_tree(self, root_call_id: str, registry: MessageRegistry | None = None) -> StoredCall:
+        """Load a call and the calls it made (see `miniagents.store.aload_call_tree`)."""
+        return await aload_call_tree(self, root_call_id, registry)
+
+    async def aload_history(self, history_id: str, registry: MessageRegistry | None = None) -> list[Message]:
+        """Load a history's messages (see `miniagents.store.aload_history`)."""
+        return await aload_history(self, history_id, registry)
+
+    async def __aenter__(self) -> RecordingStore:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        try:
+            await self.aflush()
+        finally:
+            await self.aclose()
+
+    @abc.abstractmethod
+    async def awrite(self, batch: StoreBatch) -> None:
+        """See `MessageStore.awrite`."""
+
+    @abc.abstractmethod
+    async def aread_messages(self, hash_keys: Collection[str]) -> dict[str, MessageRow]:
+        """See `MessageStore.aread_messages`."""
+
+    @abc.abstractmethod
+    async def aread_partials(self, partial_ids: Collection[str]) -> dict[str, PartialRow]:
+        """See `MessageStore.aread_partials`."""
+
+    @abc.abstractmethod
+    async def aread_calls(self, root_call_id: str) -> list[CallRow]:
+        """See `MessageStore.aread_calls`."""
+
+    @abc.abstractmethod
+    async def aread_slots(self, owner_ids: Collection[str]) -> list[SlotRow]:
+        """See `MessageStore.aread_slots`."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """See `MessageStore.aclose`."""

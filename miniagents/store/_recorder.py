@@ -1,0 +1,367 @@
+"""`StoreRecorder`: turns agent calls and messages into rows and writes them in batches, from one writer task.
+
+What is recorded is queued at once (cheaply, on the event loop); one writer task per recorder takes everything
+queued so far, turns it into rows (hash keys, JSON) and writes it as one batch, in one transaction, then takes
+the next. A message promise that is still streaming gets a partial row at once; a single ticker (part of the
+writer loop) writes the text of every partial that grew at least every `flush_interval` seconds while any
+streams, so a crash loses at most the last ``flush_interval`` plus one write of text. When the message is
+complete it is stored, and its partial row points at it.
+
+A batch that fails is reported (logged at ERROR) and retried with back-off; after ``len(retry_delays)`` failed
+tries it is split up and each part is retried the same way, so one bad row costs only itself: it is reported and
+left out after its own tries, and everything else is written. Nothing queued is dropped otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from miniagents.messages import Message, MessagePromise
+from miniagents.promising.errors import NoActiveContextError
+from miniagents.promising.promising import PromisingContext
+from miniagents.store._protocol import MessageStore
+from miniagents.store._rows import CallRow, MessageRow, PartialRow, SlotKind, SlotRow, StoreBatch
+
+__all__ = ["StoreRecorder"]
+
+logger = logging.getLogger("miniagents.store")
+
+_KNOWN_LIMIT = 200_000  # hash keys remembered as written (to skip rewriting them); forgotten all at once beyond
+
+
+@dataclass
+class _Stream:
+    """A message promise that is streaming: its partial row's id and the text so far."""
+
+    partial_id: str
+    promise: MessagePromise
+    class_name: str
+    metadata_json: str
+    parts: list[str] = field(default_factory=list)
+    dirty: bool = True
+
+
+_Op = tuple[Any, ...]
+
+
+class StoreRecorder:
+    """Records agent calls and their messages into a `MessageStore`; the `RunObserver` of a store.
+
+    Register it with ``MiniAgents(observers=[recorder])`` (``MiniAgents(store=...)`` does that for you), or call
+    its ``record_*`` methods directly. Every method is synchronous, cheap, and never raises because of the
+    database: the rows are written in the background by the writer task (started on demand in the active
+    `MiniAgents` context, whose exit waits for it, or on the running loop). Use `aflush` to wait for them.
+
+    Args:
+        store: where to write.
+        flush_interval: seconds between writes of the text of streaming messages (while any stream). Must be
+            positive and at most 0.5.
+        retry_delays: seconds to wait before each retry of a failed batch; after the last one the batch is split.
+
+    Raises:
+        ValueError: a bad ``flush_interval`` or ``retry_delays``.
+    """
+
+    def __init__(
+        self,
+        store: MessageStore,
+        *,
+        flush_interval: float = 0.25,
+        retry_delays: Sequence[float] = (0.05, 0.2, 0.5, 1.0),
+    ) -> None:
+        if not 0 < flush_interval <= 0.5:
+            raise ValueError(f"flush_interval must be > 0 and <= 0.5 seconds, got {flush_interval!r}")
+        if any(delay < 0 for delay in retry_delays):
+            raise ValueError(f"retry_delays must not be negative, got {retry_delays!r}")
+        self.store = store
+        self.flush_interval = flush_interval
+        self.retry_delays = tuple(retry_delays)
+        self.failed_rows = 0
+        """How many rows were left out after all their tries failed (each was logged)."""
+        self._ops: list[_Op] = []
+        self._known: set[str] = set()
+        self._streams: dict[int, _Stream] = {}
+        self._writer: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._idle_waiters: list[asyncio.Future[None]] = []
+
+    # the observation seam (`miniagents.RunObserver`)
+
+    def on_call_started(self, call: Any) -> None:
+        """Record a call that started (see `record_call`)."""
+        self.record_call(call)
+
+    def on_call_input(self, call: Any, index: int, message_promise: MessagePromise) -> None:
+        """Record the input message at ``index`` of ``call``."""
+        self.record_message_promise(call.call_id, "input", index, message_promise)
+
+    def on_call_reply(self, call: Any, index: int, message_promise: MessagePromise) -> None:
+        """Record the reply message at ``index`` of ``call``."""
+        self.record_message_promise(call.call_id, "reply", index, message_promise)
+
+    def on_call_ended(self, call: Any) -> None:
+        """Record the status, end time and error of a call that ended."""
+        self.record_call(call)
+
+    # recording
+
+    def record_call(self, call: Any) -> None:
+        """Record an agent call as it is now (a later record of the same call id updates it).
+
+        Args:
+            call: a `miniagents.AgentCall`, or any object with its attributes ``call_id``, ``parent_call``
+                (an object with a ``call_id``, or None), ``agent_alias``, ``kwargs`` (a `Frozen` or None),
+                ``status`` (a str), ``started_at``, ``ended_at`` and ``error``.
+        """
+        parent = call.parent_call
+        self._push(
+            (
+                "call",
+                call.call_id,
+                None if parent is None else parent.call_id,
+                call.agent_alias,
+                call.kwargs,
+                str(getattr(call.status, "value", call.status)),
+                call.started_at,
+                call.ended_at,
+                None if call.error is None else f"{type(call.error).__name__}: {call.error}",
+            )
+        )
+
+    def record_message(self, message: Message) -> None:
+        """Store ``message`` (and the messages nested in it), once however often it is recorded."""
+        self._push(("message", message))
+
+    def record_message_promise(
+        self, owner_id: str, kind: SlotKind, index: int, message_promise: MessagePromise
+    ) -> None:
+        """Record that the ``kind`` sequence of ``owner_id`` has ``message_promise`` at ``index`` (from 0).
+
+        A message promise that is still streaming is stored as partial at once and followed (in a background
+        task) until it is complete; its text is written every `flush_interval` seconds meanwhile.
+
+        Args:
+            owner_id: a call id (kinds ``"input"`` and ``"reply"``) or a history id (kind ``"history"``).
+            kind: ``"input"``, ``"reply"`` or ``"history"``.
+            index: the position.
+            message_promise: the message.
+        """
+        metadata = message_promise.preliminary_metadata
+        if message_promise.is_resolved and isinstance(metadata, Message):  # made from a message: it is the message
+            self._push(("slot", owner_id, kind, index, metadata, None))
+            return
+        stream = self._streams.get(id(message_promise))
+        if stream is None:
+            stream = self._follow(message_promise)
+        self._push(("slot", owner_id, kind, index, None, stream.partial_id))
+
+    def _follow(self, message_promise: MessagePromise) -> _Stream:
+        metadata = message_promise.preliminary_metadata
+        class_name = getattr(message_promise, "message_class", Message).__name__  # (not public yet: see REQUESTS)
+        stream = _Stream(uuid.uuid4().hex, message_promise, class_name, metadata.serialized)
+        self._streams[id(message_promise)] = stream
+        self._start(self._afollow(stream))
+        return stream
+
+    async def _afollow(self, stream: _Stream) -> None:
+        status: Literal["complete", "failed"] = "failed"
+        message: Message | None = None
+        try:
+            async for token in stream.promise:
+                stream.parts.append(token)
+                stream.dirty = True
+            message = await stream.promise
+            status = "complete"
+        except Exception:
+            pass
+        finally:
+            del self._streams[id(stream.promise)]
+            if message is not None:
+                self._push(("message", message))
+            self._push(("partial", stream, status, message))
+
+    # writing
+
+    def _push(self, op: _Op) -> None:
+        self._ops.append(op)
+        if self._writer is None:
+            self._writer = self._start(self._awrite_loop())
+        elif self._wakeup is not None:
+            self._wakeup.set()
+
+    def _start(self, coroutine: Any) -> asyncio.Task[None]:
+        try:
+            context = PromisingContext.get_current()
+        except NoActiveContextError:
+            return asyncio.get_running_loop().create_task(coroutine)
+        return context.start_asap(coroutine, suppress_errors=True, log_level_for_errors=logging.ERROR)
+
+    async def aflush(self) -> None:
+        """Wait until everything recorded so far is written, including streaming messages (until they end)."""
+        while self._writer is not None or self._streams:
+            waiter = asyncio.get_running_loop().create_future()
+            self._idle_waiters.append(waiter)
+            if self._writer is None:  # streams only: their end starts the writer, which wakes us when idle
+                await asyncio.sleep(self.flush_interval)
+                continue
+            await waiter
+
+    async def _awrite_loop(self) -> None:
+        self._wakeup = wakeup = asyncio.Event()
+        last_text_flush = time.monotonic()
+        try:
+            while True:
+                wakeup.clear()
+                now = time.monotonic()
+                if self._streams and now - last_text_flush >= self.flush_interval:
+                    last_text_flush = now
+                    self._ops.extend(("partial", stream, "streaming", None) for stream in self._dirty_streams())
+                if self._ops:
+                    ops, self._ops = self._ops, []
+                    await self._awrite_all(self._batches(ops))
+                    continue
+                if not self._streams:
+                    break
+                with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), max(0.0, last_text_flush + self.flush_interval - now))
+        finally:
+            self._writer = self._wakeup = None
+            with contextlib.suppress(Exception):
+                await self.store.aclose()  # idle: do not keep a connection (or its thread) open
+            for waiter in self._idle_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._idle_waiters.clear()
+            if self._ops:  # queued while closing
+                self._writer = self._start(self._awrite_loop())
+
+    def _dirty_streams(self) -> Iterator[_Stream]:
+        for stream in self._streams.values():
+            if stream.dirty:
+                yield stream
+
+    def _batches(self, ops: list[_Op]) -> StoreBatch:
+        batch = StoreBatch()
+        known = self._known
+        if len(known) > _KNOWN_LIMIT:
+            known.clear()
+        now = time.time()
+        for op in ops:
+            kind = op[0]
+            if kind == "message":
+                self._add_message(batch, op[1], known)
+            elif kind == "slot":
+                _, owner_id, slot_kind, index, message, partial_id = op
+                hash_key = None
+                if message is not None:
+                    self._add_message(batch, message, known)
+                    hash_key = message.hash_key
+                batch.slots.append(SlotRow(owner_id, slot_kind, index, hash_key, partial_id))
+            elif kind == "call":
+                _, call_id, parent_id, alias, kwargs, status, started_at, ended_at, error = op
+                kwargs_json = None if kwargs is None else kwargs.serialized
+                batch.calls.append(CallRow(call_id, parent_id, alias, kwargs_json, status, started_at, ended_at, error))
+            else:  # "partial"
+                _, stream, status, message = op
+                stream.dirty = False
+                text = "".join(stream.parts)
+                batch.partials.append(
+                    PartialRow(
+                        stream.partial_id,
+                        stream.class_name,
+                        stream.metadata_json,
+                        json.dumps(text, ensure_ascii=False),
+                        status,
+                        None if message is None else message.hash_key,
+                        now,
+                    )
+                )
+        return batch
+
+    @staticmethod
+    def _add_message(batch: StoreBatch, message: Message, known: set[str]) -> None:
+        hash_key = message.hash_key
+        if hash_key in known:
+            return
+        for sub_message in message.sub_messages():
+            sub_key = sub_message.hash_key
+            if sub_key not in known:
+                known.add(sub_key)
+                batch.messages.append(MessageRow(sub_key, sub_message.class_, sub_message.serialized))
+        known.add(hash_key)
+        batch.messages.append(MessageRow(hash_key, message.class_, message.serialized))
+
+    async def _awrite_all(self, batch: StoreBatch) -> None:
+        if await self._atry(batch):
+            return
+        parts = _split(batch)
+        if not parts:  # a single row that kept failing
+            self.failed_rows += len(batch)
+            logger.error(
+                "gave up writing %r to %r after %d tries", _describe(batch), self.store, len(self.retry_delays) + 1
+            )
+            self._forget(batch)
+            return
+        for part in parts:
+            await self._awrite_all(part)
+
+    async def _atry(self, batch: StoreBatch) -> bool:
+        for attempt, delay in enumerate((*self.retry_delays, None)):
+            try:
+                await self.store.awrite(batch)
+                return True
+            except Exception as error:
+                logger.error(
+                    "writing %d rows to %r failed (try %d of %d): %s: %s",
+                    len(batch),
+                    self.store,
+                    attempt + 1,
+                    len(self.retry_delays) + 1,
+                    type(error).__name__,
+                    error,
+                )
+                with contextlib.suppress(Exception):
+                    await self.store.aclose()  # a fresh connection for the retry
+                if delay is not None:
+                    await asyncio.sleep(delay)
+        return False
+
+    def _forget(self, batch: StoreBatch) -> None:
+        for row in batch.messages:
+            self._known.discard(row.hash_key)
+
+
+def _split(batch: StoreBatch) -> list[StoreBatch]:
+    """Split a batch in two halves (by table, then by rows); [] for a single row."""
+    rows: list[tuple[str, Any]] = [
+        *(("messages", row) for row in batch.messages),
+        *(("partials", row) for row in batch.partials),
+        *(("calls", row) for row in batch.calls),
+        *(("slots", row) for row in batch.slots),
+    ]
+    if len(rows) <= 1:
+        return []
+    halves = [rows[: len(rows) // 2], rows[len(rows) // 2 :]]
+    result = []
+    for half in halves:
+        part = StoreBatch()
+        for table, row in half:
+            getattr(part, table).append(row)
+        result.append(part)
+    return result
+
+
+def _describe(batch: StoreBatch) -> str:
+    for table in ("messages", "partials", "calls", "slots"):
+        rows = getattr(batch, table)
+        if rows:
+            return f"{table} row {rows[0]!r}"[:300]
+    return "nothing"

@@ -1,0 +1,166 @@
+"""`SQLiteMessageStore`: the embedded default, a SQLite file in WAL mode through aiosqlite."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from miniagents.store._base import RecordingStore
+from miniagents.store._rows import CallRow, MessageRow, PartialRow, SlotRow, StoreBatch
+from miniagents.store._sql import (
+    CREATE_TABLES,
+    DEFAULT_PREFIX,
+    SELECT_CALL_TREE,
+    SELECT_MESSAGES,
+    SELECT_PARTIALS,
+    SELECT_SLOTS,
+    UPSERTS,
+    check_prefix,
+)
+
+if TYPE_CHECKING:
+    import aiosqlite
+
+__all__ = ["SQLiteMessageStore"]
+
+_CHUNK = 500  # keys per `IN (...)` query, well below SQLite's limit on parameters
+
+
+def _import_aiosqlite() -> Any:
+    try:
+        import aiosqlite  # pylint: disable=import-outside-toplevel
+    except ImportError as exc:
+        raise ImportError(
+            'SQLiteMessageStore needs aiosqlite: pip install "miniagents[sqlite]" (or pip install aiosqlite)'
+        ) from exc
+    return aiosqlite
+
+
+class SQLiteMessageStore(RecordingStore):
+    """A message store in a SQLite file, the embedded default.
+
+    WAL journal, ``synchronous=NORMAL``: a committed batch survives a crash of the process; only a power loss
+    can take the last ones.
+
+    The writing connection is opened on first use (the tables are created if needed) and closed by `aclose`, which
+    the recorder calls whenever it has written everything; each read uses a short-lived connection of its own.
+    Several processes may share the file: writers wait up to ``busy_timeout`` seconds for each other.
+
+    Args:
+        path: the database file (``str`` or path-like; parent directories are created). ``":memory:"`` is not
+            accepted: the store closes its connection when idle.
+        table_prefix: prefix of the table names (letters, digits, ``_``).
+        busy_timeout: seconds to wait for another writer's lock before a write fails (and is retried).
+
+    Raises:
+        ImportError: aiosqlite is not installed (``pip install "miniagents[sqlite]"``).
+        ValueError: a bad path or prefix.
+
+    Example:
+        >>> store = SQLiteMessageStore("runs.db")  # then MiniAgents(store=store) or store.observer()
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, table_prefix: str = DEFAULT_PREFIX, busy_timeout: float = 5.0
+    ) -> None:
+        _import_aiosqlite()
+        if str(path) in ("", ":memory:"):
+            raise ValueError("SQLiteMessageStore needs a file path (an in-memory database would vanish when idle)")
+        super().__init__()
+        self.path = Path(path)
+        self._prefix = check_prefix(table_prefix)
+        self._busy_timeout = busy_timeout
+        self._writing: aiosqlite.Connection | None = None  # used by one writer at a time (the recorder's task)
+        self._schema_ready = False
+
+    def __repr__(self) -> str:
+        return f"SQLiteMessageStore({str(self.path)!r})"
+
+    def _sql(self, template: str, marks: int = 0) -> str:
+        return template.format(p=self._prefix, marks=", ".join("?" * marks))
+
+    async def _aconnect(self) -> aiosqlite.Connection:
+        driver = _import_aiosqlite()
+        if not self._schema_ready:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection: aiosqlite.Connection = await driver.connect(self.path, isolation_level=None)
+        try:
+            await connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            if not self._schema_ready:
+                await connection.execute("PRAGMA journal_mode = WAL")
+                await connection.execute("BEGIN IMMEDIATE")
+                for statement in CREATE_TABLES:
+                    await connection.execute(self._sql(statement))
+                await connection.execute("COMMIT")
+                self._schema_ready = True
+            await connection.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            await connection.close()
+            raise
+        return connection
+
+    async def awrite(self, batch: StoreBatch) -> None:
+        """Write ``batch`` in one transaction (see `MessageStore.awrite`)."""
+        if self._writing is None:
+            self._writing = await self._aconnect()
+        connection = self._writing
+        await connection.execute("BEGIN IMMEDIATE")
+        try:
+            for table, rows in (
+                ("messages", batch.messages),
+                ("partials", batch.partials),
+                ("calls", batch.calls),
+                ("slots", batch.slots),
+            ):
+                if rows:
+                    await connection.executemany(self._sql(UPSERTS[table]), [_values(row) for row in rows])
+            await connection.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await connection.execute("ROLLBACK")
+            raise
+
+    async def _aquery(self, template: str, keys: Sequence[str]) -> list[Any]:
+        if not keys:
+            return []
+        connection = await self._aconnect()  # a connection of its own: reads never wait for the writer
+        try:
+            rows: list[Any] = []
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start : start + _CHUNK]
+                marks = 0 if template is SELECT_CALL_TREE else len(chunk)
+                async with connection.execute(self._sql(template, marks), chunk) as cursor:
+                    rows.extend(await cursor.fetchall())
+            return rows
+        finally:
+            await connection.close()
+
+    async def aread_messages(self, hash_keys: Collection[str]) -> dict[str, MessageRow]:
+        """See `MessageStore.aread_messages`."""
+        return {row[0]: MessageRow(*row) for row in await self._aquery(SELECT_MESSAGES, list(hash_keys))}
+
+    async def aread_partials(self, partial_ids: Collection[str]) -> dict[str, PartialRow]:
+        """See `MessageStore.aread_partials`."""
+        return {row[0]: PartialRow(*row) for row in await self._aquery(SELECT_PARTIALS, list(partial_ids))}
+
+    async def aread_calls(self, root_call_id: str) -> list[CallRow]:
+        """See `MessageStore.aread_calls`."""
+        return [CallRow(*row) for row in await self._aquery(SELECT_CALL_TREE, [root_call_id])]
+
+    async def aread_slots(self, owner_ids: Collection[str]) -> list[SlotRow]:
+        """See `MessageStore.aread_slots`."""
+        rows = await self._aquery(SELECT_SLOTS, list(owner_ids))
+        return [SlotRow(*row) for row in sorted(rows, key=lambda row: (row[0], row[1], row[2]))]
+
+    async def aclose(self) -> None:
+        """Close the writing connection (it is opened again on the next write)."""
+        connection, self._writing = self._writing, None
+        if connection is not None:
+            await connection.close()
+
+
+def _values(row: MessageRow | PartialRow | CallRow | SlotRow) -> tuple[Any, ...]:
+    return tuple(row.__dict__.values())
