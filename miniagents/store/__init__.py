@@ -8,6 +8,7 @@ with its input and reply messages; `aload_message` and `aload_call_tree` read th
   (``pip install "miniagents[postgres]"``), `open_store` (a file path or a ``postgresql://`` URL).
 - `StoreRecorder`: the observer that turns calls and messages into rows, written in batches by one task.
 - `MessageRegistry`, `StoredCall`, `aload_message`, `aload_messages`, `aload_call_tree`, `aload_history`: reading.
+- `store_history_agent`: a chat history in a store (``miniagents chat --history chat.db``).
 """
 
 from miniagents.store._base import RecordingStore
@@ -19,6 +20,7 @@ from miniagents.store._loading import (
     aload_message,
     aload_messages,
 )
+from miniagents.store._history import store_history_agent
 from miniagents.store._open import open_store
 from miniagents.store._postgres import PostgresMessageStore
 from miniagents.store._protocol import MessageStore
@@ -45,4 +47,5 @@ __all__ = [
     "aload_message",
     "aload_messages",
     "open_store",
+    "store_history_agent",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Collection
 from types import TracebackType
+from typing import Any
 
 from miniagents.messages import Message
 from miniagents.store._loading import MessageRegistry, StoredCall, aload_call_tree, aload_history, aload_message
@@ -22,6 +23,7 @@ class RecordingStore(abc.ABC):
 
     def __init__(self) -> None:
         self._recorder: StoreRecorder | None = None
+        self._histories: dict[str, list[Any]] = {}
 
     def observer(self) -> StoreRecorder:
         """The `StoreRecorder` of this store (one per store): register it with ``MiniAgents(observers=[...])``."""
@@ -45,6 +47,14 @@ class RecordingStore(abc.ABC):
     async def aload_history(self, history_id: str, registry: MessageRegistry | None = None) -> list[Message]:
         """Load a history's messages (see `miniagents.store.aload_history`)."""
         return await aload_history(self, history_id, registry)
+
+    async def ahistory(self, history_id: str) -> list[Any]:
+        """The in-memory list of a history that `store_history_agent` appends to (loaded from the store once)."""
+        history = self._histories.get(history_id)
+        if history is None:
+            loaded = await self.aload_history(history_id)
+            history = self._histories.setdefault(history_id, list(loaded))
+        return history
 
     async def __aenter__(self) -> RecordingStore:
         return self

@@ -34,6 +34,7 @@ __all__ = ["StoreRecorder"]
 
 logger = logging.getLogger("miniagents.store")
 
+_BATCH_LIMIT = 5_000  # operations per batch: a transaction at least every few milliseconds under load
 _KNOWN_LIMIT = 200_000  # hash keys remembered as written (to skip rewriting them); forgotten all at once beyond
 
 
@@ -225,7 +226,7 @@ class StoreRecorder:
                     last_text_flush = now
                     self._ops.extend(("partial", stream, "streaming", None) for stream in self._dirty_streams())
                 if self._ops:
-                    ops, self._ops = self._ops, []
+                    ops, self._ops = self._ops[:_BATCH_LIMIT], self._ops[_BATCH_LIMIT:]
                     await self._awrite_all(self._batches(ops))
                     continue
                 if not self._streams:

@@ -283,3 +283,20 @@ async def test_a_second_store_object_reads_what_the_first_wrote(store_factory: A
         first.observer().record_message(Note("shared", author="x"))
     async with second:
         assert await second.aload_message(Note("shared", author="x").hash_key) == Note("shared", author="x")
+
+
+async def test_store_history_agent_keeps_the_conversation_across_processes(store_factory: Any) -> None:
+    from miniagents.store import store_history_agent
+
+    first = store_factory()
+    async with first, MiniAgents():
+        agent = store_history_agent.fork(store=first, history_id="chat")
+        assert [m.text for m in await agent.inquire(UserMessage("q1"))] == ["q1"]
+        replies = await agent.inquire([AssistantMessage("a1", model="m"), UserMessage("q2", no_history=True)])
+        assert replies == (UserMessage("q1"), AssistantMessage("a1", model="m"))
+        assert await agent.fork(only_write=True).inquire(UserMessage("q3")) == ()
+    second = store_factory()  # a new process would make a new store object
+    async with second, MiniAgents():
+        replies = await store_history_agent.fork(store=second, history_id="chat").inquire(AssistantMessage("a3"))
+    assert replies == (UserMessage("q1"), AssistantMessage("a1", model="m"), UserMessage("q3"), AssistantMessage("a3"))
+    assert all(not hasattr(message, "partial") for message in replies)
