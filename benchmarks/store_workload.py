@@ -16,7 +16,6 @@ Every run checks what it wrote (the number of calls and messages read back).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sqlite3

@@ -12,6 +12,7 @@ with its input and reply messages; `aload_message` and `aload_call_tree` read th
 """
 
 from miniagents.store._base import RecordingStore
+from miniagents.store._history import store_history_agent
 from miniagents.store._loading import (
     MessageRegistry,
     StoredCall,
@@ -20,7 +21,6 @@ from miniagents.store._loading import (
     aload_message,
     aload_messages,
 )
-from miniagents.store._history import store_history_agent
 from miniagents.store._open import open_store
 from miniagents.store._postgres import PostgresMessageStore
 from miniagents.store._protocol import MessageStore
