@@ -21,16 +21,16 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from miniagents.messages import Message, MessagePromise
 from miniagents.promising.errors import NoActiveContextError
+from miniagents.promising.ext.frozen import Frozen
 from miniagents.promising.promising import PromisingContext
 from miniagents.store._protocol import MessageStore
 from miniagents.store._rows import CallRow, MessageRow, PartialRow, SlotKind, SlotRow, StoreBatch
 
-__all__ = ["StoreRecorder"]
+__all__ = ["PartialMessage", "StoreRecorder"]
 
 logger = logging.getLogger("miniagents.store")
 
@@ -38,16 +38,44 @@ _BATCH_LIMIT = 5_000  # operations per batch: a transaction at least every few m
 _KNOWN_LIMIT = 200_000  # hash keys remembered as written (to skip rewriting them); forgotten all at once beyond
 
 
-@dataclass
-class _Stream:
-    """A message promise that is streaming: its partial row's id and the text so far."""
+class PartialMessage:
+    """A message being written into the store token by token (see `StoreRecorder.open_partial`).
 
-    partial_id: str
-    promise: MessagePromise
-    class_name: str
-    metadata_json: str
-    parts: list[str] = field(default_factory=list)
-    dirty: bool = True
+    Its text is written at least every ``flush_interval`` seconds until it is completed or failed.
+    """
+
+    def __init__(self, recorder: StoreRecorder, partial_id: str, class_name: str, metadata_json: str) -> None:
+        self.partial_id = partial_id
+        self.class_name = class_name
+        self.metadata_json = metadata_json
+        self.parts: list[str] = []
+        self.dirty = True
+        self.closed = False
+        self._recorder = recorder
+
+    @property
+    def text(self) -> str:
+        """The text so far."""
+        return "".join(self.parts)
+
+    def append(self, token: str) -> None:
+        """Add a token to the text."""
+        self.parts.append(token)
+        self.dirty = True
+
+    def complete(self, message: Message) -> None:
+        """The message is complete: store it, and point the partial row at it."""
+        self._close("complete", message)
+
+    def fail(self) -> None:
+        """The message will not be completed: keep the text so far, marked ``failed``."""
+        self._close("failed", None)
+
+    def _close(self, status: str, message: Message | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._recorder._close_partial(self, status, message)
 
 
 _Op = tuple[Any, ...]
@@ -89,7 +117,8 @@ class StoreRecorder:
         """How many rows were left out after all their tries failed (each was logged)."""
         self._ops: list[_Op] = []
         self._known: set[str] = set()
-        self._streams: dict[int, _Stream] = {}
+        self._streams: dict[str, PartialMessage] = {}  # open partial messages by id
+        self._followed: dict[int, PartialMessage] = {}  # the partial of each message promise being followed
         self._writer: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
         self._idle_waiters: list[asyncio.Future[None]] = []
@@ -159,35 +188,63 @@ class StoreRecorder:
         if message_promise.is_resolved and isinstance(metadata, Message):  # made from a message: it is the message
             self._push(("slot", owner_id, kind, index, metadata, None))
             return
-        stream = self._streams.get(id(message_promise))
-        if stream is None:
-            stream = self._follow(message_promise)
-        self._push(("slot", owner_id, kind, index, None, stream.partial_id))
+        partial = self._followed.get(id(message_promise))
+        if partial is None:
+            partial = self._follow(message_promise)
+        self._push(("slot", owner_id, kind, index, None, partial.partial_id))
 
-    def _follow(self, message_promise: MessagePromise) -> _Stream:
-        metadata = message_promise.preliminary_metadata
-        class_name = getattr(message_promise, "message_class", Message).__name__  # (not public yet: see REQUESTS)
-        stream = _Stream(uuid.uuid4().hex, message_promise, class_name, metadata.serialized)
-        self._streams[id(message_promise)] = stream
-        self._start(self._afollow(stream))
-        return stream
+    def open_partial(
+        self, owner_id: str, kind: SlotKind, index: int, metadata: Frozen, class_name: str = "Message"
+    ) -> PartialMessage:
+        """Record a message that the caller will write token by token at ``index`` of ``owner_id``'s ``kind``.
 
-    async def _afollow(self, stream: _Stream) -> None:
-        status: Literal["complete", "failed"] = "failed"
+        Args:
+            owner_id: see `record_message_promise`.
+            kind: see `record_message_promise`.
+            index: see `record_message_promise`.
+            metadata: its fields known so far (``role``, ``model`` …).
+            class_name: the name of its class, used when it is loaded while partial.
+
+        Returns:
+            The `PartialMessage`: ``append`` the tokens, then ``complete`` it with the message (or ``fail`` it).
+        """
+        partial = self._new_partial(class_name, metadata)
+        self._push(("slot", owner_id, kind, index, None, partial.partial_id))
+        return partial
+
+    def _new_partial(self, class_name: str, metadata: Frozen) -> PartialMessage:
+        partial = PartialMessage(self, uuid.uuid4().hex, class_name, metadata.serialized)
+        self._streams[partial.partial_id] = partial
+        self._push(("partial", partial, "streaming", None))
+        return partial
+
+    def _close_partial(self, partial: PartialMessage, status: str, message: Message | None) -> None:
+        self._streams.pop(partial.partial_id, None)
+        if message is not None:
+            self._push(("message", message))
+        self._push(("partial", partial, status, message))
+
+    def _follow(self, message_promise: MessagePromise) -> PartialMessage:
+        message_class = getattr(message_promise, "message_class", Message)  # (not public yet: see REQUESTS)
+        partial = self._new_partial(message_class.__name__, message_promise.preliminary_metadata)
+        self._followed[id(message_promise)] = partial
+        self._start(self._afollow(message_promise, partial))
+        return partial
+
+    async def _afollow(self, message_promise: MessagePromise, partial: PartialMessage) -> None:
         message: Message | None = None
         try:
-            async for token in stream.promise:
-                stream.parts.append(token)
-                stream.dirty = True
-            message = await stream.promise
-            status = "complete"
-        except Exception:
+            async for token in message_promise:
+                partial.append(token)
+            message = await message_promise
+        except Exception:  # the stream's failure is its consumers' business; we keep the text
             pass
         finally:
-            del self._streams[id(stream.promise)]
-            if message is not None:
-                self._push(("message", message))
-            self._push(("partial", stream, status, message))
+            del self._followed[id(message_promise)]
+            if message is None:
+                partial.fail()
+            else:
+                partial.complete(message)
 
     # writing
 
@@ -244,7 +301,7 @@ class StoreRecorder:
             if self._ops:  # queued while closing
                 self._writer = self._start(self._awrite_loop())
 
-    def _dirty_streams(self) -> Iterator[_Stream]:
+    def _dirty_streams(self) -> Iterator[PartialMessage]:
         for stream in self._streams.values():
             if stream.dirty:
                 yield stream
