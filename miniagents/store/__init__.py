@@ -24,7 +24,7 @@ from miniagents.store._loading import (
 from miniagents.store._open import open_store
 from miniagents.store._postgres import PostgresMessageStore
 from miniagents.store._protocol import MessageStore
-from miniagents.store._recorder import StoreRecorder
+from miniagents.store._recorder import PartialMessage, StoreRecorder
 from miniagents.store._rows import SCHEMA_VERSION, CallRow, MessageRow, PartialRow, SlotRow, StoreBatch
 from miniagents.store._sqlite import SQLiteMessageStore
 
@@ -34,6 +34,7 @@ __all__ = [
     "MessageRegistry",
     "MessageRow",
     "MessageStore",
+    "PartialMessage",
     "PartialRow",
     "PostgresMessageStore",
     "RecordingStore",

@@ -7,7 +7,7 @@ from collections.abc import Collection
 from types import TracebackType
 from typing import Any
 
-from miniagents.messages import Message
+from miniagents.messages import Message, MessagePromise
 from miniagents.store._loading import MessageRegistry, StoredCall, aload_call_tree, aload_history, aload_message
 from miniagents.store._recorder import StoreRecorder
 from miniagents.store._rows import CallRow, MessageRow, PartialRow, SlotRow, StoreBatch
@@ -18,7 +18,9 @@ __all__ = ["RecordingStore"]
 class RecordingStore(abc.ABC):
     """A `MessageStore` with its recorder and loaders at hand (the base of the SQLite and PostgreSQL stores).
 
-    ``async with store:`` makes sure everything recorded is written and the connection closed at the end.
+    It is a run observer itself (its ``on_call_*`` methods go to its `StoreRecorder`), so ``MiniAgents(store=store)``
+    records every agent call and message. ``async with store:`` makes sure everything recorded is written and
+    the connection closed at the end.
     """
 
     def __init__(self) -> None:
@@ -30,6 +32,24 @@ class RecordingStore(abc.ABC):
         if self._recorder is None:
             self._recorder = StoreRecorder(self)
         return self._recorder
+
+    # the observation seam (`miniagents.RunObserver`): a store passed as ``MiniAgents(store=...)`` records the run
+
+    def on_call_started(self, call: Any) -> None:
+        """See `StoreRecorder.on_call_started`."""
+        self.observer().on_call_started(call)
+
+    def on_call_input(self, call: Any, index: int, message_promise: MessagePromise) -> None:
+        """See `StoreRecorder.on_call_input`."""
+        self.observer().on_call_input(call, index, message_promise)
+
+    def on_call_reply(self, call: Any, index: int, message_promise: MessagePromise) -> None:
+        """See `StoreRecorder.on_call_reply`."""
+        self.observer().on_call_reply(call, index, message_promise)
+
+    def on_call_ended(self, call: Any) -> None:
+        """See `StoreRecorder.on_call_ended`."""
+        self.observer().on_call_ended(call)
 
     async def aflush(self) -> None:
         """Wait until everything recorded so far is written (see `StoreRecorder.aflush`)."""

@@ -308,6 +308,8 @@ class StoreRecorder:
 
     def _batches(self, ops: list[_Op]) -> StoreBatch:
         batch = StoreBatch()
+        calls: dict[str, CallRow] = {}  # a call started and ended within one batch is written once
+        partials: dict[str, PartialRow] = {}
         known = self._known
         if len(known) > _KNOWN_LIMIT:
             known.clear()
@@ -326,22 +328,22 @@ class StoreRecorder:
             elif kind == "call":
                 _, call_id, parent_id, alias, kwargs, status, started_at, ended_at, error = op
                 kwargs_json = None if kwargs is None else kwargs.serialized
-                batch.calls.append(CallRow(call_id, parent_id, alias, kwargs_json, status, started_at, ended_at, error))
+                calls[call_id] = CallRow(call_id, parent_id, alias, kwargs_json, status, started_at, ended_at, error)
             else:  # "partial"
                 _, stream, status, message = op
                 stream.dirty = False
                 text = "".join(stream.parts)
-                batch.partials.append(
-                    PartialRow(
-                        stream.partial_id,
-                        stream.class_name,
-                        stream.metadata_json,
-                        json.dumps(text, ensure_ascii=False),
-                        status,
-                        None if message is None else message.hash_key,
-                        now,
-                    )
+                partials[stream.partial_id] = PartialRow(
+                    stream.partial_id,
+                    stream.class_name,
+                    stream.metadata_json,
+                    json.dumps(text, ensure_ascii=False),
+                    status,
+                    None if message is None else message.hash_key,
+                    now,
                 )
+        batch.calls = list(calls.values())
+        batch.partials = list(partials.values())
         return batch
 
     @staticmethod
