@@ -3,7 +3,8 @@
 Tables (every backend keeps the same five, prefixed ``miniagents_``):
 
 - ``messages``: one row per distinct message, keyed by its hash key (content-addressed: a message that recurs is
-  stored once). ``json`` is ``message.serialized`` (nested messages replaced by their hash keys).
+  stored once). ``json`` holds its fields (``message.serialize()``: nested messages replaced by their hash keys,
+  in ``<field>__hash_key`` and ``<field>__hash_keys`` fields).
 - ``partials``: one row per message promise that was still streaming when it was first reported; its text so far
   (JSON-encoded), a status (``streaming``, ``complete`` or ``failed``) and, once complete, the hash key.
 - ``calls``: one row per agent call: id, parent call, agent alias, kwargs (JSON), status (``running``,
@@ -29,7 +30,7 @@ PartialStatus = Literal["streaming", "complete", "failed"]
 
 @dataclass(frozen=True)
 class MessageRow:
-    """A stored message: its hash key, class name, ``serialized`` JSON and the schema version it was written with."""
+    """A stored message: its hash key, class name, fields as JSON (``serialize()``) and the schema version."""
 
     hash_key: str
     class_: str
