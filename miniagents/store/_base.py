@@ -7,6 +7,7 @@ from collections.abc import Collection
 from types import TracebackType
 from typing import Any
 
+from miniagents import AgentCall, RunObserver
 from miniagents.messages import Message, MessagePromise
 from miniagents.store._loading import MessageRegistry, StoredCall, aload_call_tree, aload_history, aload_message
 from miniagents.store._recorder import StoreRecorder
@@ -15,7 +16,7 @@ from miniagents.store._rows import CallRow, MessageRow, PartialRow, SlotRow, Sto
 __all__ = ["RecordingStore"]
 
 
-class RecordingStore(abc.ABC):
+class RecordingStore(RunObserver, abc.ABC):
     """A `MessageStore` with its recorder and loaders at hand (the base of the SQLite and PostgreSQL stores).
 
     It is a run observer itself (its ``on_call_*`` methods go to its `StoreRecorder`), so ``MiniAgents(store=store)``
@@ -35,21 +36,32 @@ class RecordingStore(abc.ABC):
 
     # the observation seam (`miniagents.RunObserver`): a store passed as ``MiniAgents(store=...)`` records the run
 
-    def on_call_started(self, call: Any) -> None:
+    def on_call_started(self, call: AgentCall) -> None:
         """See `StoreRecorder.on_call_started`."""
         self.observer().on_call_started(call)
 
-    def on_call_input(self, call: Any, index: int, message_promise: MessagePromise) -> None:
+    def on_call_input(self, call: AgentCall, index: int, message_promise: MessagePromise) -> None:
         """See `StoreRecorder.on_call_input`."""
         self.observer().on_call_input(call, index, message_promise)
 
-    def on_call_reply(self, call: Any, index: int, message_promise: MessagePromise) -> None:
+    def on_call_reply(self, call: AgentCall, index: int, message_promise: MessagePromise) -> None:
         """See `StoreRecorder.on_call_reply`."""
         self.observer().on_call_reply(call, index, message_promise)
 
-    def on_call_ended(self, call: Any) -> None:
+    def on_call_ended(self, call: AgentCall) -> None:
         """See `StoreRecorder.on_call_ended`."""
         self.observer().on_call_ended(call)
+
+    async def aopen(self) -> None:
+        """Connect and create the tables if needed, so that a bad location fails early.
+
+        ``MiniAgents(store=...)`` calls this when its context is entered (and `aclose` when it is left).
+
+        Raises:
+            Exception: whatever the driver raises for an unusable location (e.g. ``sqlite3.OperationalError``,
+                ``OSError``, asyncpg's connection errors).
+        """
+        await self.awrite(StoreBatch())
 
     async def aflush(self) -> None:
         """Wait until everything recorded so far is written (see `StoreRecorder.aflush`)."""

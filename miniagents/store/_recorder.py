@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from miniagents import AgentCall, RunObserver
 from miniagents.messages import Message, MessagePromise
 from miniagents.promising.errors import NoActiveContextError
 from miniagents.promising.ext.frozen import Frozen
@@ -81,7 +82,7 @@ class PartialMessage:
 _Op = tuple[Any, ...]
 
 
-class StoreRecorder:
+class StoreRecorder(RunObserver):
     """Records agent calls and their messages into a `MessageStore`; the `RunObserver` of a store.
 
     Register it with ``MiniAgents(observers=[recorder])`` (``MiniAgents(store=...)`` does that for you), or call
@@ -125,19 +126,19 @@ class StoreRecorder:
 
     # the observation seam (`miniagents.RunObserver`)
 
-    def on_call_started(self, call: Any) -> None:
+    def on_call_started(self, call: AgentCall) -> None:
         """Record a call that started (see `record_call`)."""
         self.record_call(call)
 
-    def on_call_input(self, call: Any, index: int, message_promise: MessagePromise) -> None:
+    def on_call_input(self, call: AgentCall, index: int, message_promise: MessagePromise) -> None:
         """Record the input message at ``index`` of ``call``."""
         self.record_message_promise(call.call_id, "input", index, message_promise)
 
-    def on_call_reply(self, call: Any, index: int, message_promise: MessagePromise) -> None:
+    def on_call_reply(self, call: AgentCall, index: int, message_promise: MessagePromise) -> None:
         """Record the reply message at ``index`` of ``call``."""
         self.record_message_promise(call.call_id, "reply", index, message_promise)
 
-    def on_call_ended(self, call: Any) -> None:
+    def on_call_ended(self, call: AgentCall) -> None:
         """Record the status, end time and error of a call that ended."""
         self.record_call(call)
 
@@ -225,8 +226,7 @@ class StoreRecorder:
         self._push(("partial", partial, status, message))
 
     def _follow(self, message_promise: MessagePromise) -> PartialMessage:
-        message_class = getattr(message_promise, "message_class", Message)  # (not public yet: see REQUESTS)
-        partial = self._new_partial(message_class.__name__, message_promise.preliminary_metadata)
+        partial = self._new_partial(message_promise.message_class.__name__, message_promise.preliminary_metadata)
         self._followed[id(message_promise)] = partial
         self._start(self._afollow(message_promise, partial))
         return partial
