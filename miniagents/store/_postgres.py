@@ -70,7 +70,7 @@ class PostgresMessageStore(RecordingStore):
         return f"PostgresMessageStore('postgresql://…@{host}')"
 
     def _sql(self, template: str, marks: int = 0) -> str:
-        return numbered_placeholders(template.format(p=self._prefix, marks=", ".join("?" * marks)))
+        return numbered_placeholders(template.format(p=self._prefix, marks=", ".join("?" * marks), without_rowid=""))
 
     async def _aconnect(self) -> Any:
         asyncpg = _import_asyncpg()

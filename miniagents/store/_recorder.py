@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from miniagents import AgentCall, RunObserver
@@ -35,7 +37,7 @@ __all__ = ["PartialMessage", "StoreRecorder"]
 
 logger = logging.getLogger("miniagents.store")
 
-_BATCH_LIMIT = 5_000  # operations per batch: a transaction at least every few milliseconds under load
+_BATCH_LIMIT = 50_000  # operations per batch (each batch costs a few event-loop iterations, whatever its size)
 _KNOWN_LIMIT = 200_000  # hash keys remembered as written (to skip rewriting them); forgotten all at once beyond
 
 
@@ -123,6 +125,8 @@ class StoreRecorder(RunObserver):
         self._writer: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
         self._idle_waiters: list[asyncio.Future[None]] = []
+        self._executor: ThreadPoolExecutor | None = None  # one thread that builds and writes the batches
+        self._thread_loop: asyncio.AbstractEventLoop | None = None  # its event loop (the connection lives there)
 
     # the observation seam (`miniagents.RunObserver`)
 
@@ -284,7 +288,7 @@ class StoreRecorder(RunObserver):
                     self._ops.extend(("partial", stream, "streaming", None) for stream in self._dirty_streams())
                 if self._ops:
                     ops, self._ops = self._ops[:_BATCH_LIMIT], self._ops[_BATCH_LIMIT:]
-                    await self._awrite_all(self._batches(ops))
+                    await self._in_writer_thread(self._abuild_and_write(ops))
                     continue
                 if not self._streams:
                     break
@@ -293,13 +297,53 @@ class StoreRecorder(RunObserver):
         finally:
             self._writer = self._wakeup = None
             with contextlib.suppress(Exception):
-                await self.store.aclose()  # idle: do not keep a connection (or its thread) open
+                await self._in_writer_thread(self.store.aclose(), last=True)  # idle: no connection or thread is kept
             for waiter in self._idle_waiters:
                 if not waiter.done():
                     waiter.set_result(None)
             self._idle_waiters.clear()
             if self._ops:  # queued while closing
                 self._writer = self._start(self._awrite_loop())
+
+    async def _in_writer_thread(self, coroutine: Coroutine[Any, Any, None], last: bool = False) -> None:
+        """Run ``coroutine`` on the writer thread's own event loop, in the current context (for `hash_key`).
+
+        The database round trips (several per batch) then wait on that idle loop, not on ours, which may be busy
+        with thousands of agents: one hand-over per batch instead of an iteration of our loop per round trip.
+        ``last`` closes that loop and ends the thread afterwards.
+        """
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="miniagents-store-writer")
+        executor = self._executor
+        if last:
+            self._executor = None
+        context = contextvars.copy_context()
+        future = asyncio.get_running_loop().run_in_executor(executor, context.run, self._run_here, coroutine, last)
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            await asyncio.wait([future])  # the batch in hand is finished (the thread cannot be interrupted)
+            raise
+        finally:
+            if last:
+                executor.shutdown(wait=False)
+
+    def _run_here(self, coroutine: Coroutine[Any, Any, None], last: bool) -> None:
+        if self._thread_loop is None:
+            self._thread_loop = asyncio.new_event_loop()
+        loop = self._thread_loop
+        try:
+            loop.run_until_complete(coroutine)
+        finally:
+            if last:
+                self._thread_loop = None
+                try:
+                    loop.run_until_complete(loop.shutdown_asyncgens())
+                finally:
+                    loop.close()
+
+    async def _abuild_and_write(self, ops: list[_Op]) -> None:
+        await self._awrite_all(self._batches(ops))
 
     def _dirty_streams(self) -> Iterator[PartialMessage]:
         for stream in self._streams.values():

@@ -1,4 +1,8 @@
-"""The SQL that the SQLite and PostgreSQL stores share (placeholders are written ``?`` and rewritten for asyncpg)."""
+"""The SQL that the SQLite and PostgreSQL stores share (placeholders are written ``?`` and rewritten for asyncpg).
+
+``{p}`` is the table prefix; ``{without_rowid}`` is `` WITHOUT ROWID`` for SQLite (tables keyed by text: one
+B-tree each instead of a table and an index) and empty for PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +15,15 @@ DEFAULT_PREFIX = "miniagents_"
 CREATE_TABLES = (
     "CREATE TABLE IF NOT EXISTS {p}schema (version INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS {p}messages (hash_key TEXT PRIMARY KEY, class TEXT NOT NULL, json TEXT NOT NULL,"
-    " schema_version INTEGER NOT NULL)",
+    " schema_version INTEGER NOT NULL){without_rowid}",
     "CREATE TABLE IF NOT EXISTS {p}partials (partial_id TEXT PRIMARY KEY, class TEXT NOT NULL, metadata TEXT NOT NULL,"
-    " text TEXT NOT NULL, status TEXT NOT NULL, hash_key TEXT, updated_at DOUBLE PRECISION NOT NULL)",
+    " text TEXT NOT NULL, status TEXT NOT NULL, hash_key TEXT, updated_at DOUBLE PRECISION NOT NULL){without_rowid}",
     "CREATE TABLE IF NOT EXISTS {p}calls (call_id TEXT PRIMARY KEY, parent_call_id TEXT, agent_alias TEXT NOT NULL,"
-    " kwargs TEXT, status TEXT NOT NULL, started_at DOUBLE PRECISION NOT NULL, ended_at DOUBLE PRECISION, error TEXT)",
+    " kwargs TEXT, status TEXT NOT NULL, started_at DOUBLE PRECISION NOT NULL, ended_at DOUBLE PRECISION, error TEXT)"
+    "{without_rowid}",
     "CREATE INDEX IF NOT EXISTS {p}calls_parent ON {p}calls (parent_call_id)",
     "CREATE TABLE IF NOT EXISTS {p}slots (owner_id TEXT NOT NULL, kind TEXT NOT NULL, position INTEGER NOT NULL,"
-    " hash_key TEXT, partial_id TEXT, PRIMARY KEY (owner_id, kind, position))",
+    " hash_key TEXT, partial_id TEXT, PRIMARY KEY (owner_id, kind, position)){without_rowid}",
 )
 
 UPSERTS = {

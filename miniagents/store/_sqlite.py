@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["SQLiteMessageStore"]
 
 _CHUNK = 500  # keys per `IN (...)` query, well below SQLite's limit on parameters
+_MAX_PARAMETERS = 32_000  # parameters per statement (SQLite allows 32,766 since 3.32)
 
 
 def _import_aiosqlite() -> Any:
@@ -75,12 +76,13 @@ class SQLiteMessageStore(RecordingStore):
         self._busy_timeout = busy_timeout
         self._writing: aiosqlite.Connection | None = None  # used by one writer at a time (the recorder's task)
         self._schema_ready = False
+        self._statements: dict[tuple[str, int], str] = {}
 
     def __repr__(self) -> str:
         return f"SQLiteMessageStore({str(self.path)!r})"
 
     def _sql(self, template: str, marks: int = 0) -> str:
-        return template.format(p=self._prefix, marks=", ".join("?" * marks))
+        return template.format(p=self._prefix, marks=", ".join("?" * marks), without_rowid=" WITHOUT ROWID")
 
     async def _aconnect(self) -> aiosqlite.Connection:
         driver = _import_aiosqlite()
@@ -88,15 +90,15 @@ class SQLiteMessageStore(RecordingStore):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         connection: aiosqlite.Connection = await driver.connect(self.path, isolation_level=None)
         try:
-            await connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            # One script, one round trip to the connection's thread: each costs an event-loop iteration.
+            script = [f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)};"]
             if not self._schema_ready:
-                await connection.execute("PRAGMA journal_mode = WAL")
-                await connection.execute("BEGIN IMMEDIATE")
-                for statement in CREATE_TABLES:
-                    await connection.execute(self._sql(statement))
-                await connection.execute("COMMIT")
-                self._schema_ready = True
-            await connection.execute("PRAGMA synchronous = NORMAL")
+                script += ["PRAGMA journal_mode = WAL;", "BEGIN IMMEDIATE;"]
+                script += [self._sql(statement) + ";" for statement in CREATE_TABLES]
+                script += ["COMMIT;"]
+            script += ["PRAGMA synchronous = NORMAL;"]
+            await connection.executescript("\n".join(script))
+            self._schema_ready = True
         except BaseException:
             await connection.close()
             raise
@@ -116,12 +118,37 @@ class SQLiteMessageStore(RecordingStore):
                 ("slots", batch.slots),
             ):
                 if rows:
-                    await connection.executemany(self._sql(UPSERTS[table]), [_values(row) for row in rows])
+                    await self._ainsert(connection, table, rows)
             await connection.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(Exception):
                 await connection.execute("ROLLBACK")
             raise
+
+    async def _ainsert(self, connection: aiosqlite.Connection, table: str, rows: Sequence[Any]) -> None:
+        """Insert with as few statements as possible: many rows per ``VALUES`` list.
+
+        One statement per row (``executemany``) hands the GIL between the database thread and the event loop
+        once per row, which is slow while the loop is busy; a few big statements hand it over a few times.
+        """
+        columns = len(rows[0].__dict__)
+        per_statement = min(_MAX_PARAMETERS // columns, len(rows))
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            values = [value for row in chunk for value in row.__dict__.values()]
+            await connection.execute(self._multi_row_sql(table, len(chunk)), values)
+
+    def _multi_row_sql(self, table: str, count: int) -> str:
+        key = (table, count)
+        sql = self._statements.get(key)
+        if sql is None:
+            single = self._sql(UPSERTS[table])
+            head, _, rest = single.partition(" VALUES ")
+            group, _, tail = rest.partition(")")
+            sql = f"{head} VALUES {', '.join([group + ')'] * count)}{tail}"
+            if len(self._statements) < 64:
+                self._statements[key] = sql
+        return sql
 
     async def _aquery(self, template: str, keys: Sequence[str]) -> list[Any]:
         if not keys:
@@ -160,7 +187,3 @@ class SQLiteMessageStore(RecordingStore):
         connection, self._writing = self._writing, None
         if connection is not None:
             await connection.close()
-
-
-def _values(row: MessageRow | PartialRow | CallRow | SlotRow) -> tuple[Any, ...]:
-    return tuple(row.__dict__.values())
