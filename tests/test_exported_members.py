@@ -55,6 +55,10 @@ SPEC_NAMES = {
     "miniagents.ext.llm.anthropic": {"anthropic_agent", "AnthropicMessage"},
     "miniagents.ext.llm.llama_cpp": {"llama_cpp_agent"},
     "miniagents.ext.llm.testing": {"scripted_llm_agent", "function_llm_agent"},
+    "miniagents.store": {
+        "MessageStore", "SQLiteMessageStore", "PostgresMessageStore", "open_store", "StoreRecorder", "StoredCall",
+        "MessageRegistry", "aload_message", "aload_call_tree", "store_history_agent",
+    },
 }  # fmt: skip
 
 

@@ -300,3 +300,25 @@ async def test_store_history_agent_keeps_the_conversation_across_processes(store
         replies = await store_history_agent.fork(store=second, history_id="chat").inquire(AssistantMessage("a3"))
     assert replies == (UserMessage("q1"), AssistantMessage("a1", model="m"), UserMessage("q3"), AssistantMessage("a3"))
     assert all(not hasattr(message, "partial") for message in replies)
+
+
+def test_drivers_are_imported_lazily_and_missing_ones_name_the_extra() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import miniagents.store\n"
+        "assert 'aiosqlite' not in sys.modules and 'asyncpg' not in sys.modules, 'imported eagerly'\n"
+        "sys.modules['aiosqlite'] = None\n"
+        "sys.modules['asyncpg'] = None\n"
+        "for location in ('x.db', 'postgresql://h/db'):\n"
+        "    try:\n"
+        "        miniagents.store.open_store(location)\n"
+        "    except ImportError as error:\n"
+        "        print(error)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert 'pip install "miniagents[sqlite]"' in result.stdout
+    assert 'pip install "miniagents[postgres]"' in result.stdout
