@@ -29,7 +29,6 @@ from miniagents.store._rows import SCHEMA_VERSION, CallRow, MessageRow, PartialR
 from miniagents.store._sqlite import SQLiteMessageStore
 
 __all__ = [
-    "SCHEMA_VERSION",
     "CallRow",
     "MessageRegistry",
     "MessageRow",
@@ -38,6 +37,7 @@ __all__ = [
     "PartialRow",
     "PostgresMessageStore",
     "RecordingStore",
+    "SCHEMA_VERSION",
     "SQLiteMessageStore",
     "SlotRow",
     "StoreBatch",
