@@ -87,6 +87,9 @@ class SQLiteMessageStore(RecordingStore):
     async def _aconnect(self) -> aiosqlite.Connection:
         driver = _import_aiosqlite()
         if not self._schema_ready:
+            # Checked here: a failed aiosqlite connect leaves its thread to report to our loop after we return.
+            if self.path.is_dir():
+                raise IsADirectoryError(f"{self.path}: is a directory, not a SQLite database file")
             self.path.parent.mkdir(parents=True, exist_ok=True)
         connection: aiosqlite.Connection = await driver.connect(self.path, isolation_level=None)
         try:

@@ -13,7 +13,6 @@ from miniagents.ext.llm import AssistantMessage
 from miniagents.store import RecordingStore, open_store
 
 
-
 @miniagent
 async def writer_agent(ctx: InteractionContext, style: str) -> None:
     topic = " ".join(message.text for message in await ctx.message_promises)
@@ -102,6 +101,6 @@ async def test_open_store_and_a_bad_location_fail_early(tmp_path: Any) -> None:
     with pytest.raises(ValueError, match="file path or a postgresql"):
         open_store("")
     (tmp_path / "a_directory.db").mkdir()
-    with pytest.raises(Exception, match="unable to open"):
+    with pytest.raises(IsADirectoryError, match="is a directory"):
         async with MiniAgents(store=open_store(tmp_path / "a_directory.db")):
             pass
