@@ -103,3 +103,62 @@ def test_sigkill_mid_stream_sqlite(tmp_path: Path) -> None:
 def test_sigkill_mid_stream_postgres(postgres_url: str) -> None:
     _kill_mid_stream("postgres", postgres_url, "crash_")
     asyncio.run(_check(PostgresMessageStore(postgres_url, table_prefix="crash_")))
+
+
+HISTORY_CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from miniagents import MiniAgents
+    from miniagents.ext.llm import AssistantMessage, UserMessage
+    from miniagents.store import open_store, store_history_agent
+
+    async def tokens(_):
+        for index in range(5):
+            yield f"w{index} "
+        print("STREAMED", flush=True)
+        await asyncio.Event().wait()  # the model hangs: the process is killed meanwhile
+
+    async def main():
+        agent = store_history_agent.fork(store=open_store(sys.argv[1]), history_id="chat")
+        await agent.inquire([UserMessage("first question"), AssistantMessage("first answer", model="m")])
+        answer = AssistantMessage.promise(message_token_streamer=tokens, model="m")
+        await agent.inquire([UserMessage("second question"), answer])
+
+    MiniAgents().run(main())
+    """
+)
+
+
+def test_a_chat_history_resumes_after_sigkill_mid_answer(tmp_path: Path) -> None:
+    from miniagents import MiniAgents
+    from miniagents.store import open_store, store_history_agent
+
+    path = str(tmp_path / "chat.db")
+    process = subprocess.Popen(
+        [sys.executable, "-c", HISTORY_CHILD, path],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "STREAMED\n", process.stderr.read() if process.stderr else ""
+        time.sleep(1.0)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=30)
+
+    async def resume() -> tuple[Any, ...]:
+        async with MiniAgents():
+            agent = store_history_agent.fork(store=open_store(path), history_id="chat")
+            return await agent.inquire(UserMessage("are you there?"))
+
+    history = asyncio.run(resume())
+    assert [(type(m).__name__, m.text, getattr(m, "partial", False)) for m in history] == [
+        ("UserMessage", "first question", False),
+        ("AssistantMessage", "first answer", False),
+        ("UserMessage", "second question", False),
+        ("AssistantMessage", "w0 w1 w2 w3 w4 ", True),  # kept up to its last flush, marked
+        ("UserMessage", "are you there?", False),
+    ]
