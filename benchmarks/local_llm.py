@@ -2,7 +2,7 @@
 
 Paths (SmolLM2-135M-Instruct, 1 thread, temperature 0, ``--max-tokens`` tokens):
 
-* ``openai_agent``: ``openai_agent`` + ``AsyncOpenAI`` streaming from ``python -m llama_cpp.server``;
+* ``openai_agent``: ``openai_agent`` + ``AsyncOpenAI`` streaming from llama.cpp's server (``xllamacpp``, child process);
 * ``anthropic_agent``: ``anthropic_agent`` + ``AsyncAnthropic`` through the ``a2o`` proxy in front of that server;
 * ``llama_cpp_agent``: ``llama_cpp_agent``, the model in process (worker thread bridged to asyncio).
 

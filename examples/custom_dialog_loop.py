@@ -1,6 +1,21 @@
+import signal
+
 from miniagents import InteractionContext, MiniAgents, miniagent
 from miniagents.ext import agent_loop
 from miniagents.promising.sentinels import AWAIT
+
+
+def read_line(prompt: str) -> str:
+    # `input()`, except that Ctrl+C interrupts it at once: while a program runs under `asyncio.run`, Ctrl+C only
+    # schedules the cancellation of the main task, and `input()` would go on waiting.
+    previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return input(prompt)
+    except KeyboardInterrupt:
+        print()  # end the "USER: " line
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
 
 
 @miniagent
@@ -10,7 +25,10 @@ async def user_agent(ctx: InteractionContext) -> None:
         async for token in msg_promise:
             print(token, end="", flush=True)
         print()
-    ctx.reply(input("USER: "))  # noqa: ASYNC250 - the seed blocks the event loop on purpose, for simplicity
+    text = read_line("USER: ")  # blocks the event loop on purpose, for simplicity
+    if text.strip() == "exit":
+        raise KeyboardInterrupt  # ends the loop below quietly, like Ctrl+C
+    ctx.reply(text)
 
 
 @miniagent
@@ -24,7 +42,7 @@ async def assistant_agent(ctx: InteractionContext) -> None:
 
 
 async def main() -> None:
-    await agent_loop.fork(agents=[user_agent, AWAIT, assistant_agent]).inquire()
+    await agent_loop.fork(agents=[user_agent, AWAIT, assistant_agent], raise_keyboard_interrupt=False).inquire()
 
 
 if __name__ == "__main__":

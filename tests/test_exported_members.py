@@ -78,7 +78,7 @@ def test_importing_the_package_needs_only_pydantic_and_has_no_side_effects() -> 
     code = (
         "import sys\n"
         "import miniagents, miniagents.utils, miniagents.promising\n"
-        "heavy = {'prompt_toolkit', 'markdown_it', 'openai', 'anthropic', 'llama_cpp', 'httpx'}\n"
+        "heavy = {'prompt_toolkit', 'markdown_it', 'openai', 'anthropic', 'xllamacpp', 'httpx'}\n"
         "print(sorted(heavy & set(sys.modules)))\n"
     )
     result = subprocess.run(

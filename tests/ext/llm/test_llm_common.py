@@ -91,7 +91,7 @@ def test_importing_the_agent_modules_imports_no_sdk() -> None:
         "import sys\n"
         "import miniagents.ext.llm, miniagents.ext.llm.openai, miniagents.ext.llm.anthropic\n"
         "import miniagents.ext.llm.llama_cpp, miniagents.ext.llm.testing\n"
-        "loaded = [m for m in ('openai', 'anthropic', 'llama_cpp', 'httpx', 'httpx2') if m in sys.modules]\n"
+        "loaded = [m for m in ('openai', 'anthropic', 'xllamacpp', 'httpx', 'httpx2') if m in sys.modules]\n"
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
@@ -102,7 +102,7 @@ def test_importing_the_agent_modules_imports_no_sdk() -> None:
     [
         ("miniagents.ext.llm.openai", "openai_agent", "openai", "openai", {"model": "m"}),
         ("miniagents.ext.llm.anthropic", "anthropic_agent", "anthropic", "anthropic", {"model": "m"}),
-        ("miniagents.ext.llm.llama_cpp", "llama_cpp_agent", "llama_cpp", "local", {}),
+        ("miniagents.ext.llm.llama_cpp", "llama_cpp_agent", "xllamacpp", "local", {}),
     ],
 )
 async def test_missing_sdk_names_the_pip_command(

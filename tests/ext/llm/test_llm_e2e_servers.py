@@ -1,6 +1,6 @@
 """Layer 3: the provider agents end to end against real servers on 127.0.0.1.
 
-- ``openai_agent`` streams from ``python -m llama_cpp.server`` serving SmolLM2-135M-Instruct;
+- ``openai_agent`` streams from llama.cpp's server (``xllamacpp``, a child process) serving SmolLM2-135M-Instruct;
 - ``anthropic_agent`` streams through ``a2o`` (Anthropic Messages API → OpenAI) in front of that server;
 - seed 000's "Work with LLMs" example (E2) runs unchanged against the local server, via ``OPENAI_BASE_URL``.
 
@@ -37,7 +37,7 @@ def anthropic_sdk() -> Any:
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
-async def test_openai_agent_against_llama_cpp_server(openai_sdk: Any, llama_server_url: str, stream: bool) -> None:
+async def test_openai_agent_against_the_llama_cpp_server(openai_sdk: Any, llama_server_url: str, stream: bool) -> None:
     from miniagents.ext.llm.openai import OpenAIMessage, openai_agent
 
     async with openai_sdk.AsyncOpenAI(base_url=llama_server_url, api_key=LOCAL_KEY, max_retries=0) as client:

