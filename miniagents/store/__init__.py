@@ -8,10 +8,12 @@ with its input and reply messages; `aload_message` and `aload_call_tree` read th
   (``pip install "miniagents[postgres]"``), `open_store` (a file path or a ``postgresql://`` URL).
 - `StoreRecorder`: the observer that turns calls and messages into rows, written in batches by one task.
 - `MessageRegistry`, `StoredCall`, `aload_message`, `aload_messages`, `aload_call_tree`, `aload_history`: reading.
-- `store_history_agent`: a chat history in a store (``miniagents chat --history chat.db``).
+- `store_history_agent`: a chat history in a store, as an agent; `StoreChatLog`: the one of
+  ``miniagents chat --history chat.db``.
 """
 
 from miniagents.store._base import RecordingStore
+from miniagents.store._chat_log import StoreChatLog
 from miniagents.store._history import store_history_agent
 from miniagents.store._loading import (
     MessageRegistry,
@@ -41,6 +43,7 @@ __all__ = [
     "SQLiteMessageStore",
     "SlotRow",
     "StoreBatch",
+    "StoreChatLog",
     "StoreRecorder",
     "StoredCall",
     "aload_call_tree",

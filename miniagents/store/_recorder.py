@@ -175,6 +175,10 @@ class StoreRecorder(RunObserver):
         """Store ``message`` (and the messages nested in it), once however often it is recorded."""
         self._push(("message", message))
 
+    def record_slot(self, owner_id: str, kind: SlotKind, index: int, message: Message) -> None:
+        """Record that the ``kind`` sequence of ``owner_id`` has ``message`` (a finished one) at ``index``."""
+        self._push(("slot", owner_id, kind, index, message, None))
+
     def record_message_promise(
         self, owner_id: str, kind: SlotKind, index: int, message_promise: MessagePromise
     ) -> None:
