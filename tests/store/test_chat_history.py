@@ -75,10 +75,9 @@ def test_an_unusable_store_is_one_line_and_exit_code_2(tmp_path: Path, capsys: p
     assert cli.main(["chat", "--history", str(tmp_path / "dir.db")]) == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert (
-        err
-        == f"miniagents: --history {tmp_path / 'dir.db'}: cannot be used: IsADirectoryError: {tmp_path / 'dir.db'}: is a directory, not a SQLite database file\n"
-    )  # noqa: E501
+    path = tmp_path / "dir.db"
+    problem = f"cannot be used: IsADirectoryError: {path}: is a directory, not a SQLite database file"
+    assert err == f"miniagents: --history {path}: {problem}\n"
 
 
 CHILD = textwrap.dedent(
