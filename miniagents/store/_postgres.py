@@ -101,9 +101,7 @@ class PostgresMessageStore(RecordingStore):
                 ("slots", batch.slots),
             ):
                 if rows:
-                    await connection.executemany(
-                        self._sql(UPSERTS[table]), [tuple(row.__dict__.values()) for row in rows]
-                    )
+                    await connection.executemany(self._sql(UPSERTS[table]), rows)
 
     async def _aquery(self, template: str, keys: Sequence[str]) -> list[Any]:
         if not keys:

@@ -17,7 +17,7 @@ Tables (every backend keeps the same five, prefixed ``miniagents_``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 __all__ = ["SCHEMA_VERSION", "CallRow", "MessageRow", "PartialRow", "SlotRow", "StoreBatch"]
 
@@ -28,8 +28,7 @@ SlotKind = Literal["input", "reply", "history"]
 PartialStatus = Literal["streaming", "complete", "failed"]
 
 
-@dataclass(frozen=True)
-class MessageRow:
+class MessageRow(NamedTuple):
     """A stored message: its hash key, class name, fields as JSON (``serialize()``) and the schema version."""
 
     hash_key: str
@@ -38,8 +37,7 @@ class MessageRow:
     schema_version: int = SCHEMA_VERSION
 
 
-@dataclass(frozen=True)
-class PartialRow:
+class PartialRow(NamedTuple):
     """A message that was streaming when it was reported: its text so far, JSON-encoded in ``text_json``.
 
     ``metadata_json`` holds the preliminary metadata (a JSON object). ``hash_key`` is set once it is complete.
@@ -54,8 +52,7 @@ class PartialRow:
     updated_at: float
 
 
-@dataclass(frozen=True)
-class CallRow:
+class CallRow(NamedTuple):
     """An agent call (see `miniagents.AgentCall`); ``kwargs_json`` is a JSON object or None."""
 
     call_id: str
@@ -68,8 +65,7 @@ class CallRow:
     error: str | None
 
 
-@dataclass(frozen=True)
-class SlotRow:
+class SlotRow(NamedTuple):
     """The message at ``position`` (from 0) of an owner's ``kind`` sequence: a hash key or a partial id."""
 
     owner_id: str

@@ -134,11 +134,11 @@ class SQLiteMessageStore(RecordingStore):
         One statement per row (``executemany``) hands the GIL between the database thread and the event loop
         once per row, which is slow while the loop is busy; a few big statements hand it over a few times.
         """
-        columns = len(rows[0].__dict__)
+        columns = len(rows[0])
         per_statement = min(_MAX_PARAMETERS // columns, len(rows))
         for start in range(0, len(rows), per_statement):
             chunk = rows[start : start + per_statement]
-            values = [value for row in chunk for value in row.__dict__.values()]
+            values = [value for row in chunk for value in row]
             await connection.execute(self._multi_row_sql(table, len(chunk)), values)
 
     def _multi_row_sql(self, table: str, count: int) -> str:
