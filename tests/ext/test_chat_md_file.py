@@ -184,3 +184,25 @@ def test_reads_are_incremental_and_notice_a_rewrite(tmp_path: Path) -> None:
     path.write_text(format_message("user", None, "first QUESTION"), encoding="utf-8")  # the start changed
     assert _fields(read_messages(path, "assistant")) == [("user", None, "first QUESTION")]
     assert read_messages(tmp_path / "missing.md", "assistant") == ()
+
+
+def test_the_chats_log_closes_a_cut_write_and_locks_each_message(tmp_path: Path) -> None:
+    from filelock import FileLock, Timeout
+
+    from miniagents._chat_log import MarkdownChatLog
+
+    path = tmp_path / "CHAT.md"
+    path.write_bytes(format_message(*EARLIER[0]).encode() + "\nassistant\n=====\nhalf an ans😀".encode()[:-2])
+    log = MarkdownChatLog(path)
+    writer = log.answer_writer("assistant", "m")
+    writer.write("streaming")
+    with pytest.raises(Timeout):  # another writer waits while this message is being written
+        FileLock(f"{path}.lock").acquire(timeout=0.05)
+    assert writer.finish() == "streaming"
+    log.append("user", None, NEXT[2])
+    assert _fields(read_messages(path, "assistant")) == [
+        EARLIER[0],
+        ("assistant", None, "half an ans"),
+        ("assistant", "m", "streaming"),
+        NEXT,
+    ]
