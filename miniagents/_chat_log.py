@@ -6,15 +6,17 @@ two can share a file.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from pathlib import Path
-from typing import TextIO
+from typing import Any, Protocol, TextIO
 
-from miniagents.ext._chat_md import ContentEscaper, format_header, format_message, parse_chat_md
+from miniagents.ext._chat_md import ROLES, ContentEscaper, format_header, format_message, parse_chat_md
+from miniagents.ext._chat_md_file import close_cut_write
 from miniagents.messages import Message
 
-__all__ = ["AnswerWriter", "ChatLogError", "MarkdownChatLog"]
+__all__ = ["AnswerWriter", "ChatLog", "ChatLogError", "MarkdownChatLog", "open_chat_log"]
 
 
 class ChatLogError(Exception):
@@ -29,7 +31,11 @@ class MarkdownChatLog:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        from filelock import FileLock
+
         self.path = Path(path)
+        # Held while a message is written, so that other writers (processes, agents) never interleave with it.
+        self._lock = FileLock(f"{self.path}.lock")
 
     def check(self) -> str:
         """Make sure the file can be read and appended to, without writing anything; return its text.
@@ -77,7 +83,14 @@ class MarkdownChatLog:
         Raises:
             ChatLogError: see `check`.
         """
-        return [Message(text=text, role=role, model=model) for role, model, text in parse_chat_md(self.check())]
+        return [
+            Message(text=text, role=role if role in ROLES else "assistant", model=model)  # (no role or an unknown one)
+            for role, model, text in parse_chat_md(self.check())
+        ]
+
+    async def aload(self) -> list[Message]:
+        """`load`, in a worker thread (a long file is not parsed on the event loop)."""
+        return await asyncio.to_thread(self.load)
 
     def append(self, role: str, model: str | None, text: str) -> None:
         """Append a whole message (e.g. the user's, as soon as it is typed).
@@ -85,7 +98,7 @@ class MarkdownChatLog:
         Raises:
             OSError: the file cannot be written.
         """
-        with self._open() as stream:
+        with self._lock, self._open() as stream:
             stream.write(format_message(role, _heading_model(model), text))
 
     def answer_writer(self, role: str, model: str | None) -> AnswerWriter:
@@ -93,8 +106,11 @@ class MarkdownChatLog:
         return AnswerWriter(self, role, model)
 
     def _open(self) -> TextIO:
+        """Open for appending (call it holding `_lock`); a message a crash cut short is closed first."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        return open(self.path, "a", encoding="utf-8", newline="", buffering=1)
+        stream = open(self.path, "a+", encoding="utf-8", newline="", buffering=1)
+        close_cut_write(stream.fileno())
+        return stream
 
     def _try_create(self) -> None:
         path = self.path
@@ -140,6 +156,7 @@ class AnswerWriter:
         if not token:
             return
         if self._stream is None:
+            self._log._lock.acquire()  # released by `finish`
             self._stream = self._log._open()
             self._stream.write(format_header(self._role, _heading_model(self._model)))
         self._stream.write(self._escaper.feed(token))
@@ -161,7 +178,45 @@ class AnswerWriter:
         self._stream.write(self._escaper.finish())
         self._stream.close()
         self._stream = None
+        self._log._lock.release()
         return "".join(self._text)
+
+
+class ChatLog(Protocol):
+    """What the chat needs of its history: `MarkdownChatLog`, or `miniagents.store.StoreChatLog`."""
+
+    path: Any
+
+    def check(self) -> str:
+        """Make sure the history can be used, writing nothing (raises `ChatLogError`)."""
+
+    async def aload(self) -> list[Message]:
+        """The messages so far (raises `ChatLogError`)."""
+
+    def append(self, role: str, model: str | None, text: str) -> None:
+        """Append a whole message."""
+
+    def answer_writer(self, role: str, model: str | None) -> Any:
+        """A writer (``write(token)``, ``finish(mark) -> text or None``) for a message that arrives token by token."""
+
+
+STORE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+"""File suffixes that name a SQLite message store rather than a Markdown file."""
+
+
+def open_chat_log(location: str | os.PathLike[str]) -> ChatLog:
+    """The chat history at ``location``.
+
+    Args:
+        location: a ``postgresql://`` URL or a file ending in ``.db``, ``.sqlite`` or ``.sqlite3`` (a message store,
+            `miniagents.store.StoreChatLog`), or any other file (CHAT.md format, `MarkdownChatLog`).
+    """
+    text = os.fspath(location)
+    if text.startswith(("postgresql://", "postgres://")) or text.lower().endswith(STORE_SUFFIXES):
+        from miniagents.store._chat_log import StoreChatLog
+
+        return StoreChatLog(text)
+    return MarkdownChatLog(text)
 
 
 def _heading_model(model: str | None) -> str | None:

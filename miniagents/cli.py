@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from miniagents._chat_log import ChatLogError, MarkdownChatLog
+from miniagents._chat_log import ChatLog, ChatLogError, open_chat_log
 from miniagents.errors import MiniAgentsError
 from miniagents.messages import Message, MessageSequencePromise
 from miniagents.miniagents import InteractionContext, MiniAgent, MiniAgents, miniagent
@@ -110,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--history",
         default=DEFAULT_HISTORY_FILE,
         metavar="FILE",
-        help=f"the Markdown chat history; earlier conversations in it are read back (default: {DEFAULT_HISTORY_FILE})",
+        help="the chat history, read back and continued: a Markdown file (default: "
+        f"{DEFAULT_HISTORY_FILE}), a SQLite message store (a file ending in .db, .sqlite or .sqlite3) or a "
+        "postgresql:// URL",
     )
     chat.add_argument(
         "--max-tokens",
@@ -260,8 +262,8 @@ async def achat(
     Args:
         assistant_agent: any agent that answers a conversation (an LLM agent, or a fake one in tests).
         system: a system prompt, given to the assistant on every turn (not written to the history).
-        history_file: the Markdown history file; its messages are given to the assistant and the latest are
-            shown at the start.
+        history_file: the history (a Markdown file, or a message store: see `open_chat_log`); its messages are
+            given to the assistant and the latest are shown at the start.
         warm_up: ask the assistant for one token (``max_tokens=1``) in the background at the start, so that a
             local model loads while the user types the first message.
 
@@ -271,9 +273,9 @@ async def achat(
     from miniagents.ext.llm import SystemMessage, UserMessage
     from miniagents.ext.misc_agents import aprompt_user, print_banner
 
-    log = MarkdownChatLog(history_file)
+    log = open_chat_log(history_file)
     try:
-        messages = log.load()
+        messages = await log.aload()
     except ChatLogError as error:
         raise CliError(f"--history {error}") from error
     if warm_up:  # loads the model while the user types (the first answer waits for it); errors show there
@@ -312,7 +314,7 @@ def _show_recap(messages: list[Message], path: Path) -> None:
         _write(f"\033[{style}m{label}: \033[0m\033[{style}m{text}\033[0m\n\n")
 
 
-async def _aanswer(replies: MessageSequencePromise, log: MarkdownChatLog) -> list[Message]:
+async def _aanswer(replies: MessageSequencePromise, log: ChatLog) -> list[Message]:
     """Stream the assistant's replies to the console and the history; return the messages the history got.
 
     Ctrl+C (SIGINT) cancels the streaming and then the agent call (``replies.cancel()``), with the calls it made.
@@ -335,7 +337,7 @@ async def _aanswer(replies: MessageSequencePromise, log: MarkdownChatLog) -> lis
     return recorded
 
 
-async def _astream_replies(replies: MessageSequencePromise, log: MarkdownChatLog, recorded: list[Message]) -> None:
+async def _astream_replies(replies: MessageSequencePromise, log: ChatLog, recorded: list[Message]) -> None:
     async for message_promise in replies:
         metadata = message_promise.preliminary_metadata
         role = getattr(metadata, "role", None)
@@ -413,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        MarkdownChatLog(args.history).check()  # before anything else: nothing is written when it is unusable
+        open_chat_log(args.history).check()  # before anything else: nothing is written when it is unusable
         assistant_agent = make_assistant_agent(args.model, max_tokens=args.max_tokens, temperature=args.temperature)
     except ChatLogError as error:
         print(f"miniagents: --history {error}", file=sys.stderr)

@@ -70,3 +70,19 @@ def test_the_table_covers_every_target() -> None:
     args = parse_args(["--w2-n", "10,20"])
     assert args.w2_n == [10, 20] and args.repetitions == 5
     assert "| workload" in format_table(build_rows([]))
+
+
+async def test_store_workload_small() -> None:
+    from benchmarks import store_workload
+
+    for with_store in (False, True):
+        assert (await store_workload.echo(n=30, with_store=with_store))["seconds"] > 0
+    assert (await store_workload.echo(n=30, with_store=False, noop_observer=True))["seconds"] > 0
+    assert (await store_workload.write_rate(messages=200))["messages_per_s"] > 0
+
+
+async def test_chat_md_turn_small() -> None:
+    from benchmarks import chat_md_turn
+
+    result = await chat_md_turn.measure(messages=50, turns=3)
+    assert result["messages"] == 50 and result["later_turn_median_ms"] > 0

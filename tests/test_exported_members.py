@@ -59,6 +59,10 @@ SPEC_NAMES = {
     "miniagents.ext.llm.output": {"apartial_outputs", "StructuredOutputMessage"},
     "miniagents.ext.llm.mcp": {"MCPToolSource"},
     "miniagents.ext.llm.errors": {"LLMError", "LLMMaxTurnsError", "LLMOutputError", "LLMToolError"},
+    "miniagents.store": {
+        "MessageStore", "SQLiteMessageStore", "PostgresMessageStore", "open_store", "StoreRecorder", "StoredCall",
+        "MessageRegistry", "aload_message", "aload_call_tree", "store_history_agent",
+    },
 }  # fmt: skip
 
 

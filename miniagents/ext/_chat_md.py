@@ -6,8 +6,11 @@ header is a setext level-1 Markdown heading), the escaped content, and a final n
     \nuser\n========================================\nhi\n
 
 Reading parses the file as CommonMark (markdown-it-py) and splits it at the top-level h1 headings whose text is
-``<role>[ / <model>]``, where the role is ``user``, ``assistant`` or ``system`` (any case) and the model has no
-whitespace. Other headings are ordinary content; text before the first recognized heading is ignored.
+``<role>[ / <model>]``, where the role is one word (letters, digits, ``_``, ``-``; ``user``, ``assistant`` and
+``system`` are the known ones, in any case) and the model has no whitespace. Other headings are ordinary content.
+Damage costs at most the entry it is in: a leading BOM is dropped, text before the first heading is an entry
+without a role, a heading with an unknown role word starts an entry of its own, and a fence or HTML block left
+open ends at the next role heading instead of swallowing the rest of the file.
 
 Escaping scheme (applied per content line, so ordinary text is written verbatim):
 
@@ -27,11 +30,22 @@ decision can be made, i.e. its leading whitespace plus at most 9 more characters
 until it ends, since it may turn out to be the last line).
 """
 
+from __future__ import annotations
+
 import itertools
 import re
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from markdown_it.token import Token
 
 HEADER_UNDERLINE = "=" * 40
 ROLES = ("user", "assistant", "system")
+BOM = "\ufeff"
+
+_ROLE_WORD = re.compile(r"[a-z][a-z0-9_-]{0,39}")
+_ATX_HEADING = re.compile(r" {0,3}#[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*")
+_SETEXT_H1_UNDERLINE = re.compile(r" {0,3}=+[ \t]*")
 
 _BLOCK_STARTS = ("# ", "#\t", "=", "```", "~~~", "<!", "<?", "<script", "<pre", "<style", "<textarea")
 _LINE_BREAK_CHAR = re.compile(r"([\r\n])")
@@ -152,9 +166,10 @@ def format_message(role: str, model: str | None, text: str) -> str:
 
 
 def _parse_heading(text: str) -> tuple[str, str | None] | None:
-    left, _, right = text.partition("/")
+    """``(role, model or None)`` when a heading's text has the shape ``<word>[ / <model>]``, else None."""
+    left, _, right = text.replace(BOM, "").partition("/")
     role, model = left.strip().lower(), right.strip()
-    if role not in ROLES or any(char.isspace() for char in model):
+    if not _ROLE_WORD.fullmatch(role) or any(char.isspace() for char in model):
         return None
     return role, model or None
 
@@ -173,29 +188,126 @@ def _content(lines: list[tuple[str, str]]) -> str:
     return "".join(parts)
 
 
-def parse_chat_md(source: str) -> list[tuple[str, str | None, str]]:
-    r"""Reads back the messages of a CHAT.md file.
+def _role_line(lines: list[tuple[str, str]], index: int) -> bool:
+    """Whether raw line ``index`` starts a role heading (ATX, or setext with its underline on the next line)."""
+    line = lines[index][0]
+    match = _ATX_HEADING.fullmatch(line)
+    if match:
+        return _parse_heading(match.group(1)) is not None
+    indent = len(line) - len(line.lstrip(" "))
+    if (
+        indent > 3
+        or _is_blank(line)
+        or index + 1 >= len(lines)
+        or not _SETEXT_H1_UNDERLINE.fullmatch(lines[index + 1][0])
+    ):
+        return False
+    return _parse_heading(line) is not None
+
+
+def _swallowing_block_end(token: Token, lines: list[tuple[str, str]], first: int, count: int) -> int | None:
+    """Where an unclosed block (a fence or an HTML block that runs to the end) must stop: its first role line.
+
+    Args:
+        token: a top-level block token.
+        lines: all lines of the file.
+        first: the index in ``lines`` of the first line parsed (token maps are relative to it).
+        count: how many lines were parsed.
+
+    Returns:
+        The index in ``lines`` of the first role heading inside an unclosed block, or None.
+    """
+    if token.type not in ("fence", "html_block") or not token.map or token.map[1] < count:
+        return None  # only a block that runs to the end of the text can be unclosed
+    start, end = first + token.map[0], first + token.map[1]
+    last = lines[end - 1][0].strip(" \t")
+    if token.type == "fence":
+        closed = end - start >= 2 and last.startswith(token.markup) and not last.strip(token.markup[0])
+    else:
+        closed = ">" in last
+    if closed:
+        return None
+    return next((index for index in range(start + 1, end) if _role_line(lines, index)), None)
+
+
+class ParsedChatMd(NamedTuple):
+    """What `parse_chat_md_entries` returns."""
+
+    entries: list[tuple[str | None, str | None, str]]
+    """A ``(role or None, model or None, text)`` tuple per entry, with the role lower-cased and possibly unknown."""
+    stable_chars: int
+    """How many characters of the source hold only final entries: text appended to the source can change or
+    extend only the entries from there on (the last one, and any whose open block was repaired)."""
+    stable_entries: int
+    """How many of the entries lie within `stable_chars`."""
+
+
+def parse_chat_md_entries(source: str) -> ParsedChatMd:
+    r"""Reads back the entries of a CHAT.md text and tells which of them later appends cannot change.
+
+    Damage costs at most the entry it is in: a leading BOM is dropped, text before the first heading is an entry
+    of its own (role None), a heading with an unknown role word (``# tool``) starts an entry of its own, and a
+    fence or HTML block left open ends at the next role heading instead of swallowing the rest of the file.
+
+    Args:
+        source: The text (read with ``newline=""`` so that ``\r`` is kept).
+
+    Returns:
+        The entries, and how much of them later appends cannot change.
+    """
+    from markdown_it import MarkdownIt  # pylint: disable=import-outside-toplevel
+
+    if source.startswith(BOM):
+        source = source[1:]
+        skipped = 1
+    else:
+        skipped = 0
+    pieces = _LINE_BREAK.split(source)  # the same line breaks as markdown-it, so that token maps index `lines`
+    lines = list(zip(pieces[::2], [*pieces[1::2], ""], strict=True))
+    starts = list(itertools.accumulate((len(line) + len(line_break) for line, line_break in lines), initial=0))
+    parser = MarkdownIt("commonmark").disable("inline")  # block structure only: inline tokens keep their text
+    headings: list[tuple[int, int, str, str | None]] = []  # (first line, first content line, role, model)
+    first = 0
+    stable_line: int | None = None
+    while first < len(lines):
+        tokens = parser.parse(source[starts[first] :])
+        count = len(lines) - first - (1 if lines[-1] == ("", "") else 0)
+        cut = None
+        for index, token in enumerate(tokens):
+            if token.level != 0 or not token.map:
+                continue
+            if token.type == "heading_open" and token.tag == "h1":
+                parsed = _parse_heading(tokens[index + 1].content)  # the heading's inline token
+                if parsed:
+                    headings.append((first + token.map[0], first + token.map[1], *parsed))
+            cut = _swallowing_block_end(token, lines, first, count)
+            if cut is not None:
+                break
+        if cut is None:
+            break
+        if stable_line is None:  # the repaired block's entry could change once the block gets closed
+            stable_line = headings[-1][0] if headings else 0
+        first = cut
+    entries: list[tuple[str | None, str | None, str]] = []
+    preamble = _content(lines[: headings[0][0] if headings else len(lines)])
+    if preamble:
+        entries.append((None, None, preamble))
+    ends = [heading[0] for heading in headings[1:]] + ([len(lines)] if headings else [])
+    for (_, start, role, model), end in zip(headings, ends, strict=True):
+        entries.append((role, model, _content(lines[start:end])))
+    last_heading = headings[-1][0] if headings else 0
+    stable_line = last_heading if stable_line is None else min(stable_line, last_heading)
+    stable_entries = (1 if preamble and stable_line else 0) + sum(1 for heading in headings if heading[0] < stable_line)
+    return ParsedChatMd(entries, skipped + starts[stable_line], stable_entries)
+
+
+def parse_chat_md(source: str) -> list[tuple[str | None, str | None, str]]:
+    r"""Reads back the entries of a CHAT.md text (see `parse_chat_md_entries`).
 
     Args:
         source: The file contents (read with ``newline=""`` so that ``\r`` is kept).
 
     Returns:
-        A ``(role, model or None, text)`` tuple per message.
+        A ``(role or None, model or None, text)`` tuple per entry.
     """
-    from markdown_it import MarkdownIt  # pylint: disable=import-outside-toplevel
-
-    pieces = _LINE_BREAK.split(source)  # the same line breaks as markdown-it, so that token maps index `lines`
-    lines = list(zip(pieces[::2], [*pieces[1::2], ""], strict=True))
-    tokens = MarkdownIt("commonmark").parse(source)
-    headings = []  # (first line, first content line, role, model)
-    for token, inline in itertools.pairwise(tokens):
-        if token.type == "heading_open" and token.tag == "h1" and token.level == 0 and token.map:
-            parsed = _parse_heading(inline.content)
-            if parsed:
-                headings.append((token.map[0], token.map[1], *parsed))
-    if not headings:
-        return []
-    ends = [heading[0] for heading in headings[1:]] + [len(lines)]
-    return [
-        (role, model, _content(lines[start:end])) for (_, start, role, model), end in zip(headings, ends, strict=True)
-    ]
+    return parse_chat_md_entries(source).entries

@@ -12,16 +12,19 @@ A message whose preliminary metadata has a truthy ``no_history`` is not stored.
 from __future__ import annotations
 
 import abc
+import asyncio
 import os
 from pathlib import Path
 
-from miniagents.ext._chat_md import ROLES, ContentEscaper, format_header, parse_chat_md
+from miniagents.ext._chat_md import ROLES, ContentEscaper, format_header
+from miniagents.ext._chat_md_file import ChatMdDecodeError, chat_md_lock, close_cut_write, read_messages
 from miniagents.messages import Message, MessagePromise
 from miniagents.miniagents import InteractionContext, MiniAgent, miniagent
 
 __all__ = [
     "ChatHistory",
     "ChatHistoryMD",
+    "ChatMdDecodeError",
     "InMemoryChatHistory",
     "in_memory_history_agent",
     "markdown_history_agent",
@@ -69,6 +72,11 @@ async def markdown_history_agent(
     flushed to the file as soon as it arrives, so a crash loses at most what was in flight. If the incoming
     messages fail, the message being written is ended properly and the error propagates.
 
+    Each message is written under a lock on ``<file>.lock`` (`filelock`), so several processes or agents writing
+    one file never interleave inside a message. A message that a crash cut short is closed before the next one is
+    written (its last line is ended, a partial UTF-8 character dropped), so the next message is an entry of its
+    own. Reading back is incremental (entries already read are not parsed again) and runs in a worker thread.
+
     Args:
         ctx: the interaction context.
         history_md_file: the file; parent directories are created.
@@ -79,12 +87,24 @@ async def markdown_history_agent(
 
     Replies:
         Every message in the file, including earlier runs', as ``Message(role=…, model=… or None, text=…)``,
-        unless ``only_write``.
+        unless ``only_write``. Damage costs at most the entry it is in: text before the first heading is an entry
+        of ``default_role``, as is a section under a heading with an unknown role word (``# tool``); a leading
+        BOM is ignored; a code fence left open ends at the next role heading.
+
+    Raises:
+        ChatMdDecodeError: the file (when appending) holds a byte that is not UTF-8; raised before anything
+            is written.
     """
     path = Path(history_md_file)
     path.parent.mkdir(parents=True, exist_ok=True)
+    lock = chat_md_lock(path)
+    if append:  # a file that cannot be read back is an error before anything is written to it
+        await asyncio.to_thread(read_messages, path, default_role)
+    else:
+        async with lock:
+            path.write_bytes(b"")  # noqa: ASYNC240 - a local truncation
     # Blocking file calls on purpose: a local append per token is cheaper than a thread hop per token.
-    with open(path, "a" if append else "w", encoding="utf-8", newline="", buffering=1) as stream:  # noqa: ASYNC230
+    with open(path, "a+", encoding="utf-8", newline="", buffering=1) as stream:  # noqa: ASYNC230
         async for message_promise in ctx.message_promises:
             if _is_no_history(message_promise):
                 continue
@@ -93,25 +113,21 @@ async def markdown_history_agent(
             if not (isinstance(role, str) and role.strip().lower() in ROLES):
                 role = default_role  # a heading with another role would not be read back as a message
             model = getattr(metadata, "model", None)
-            # a model with whitespace would make the heading unreadable
-            stream.write(format_header(role, "_".join(str(model).split()) if model else None))
-            stream.flush()
-            escaper = ContentEscaper()
-            try:
-                async for token in message_promise:
-                    stream.write(escaper.feed(token))
-                    stream.flush()
-            finally:
-                stream.write(escaper.finish())
+            async with lock:  # one message at a time, whichever task or process writes it
+                close_cut_write(stream.fileno())
+                # a model with whitespace would make the heading unreadable
+                stream.write(format_header(role, "_".join(str(model).split()) if model else None))
                 stream.flush()
+                escaper = ContentEscaper()
+                try:
+                    async for token in message_promise:
+                        stream.write(escaper.feed(token))
+                        stream.flush()
+                finally:
+                    stream.write(escaper.finish())
+                    stream.flush()
     if not only_write:
-        ctx.reply(_read_chat_md(path))
-
-
-def _read_chat_md(path: Path) -> tuple[Message, ...]:
-    with open(path, encoding="utf-8", newline="") as stream:
-        source = stream.read()
-    return tuple(Message(text=text, role=role, model=model) for role, model, text in parse_chat_md(source))
+        ctx.reply(await asyncio.to_thread(read_messages, path, default_role))
 
 
 class ChatHistory(abc.ABC):
@@ -166,10 +182,7 @@ class ChatHistoryMD(ChatHistory):
 
     async def aload_chat_history(self) -> tuple[Message, ...]:
         """Return the messages in the file (none if it does not exist)."""
-        path = Path(self.chat_md_file)
-        if not path.exists():  # noqa: ASYNC240 - a local stat
-            return ()
-        return _read_chat_md(path)
+        return await asyncio.to_thread(read_messages, Path(self.chat_md_file), self.default_role)
 
     @property
     def history_agent(self) -> MiniAgent:

@@ -10,6 +10,7 @@ from miniagents.ext._chat_md import (
     format_header,
     format_message,
     parse_chat_md,
+    parse_chat_md_entries,
 )
 
 SPEC_EXAMPLE = "\nuser\n" + "=" * 40 + "\nhi\n" + "\nassistant / claude-3-5-sonnet-20240620\n" + "=" * 40 + "\nHello!\n"
@@ -82,10 +83,10 @@ def test_heading_inside_code_block_is_content():
     ]
 
 
-def test_only_top_level_h1_headings_count():
-    source = "# user\n- # assistant\n> # system\n## assistant\n# hello\n# user: hi\n\nx"
+def test_only_top_level_h1_headings_with_a_role_word_count():
+    source = "# user\n- # assistant\n> # system\n## assistant\n# hello world\n# user: hi\n\nx"
     assert parse_chat_md(source) == [
-        ("user", None, "- # assistant\n> # system\n## assistant\n# hello\n# user: hi\n\nx")
+        ("user", None, "- # assistant\n> # system\n## assistant\n# hello world\n# user: hi\n\nx")
     ]
 
 
@@ -97,11 +98,62 @@ def test_heading_with_whitespace_in_model_is_content():
     ]
 
 
-def test_text_before_first_heading_is_ignored():
+def test_text_before_first_heading_is_an_entry_without_a_role():
     source = "preamble\n\n# not a role\ntext\n# system\nbe brief\n"
-    assert parse_chat_md(source) == [("system", None, "be brief")]
-    assert parse_chat_md("no headings\n") == []
+    assert parse_chat_md(source) == [(None, None, "preamble\n\n# not a role\ntext"), ("system", None, "be brief")]
+    assert parse_chat_md("no headings\n") == [(None, None, "no headings")]
+    assert parse_chat_md("\n \n") == []
     assert parse_chat_md("") == []
+
+
+def test_a_bom_is_ignored():
+    assert parse_chat_md("\ufeff" + SPEC_EXAMPLE) == parse_chat_md(SPEC_EXAMPLE)
+    assert parse_chat_md("\ufeff# user\nhi") == [("user", None, "hi")]
+
+
+def test_an_unknown_role_is_an_entry_of_its_own():
+    source = "# user\nhi\n# tool / fn-1\nresult\n\nTool\n===\nmore\n# assistant\nok"
+    assert parse_chat_md(source) == [
+        ("user", None, "hi"),
+        ("tool", "fn-1", "result"),
+        ("tool", None, "more"),
+        ("assistant", None, "ok"),
+    ]
+
+
+def test_an_unclosed_fence_ends_at_the_next_role_heading():
+    source = "# user\nhi\n# assistant\n```py\ncode\n# user\nnext\n\nassistant\n===\nlater ``` x\n"
+    assert parse_chat_md(source) == [
+        ("user", None, "hi"),
+        ("assistant", None, "```py\ncode"),
+        ("user", None, "next"),
+        ("assistant", None, "later ``` x"),
+    ]
+    # an open HTML comment (or <pre>) is repaired the same way; a closed one keeps its headings as content
+    assert parse_chat_md("# user\n<!-- c\n# assistant\nx\n") == [("user", None, "<!-- c"), ("assistant", None, "x")]
+    assert parse_chat_md("# user\n<!--\n# assistant\n-->\n") == [("user", None, "<!--\n# assistant\n-->")]
+
+
+def test_stable_part_excludes_the_last_entry_and_repaired_ones():
+    two = format_message("user", None, "a") + format_message("assistant", None, "b")
+    parsed = parse_chat_md_entries(two)
+    # up to the last heading's line (after the blank line that starts its header)
+    assert (parsed.stable_chars, parsed.stable_entries) == (len(format_message("user", None, "a")) + 1, 1)
+    assert parse_chat_md_entries("").stable_entries == 0
+    assert parse_chat_md_entries("pre\n# user\nx").stable_entries == 1  # the preamble is final
+    repaired = "# user\na\n# assistant\n```\n# user\nb\n# assistant\nc\n"
+    assert parse_chat_md_entries(repaired)[1:] == (len("# user\na\n"), 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_incremental_parsing_equals_whole_parsing(data):
+    messages = data.draw(_MESSAGES)
+    source = "".join(format_message(role, model, text) for role, model, text in messages)
+    cut = data.draw(st.integers(0, len(source)))
+    head = parse_chat_md_entries(source[:cut])
+    tail = parse_chat_md_entries(source[head.stable_chars :])
+    assert head.entries[: head.stable_entries] + tail.entries == parse_chat_md(source)
 
 
 def test_system_role_round_trips():

@@ -1,0 +1,139 @@
+"""The SQLite message store: its cost on concurrent echo inquiries, and how many messages per second it writes.
+
+``python -m benchmarks.store_workload [--n 10000] [--messages 100000] [-r 3]``
+
+* **Echo, with and without the store.** N echo inquiries are started at once (each agent reads its input and
+  replies with one message), then all replies are awaited, inside one ``MiniAgents`` context whose exit waits
+  for the store's writer (so the time includes writing every call and message). Measured without a store and
+  with ``MiniAgents(store=SQLiteMessageStore(path))`` on a fresh SQLite file; the ratio is the cost of the store.
+  Each measurement runs in a fresh process, alternating sides. Target (issue 11): at most 2x at N = 10,000.
+* **Write rate.** M distinct messages recorded at once with `StoreRecorder.record_message`, then `aflush`: the
+  time from the first record to the last commit. Target: at least 20,000 messages/s.
+
+Every run checks what it wrote (the number of calls and messages read back).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import BenchmarkError
+from miniagents import InteractionContext, Message, MiniAgents, miniagent
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@miniagent
+async def echo_agent(ctx: InteractionContext) -> None:
+    """Read the whole input, then reply with its text."""
+    for message in await ctx.message_promises:
+        ctx.reply(f"echo: {message.text}")
+
+
+def _count(path: Path, table: str) -> int:
+    with sqlite3.connect(path) as connection:
+        return int(connection.execute(f"SELECT count(*) FROM miniagents_{table}").fetchone()[0])
+
+
+async def echo(n: int, with_store: bool, noop_observer: bool = False) -> dict[str, Any]:
+    from miniagents import RunObserver
+    from miniagents.store import SQLiteMessageStore
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "runs.db"
+        store = SQLiteMessageStore(path)
+        start = time.perf_counter()
+        observers = [RunObserver()] if noop_observer else []
+        async with MiniAgents(store=store if with_store else None, observers=observers):
+            replies = [echo_agent.inquire(f"msg {i}") for i in range(n)]
+            texts = [(await reply)[0].text for reply in replies]
+        elapsed = time.perf_counter() - start
+        await store.aclose()
+        if texts != [f"echo: msg {i}" for i in range(n)]:
+            raise BenchmarkError("wrong replies")
+        if with_store and (_count(path, "calls"), _count(path, "messages")) != (n, 2 * n):
+            raise BenchmarkError(f"stored {_count(path, 'calls')} calls and {_count(path, 'messages')} messages")
+    return {"seconds": elapsed}
+
+
+async def write_rate(messages: int) -> dict[str, Any]:
+    from miniagents.store import SQLiteMessageStore
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "runs.db"
+        store = SQLiteMessageStore(path)
+        async with MiniAgents():
+            batch = [Message(f"message number {i}", role="assistant", model="m") for i in range(messages)]
+            recorder = store.observer()
+            start, cpu_start = time.perf_counter(), time.process_time()
+            for message in batch:
+                recorder.record_message(message)
+            await recorder.aflush()
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+        await store.aclose()
+        if _count(path, "messages") != messages:
+            raise BenchmarkError(f"stored {_count(path, 'messages')} of {messages} messages")
+    return {"seconds": elapsed, "messages_per_s": messages / elapsed, "messages_per_cpu_s": messages / cpu}
+
+
+def _child(function: str, **params: Any) -> dict[str, Any]:
+    code = (
+        "import asyncio, json, sys\n"
+        "from benchmarks import store_workload as w\n"
+        "print(json.dumps(asyncio.run(getattr(w, sys.argv[1])(**json.loads(sys.argv[2])))))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-c", code, function, json.dumps(params)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    if result.returncode != 0:
+        raise BenchmarkError(f"{function}({params}) failed:\n{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.store_workload", description=__doc__)
+    parser.add_argument("--n", type=int, default=10000, help="concurrent echo inquiries (default 10000)")
+    parser.add_argument("--messages", type=int, default=100000, help="messages for the write rate (100000)")
+    parser.add_argument("-r", "--repetitions", type=int, default=3)
+    args = parser.parse_args()
+    without: list[float] = []
+    noop: list[float] = []
+    with_store: list[float] = []
+    rates: list[dict[str, Any]] = []
+    for repetition in range(args.repetitions):
+        sides = [({"with_store": False}, without), ({"with_store": False, "noop_observer": True}, noop)]
+        sides.append(({"with_store": True}, with_store))
+        for params, results in sides[:: -1 if repetition % 2 else 1]:
+            results.append(_child("echo", n=args.n, **params)["seconds"])
+        rates.append(_child("write_rate", messages=args.messages))
+    plain, bare, stored = statistics.median(without), statistics.median(noop), statistics.median(with_store)
+    print(f"echo N={args.n}, medians of {args.repetitions}:")
+    print(f"  no observer          {plain:.3f} s")
+    print(f"  a no-op RunObserver  {bare:.3f} s  ({bare / plain:.2f}x: the core's observation cost)")
+    print(
+        f"  the SQLite store     {stored:.3f} s  ({stored / plain:.2f}x, target <= 2x; {stored / bare:.2f}x the no-op)"
+    )
+    wall = statistics.median(rate["messages_per_s"] for rate in rates)
+    cpu = statistics.median(rate["messages_per_cpu_s"] for rate in rates)
+    print(f"write rate: {wall:,.0f} messages/s wall, {cpu:,.0f} per CPU-second (target >= 20,000/s), {args.messages}")
+
+
+if __name__ == "__main__":
+    main()

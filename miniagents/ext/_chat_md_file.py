@@ -1,0 +1,146 @@
+"""A CHAT.md file on disk: a lock for concurrent writers, cut writes closed, incremental reads.
+
+- **Lock.** Every message is written while holding a lock on ``<file>.lock`` (`filelock`, an OS lock that dies with
+  its process), so writers in several tasks or processes never interleave inside a message.
+- **Cut writes.** A writer killed mid-message leaves the file ending inside a line, maybe inside a UTF-8
+  character. `close_cut_write` (called under the lock before each message) drops a trailing partial character and
+  ends the line, so the blank line that starts the next header separates it: the next message is an entry of its own.
+- **Reading.** `read_messages` decodes strictly (an invalid byte is a `ChatMdDecodeError` naming its offset; an
+  incomplete character at the very end is a cut write in progress and is left out) and parses incrementally: the
+  entries that later appends cannot change (all but the last, see `parse_chat_md_entries`) are cached with the
+  bytes they came from, and the next read parses only what follows them, if those bytes are unchanged.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from miniagents.ext._chat_md import ROLES, parse_chat_md_entries
+from miniagents.messages import Message
+
+if TYPE_CHECKING:
+    from filelock import AsyncFileLock
+
+__all__ = ["ChatMdDecodeError", "chat_md_lock", "close_cut_write", "read_messages"]
+
+
+class ChatMdDecodeError(ValueError):
+    """A CHAT.md file holds bytes that are not UTF-8; nothing is written to it until they are fixed.
+
+    Attributes:
+        path: the file.
+        offset: the offset of the first invalid byte, in bytes from the start of the file.
+        line: its line number (from 1).
+    """
+
+    def __init__(self, path: Path, offset: int, line: int, reason: str) -> None:
+        super().__init__(
+            f"{path}: invalid UTF-8 at byte {offset} (line {line}): {reason}. The chat history must be UTF-8 text; "
+            f"fix or remove that byte (nothing was written to the file)"
+        )
+        self.path = path
+        self.offset = offset
+        self.line = line
+
+
+def chat_md_lock(path: Path) -> AsyncFileLock:
+    """The lock that writers of ``path`` hold while they write a message (the file ``<path>.lock``).
+
+    It polls without blocking the event loop, so several agents of one process can wait for it too.
+    """
+    from filelock import AsyncFileLock  # pylint: disable=import-outside-toplevel
+
+    return AsyncFileLock(f"{path}.lock", poll_interval=0.01, run_in_executor=False)
+
+
+def close_cut_write(fd: int) -> None:
+    r"""End a write that a crash cut short: drop a trailing partial UTF-8 character and end the last line.
+
+    Call it while holding `chat_md_lock`, with ``fd`` open for appending. A file that is empty or ends with
+    ``\n`` is left alone (every complete message ends with one).
+
+    Args:
+        fd: a file descriptor of the file, opened for reading and appending (mode ``a+``).
+    """
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return
+    tail = os.pread(fd, min(size, 4), size - min(size, 4))
+    if tail.endswith(b"\n"):
+        return
+    partial = _partial_character_length(tail)
+    if partial:
+        os.ftruncate(fd, size - partial)
+    os.write(fd, b"\n")
+
+
+def _partial_character_length(tail: bytes) -> int:
+    """How many bytes at the end of ``tail`` are the start of a UTF-8 character that is not complete."""
+    for back in range(1, min(len(tail), 3) + 1):
+        byte = tail[-back]
+        if byte & 0xC0 != 0x80:  # not a continuation byte: the lead byte of the last character (or ASCII)
+            needed = 2 if byte & 0xE0 == 0xC0 else 3 if byte & 0xF0 == 0xE0 else 4 if byte & 0xF8 == 0xF0 else 1
+            return back if needed > back else 0
+    return 0
+
+
+@dataclass
+class _Cache:
+    """What an earlier read of one file parsed for good: the bytes it read and their entries as messages."""
+
+    prefix: bytes = b""
+    messages: tuple[Message, ...] = ()
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_caches: dict[tuple[str, str], _Cache] = {}
+_caches_lock = threading.Lock()
+
+
+def read_messages(path: Path, default_role: str) -> tuple[Message, ...]:
+    """Read the entries of a CHAT.md file as ``Message(role=…, model=… or None, text=…)``, incrementally.
+
+    Blocking (it reads the file): call it in a worker thread (`asyncio.to_thread`). A missing file has no entries.
+
+    Args:
+        path: the file.
+        default_role: the role of entries without a known one (text before the first heading, ``# tool`` …).
+
+    Returns:
+        The messages, earlier ones the same objects as on the previous read of this file.
+
+    Raises:
+        ChatMdDecodeError: the file holds an invalid UTF-8 byte.
+    """
+    key = (os.path.realpath(path), default_role)
+    with _caches_lock:
+        cache = _caches.setdefault(key, _Cache())
+    with cache.lock:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            data = b""
+        if not data.startswith(cache.prefix):  # rewritten or edited: parse it all again
+            cache.prefix, cache.messages = b"", ()
+        start = len(cache.prefix)
+        decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        try:
+            source = decoder.decode(data[start:], final=False)  # a partial character at the end is left out
+        except UnicodeDecodeError as exc:
+            offset = start + exc.start
+            raise ChatMdDecodeError(path, offset, data.count(b"\n", 0, offset) + 1, exc.reason) from None
+        parsed = parse_chat_md_entries(source)
+        messages = tuple(
+            Message(text=text, role=role if role in ROLES else default_role, model=model)
+            for role, model, text in parsed.entries
+        )
+        result = cache.messages + messages
+        if parsed.stable_entries:
+            cache.messages += messages[: parsed.stable_entries]
+            cache.prefix = data[: start + len(source[: parsed.stable_chars].encode("utf-8"))]
+        return result

@@ -1,0 +1,124 @@
+"""`RecordingStore`: what the shipped stores add on top of the `MessageStore` rows: recording and loading."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Collection
+from types import TracebackType
+from typing import Any
+
+from miniagents import AgentCall, RunObserver
+from miniagents.messages import Message, MessagePromise
+from miniagents.store._loading import MessageRegistry, StoredCall, aload_call_tree, aload_history, aload_message
+from miniagents.store._recorder import StoreRecorder
+from miniagents.store._rows import CallRow, MessageRow, PartialRow, SlotRow, StoreBatch
+
+__all__ = ["RecordingStore"]
+
+
+class RecordingStore(RunObserver, abc.ABC):
+    """A `MessageStore` with its recorder and loaders at hand (the base of the SQLite and PostgreSQL stores).
+
+    It is a run observer itself (its ``on_call_*`` methods go to its `StoreRecorder`), so ``MiniAgents(store=store)``
+    records every agent call and message. ``async with store:`` makes sure everything recorded is written and
+    the connection closed at the end.
+    """
+
+    def __init__(self) -> None:
+        self._recorder: StoreRecorder | None = None
+        self._histories: dict[str, list[Any]] = {}
+
+    def observer(self) -> StoreRecorder:
+        """The `StoreRecorder` of this store (one per store): register it with ``MiniAgents(observers=[...])``."""
+        if self._recorder is None:
+            self._recorder = StoreRecorder(self)
+        return self._recorder
+
+    # the observation seam (`miniagents.RunObserver`): a store passed as ``MiniAgents(store=...)`` records the run
+
+    def on_call_started(self, call: AgentCall) -> None:
+        """See `StoreRecorder.on_call_started`."""
+        self.observer().on_call_started(call)
+
+    def on_call_input(self, call: AgentCall, index: int, message_promise: MessagePromise) -> None:
+        """See `StoreRecorder.on_call_input`."""
+        self.observer().on_call_input(call, index, message_promise)
+
+    def on_call_reply(self, call: AgentCall, index: int, message_promise: MessagePromise) -> None:
+        """See `StoreRecorder.on_call_reply`."""
+        self.observer().on_call_reply(call, index, message_promise)
+
+    def on_call_ended(self, call: AgentCall) -> None:
+        """See `StoreRecorder.on_call_ended`."""
+        self.observer().on_call_ended(call)
+
+    async def aopen(self) -> None:
+        """Connect and create the tables if needed, so that a bad location fails early.
+
+        ``MiniAgents(store=...)`` calls this when its context is entered (and `aclose` when it is left).
+
+        Raises:
+            Exception: whatever the driver raises for an unusable location (e.g. ``sqlite3.OperationalError``,
+                ``OSError``, asyncpg's connection errors).
+        """
+        await self.awrite(StoreBatch())
+
+    async def aflush(self) -> None:
+        """Wait until everything recorded so far is written (see `StoreRecorder.aflush`)."""
+        if self._recorder is not None:
+            await self._recorder.aflush()
+
+    async def aload_message(self, hash_key: str, registry: MessageRegistry | None = None) -> Message:
+        """Load a message as its own class (see `miniagents.store.aload_message`)."""
+        return await aload_message(self, hash_key, registry)
+
+    async def aload_call_tree(self, root_call_id: str, registry: MessageRegistry | None = None) -> StoredCall:
+        """Load a call and the calls it made (see `miniagents.store.aload_call_tree`)."""
+        return await aload_call_tree(self, root_call_id, registry)
+
+    async def aload_history(self, history_id: str, registry: MessageRegistry | None = None) -> list[Message]:
+        """Load a history's messages (see `miniagents.store.aload_history`)."""
+        return await aload_history(self, history_id, registry)
+
+    async def ahistory(self, history_id: str) -> list[Any]:
+        """The in-memory list of a history that `store_history_agent` appends to (loaded from the store once)."""
+        history = self._histories.get(history_id)
+        if history is None:
+            loaded = await self.aload_history(history_id)
+            history = self._histories.setdefault(history_id, list(loaded))
+        return history
+
+    async def __aenter__(self) -> RecordingStore:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        try:
+            await self.aflush()
+        finally:
+            await self.aclose()
+
+    @abc.abstractmethod
+    async def awrite(self, batch: StoreBatch) -> None:
+        """See `MessageStore.awrite`."""
+
+    @abc.abstractmethod
+    async def aread_messages(self, hash_keys: Collection[str]) -> dict[str, MessageRow]:
+        """See `MessageStore.aread_messages`."""
+
+    @abc.abstractmethod
+    async def aread_partials(self, partial_ids: Collection[str]) -> dict[str, PartialRow]:
+        """See `MessageStore.aread_partials`."""
+
+    @abc.abstractmethod
+    async def aread_calls(self, root_call_id: str) -> list[CallRow]:
+        """See `MessageStore.aread_calls`."""
+
+    @abc.abstractmethod
+    async def aread_slots(self, owner_ids: Collection[str]) -> list[SlotRow]:
+        """See `MessageStore.aread_slots`."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """See `MessageStore.aclose`."""

@@ -1,0 +1,62 @@
+"""`store_history_agent`: a chat history kept in a message store (the ``--history chat.db`` of ``miniagents chat``)."""
+
+from __future__ import annotations
+
+import os
+
+from miniagents.messages import Message
+from miniagents.miniagents import InteractionContext, miniagent
+from miniagents.store._base import RecordingStore
+from miniagents.store._open import open_store
+
+__all__ = ["store_history_agent"]
+
+_stores: dict[str, RecordingStore] = {}
+
+
+def _resolve_store(store: RecordingStore | str | os.PathLike[str]) -> RecordingStore:
+    if isinstance(store, RecordingStore):
+        return store
+    location = os.fspath(store)
+    if location not in _stores:  # one store object (and so one writer) per location in a process
+        _stores[location] = open_store(location)
+    return _stores[location]
+
+
+@miniagent
+async def store_history_agent(
+    ctx: InteractionContext,
+    store: RecordingStore | str | os.PathLike[str],
+    history_id: str = "default",
+    only_write: bool = False,
+) -> None:
+    """Append the incoming messages to a history in a message store, then reply with the whole history.
+
+    The contract of `miniagents.ext.history_agents.markdown_history_agent`, kept in a store instead of a file:
+    each message is recorded as it streams (its text flushed at least every 0.5 s), so after a crash the history
+    has every completed message and the text of an interrupted one up to its last flush; that one loads with
+    ``partial=True`` (and ``partial_status``), and the conversation continues after it. The history is read from
+    the store once per process and kept in memory; one process at a time should write a given history.
+
+    Args:
+        ctx: the interaction context.
+        store: a store, or its location (a file path for SQLite, a ``postgresql://`` URL; see `open_store`).
+        history_id: which history of the store (several conversations can share one store).
+        only_write: record, but reply nothing.
+
+    Replies:
+        Every message of the history, earlier runs' included, unless ``only_write``. A message whose preliminary
+        metadata has a truthy ``no_history`` is neither recorded nor replied.
+    """
+    resolved = _resolve_store(store)
+    history = await resolved.ahistory(history_id)
+    recorder = resolved.observer()
+    async for message_promise in ctx.message_promises:
+        if getattr(message_promise.preliminary_metadata, "no_history", None):
+            continue
+        position = len(history)
+        history.append(message_promise)  # (placeholder, so that a concurrent turn takes the next position)
+        recorder.record_message_promise(history_id, "history", position, message_promise)
+        history[position] = await message_promise
+    if not only_write:
+        ctx.reply(tuple(message for message in history if isinstance(message, Message)))

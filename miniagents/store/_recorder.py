@@ -1,0 +1,495 @@
+"""`StoreRecorder`: turns agent calls and messages into rows and writes them in batches, from one writer task.
+
+What is recorded is queued at once (cheaply, on the event loop); one writer task per recorder takes everything
+queued so far, turns it into rows (hash keys, JSON) and writes it as one batch, in one transaction, then takes
+the next. A message promise that is still streaming gets a partial row at once; a single ticker (part of the
+writer loop) writes the text of every partial that grew at least every `flush_interval` seconds while any
+streams, so a crash loses at most the last ``flush_interval`` plus one write of text. When the message is
+complete it is stored, and its partial row points at it.
+
+A batch that fails is reported (logged at ERROR) and retried with back-off; after ``len(retry_delays)`` failed
+tries it is split up and each part is retried the same way, so one bad row costs only itself: it is reported and
+left out after its own tries, and everything else is written. Nothing queued is dropped otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import json
+import logging
+import time
+import uuid
+from collections.abc import Coroutine, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from miniagents import AgentCall, RunObserver
+from miniagents.messages import Message, MessagePromise
+from miniagents.promising.errors import NoActiveContextError
+from miniagents.promising.ext.frozen import Frozen
+from miniagents.promising.promising import PromisingContext
+from miniagents.store._protocol import MessageStore
+from miniagents.store._rows import CallRow, MessageRow, PartialRow, SlotKind, SlotRow, StoreBatch
+
+__all__ = ["PartialMessage", "StoreRecorder"]
+
+logger = logging.getLogger("miniagents.store")
+
+_BATCH_LIMIT = 10_000  # operations per batch: small enough that streaming text is written well within 0.5 s
+_KNOWN_LIMIT = 200_000  # hash keys remembered as written (to skip rewriting them); forgotten all at once beyond
+
+
+class PartialMessage:
+    """A message being written into the store token by token (see `StoreRecorder.open_partial`).
+
+    Its text is written at least every ``flush_interval`` seconds until it is completed or failed.
+    """
+
+    def __init__(self, recorder: StoreRecorder, partial_id: str, class_name: str, metadata_json: str) -> None:
+        self.partial_id = partial_id
+        self.class_name = class_name
+        self.metadata_json = metadata_json
+        self.parts: list[str] = []
+        self.dirty = True
+        self.closed = False
+        self._recorder = recorder
+
+    @property
+    def text(self) -> str:
+        """The text so far."""
+        return "".join(self.parts)
+
+    def append(self, token: str) -> None:
+        """Add a token to the text."""
+        self.parts.append(token)
+        self.dirty = True
+
+    def complete(self, message: Message) -> None:
+        """The message is complete: store it, and point the partial row at it."""
+        self._close("complete", message)
+
+    def fail(self) -> None:
+        """The message will not be completed: keep the text so far, marked ``failed``."""
+        self._close("failed", None)
+
+    def _close(self, status: str, message: Message | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._recorder._close_partial(self, status, message)
+
+
+_Op = tuple[Any, ...]
+
+
+class StoreRecorder(RunObserver):
+    """Records agent calls and their messages into a `MessageStore`; the `RunObserver` of a store.
+
+    Register it with ``MiniAgents(observers=[recorder])`` (``MiniAgents(store=...)`` does that for you), or call
+    its ``record_*`` methods directly. Every method is synchronous, cheap, and never raises because of the
+    database: the rows are written in the background by the writer task (started on demand in the active
+    `MiniAgents` context, whose exit waits for it, or on the running loop). Use `aflush` to wait for them.
+
+    Args:
+        store: where to write.
+        flush_interval: seconds between writes of the text of streaming messages (while any stream). Must be
+            positive and at most 0.5.
+        retry_delays: seconds to wait before each retry of a failed batch; after the last one the batch is split.
+
+    Raises:
+        ValueError: a bad ``flush_interval`` or ``retry_delays``.
+    """
+
+    def __init__(
+        self,
+        store: MessageStore,
+        *,
+        flush_interval: float = 0.25,
+        retry_delays: Sequence[float] = (0.05, 0.2, 0.5, 1.0),
+    ) -> None:
+        if not 0 < flush_interval <= 0.5:
+            raise ValueError(f"flush_interval must be > 0 and <= 0.5 seconds, got {flush_interval!r}")
+        if any(delay < 0 for delay in retry_delays):
+            raise ValueError(f"retry_delays must not be negative, got {retry_delays!r}")
+        self.store = store
+        self.flush_interval = flush_interval
+        self.retry_delays = tuple(retry_delays)
+        self.failed_rows = 0
+        """How many rows were left out after all their tries failed (each was logged)."""
+        self._ops: list[_Op] = []
+        self._known: set[str] = set()
+        self._streams: dict[str, PartialMessage] = {}  # open partial messages by id
+        self._followed: dict[int, PartialMessage] = {}  # the partial of each message promise being followed
+        self._writer: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._idle_waiters: list[asyncio.Future[None]] = []
+        self._executor: ThreadPoolExecutor | None = None  # one thread that builds and writes the batches
+        self._thread_loop: asyncio.AbstractEventLoop | None = None  # its event loop (the connection lives there)
+
+    # the observation seam (`miniagents.RunObserver`)
+
+    def on_call_started(self, call: AgentCall) -> None:
+        """Record a call that started (see `record_call`)."""
+        self.record_call(call)
+
+    def on_call_input(self, call: AgentCall, index: int, message_promise: MessagePromise) -> None:
+        """Record the input message at ``index`` of ``call``."""
+        self.record_message_promise(call.call_id, "input", index, message_promise)
+
+    def on_call_reply(self, call: AgentCall, index: int, message_promise: MessagePromise) -> None:
+        """Record the reply message at ``index`` of ``call``."""
+        self.record_message_promise(call.call_id, "reply", index, message_promise)
+
+    def on_call_ended(self, call: AgentCall) -> None:
+        """Record the status, end time and error of a call that ended."""
+        self.record_call(call)
+
+    # recording
+
+    def record_call(self, call: Any) -> None:
+        """Record an agent call as it is now (a later record of the same call id updates it).
+
+        Args:
+            call: a `miniagents.AgentCall`, or any object with its attributes ``call_id``, ``parent_call``
+                (an object with a ``call_id``, or None), ``agent_alias``, ``kwargs`` (a `Frozen` or None),
+                ``status`` (a str), ``started_at``, ``ended_at`` and ``error``.
+        """
+        parent = call.parent_call
+        self._push(
+            (
+                "call",
+                call.call_id,
+                None if parent is None else parent.call_id,
+                call.agent_alias,
+                call.kwargs,
+                str(getattr(call.status, "value", call.status)),
+                call.started_at,
+                call.ended_at,
+                None if call.error is None else f"{type(call.error).__name__}: {call.error}",
+            )
+        )
+
+    def record_message(self, message: Message) -> None:
+        """Store ``message`` (and the messages nested in it), once however often it is recorded."""
+        self._push(("message", message))
+
+    def record_slot(self, owner_id: str, kind: SlotKind, index: int, message: Message) -> None:
+        """Record that the ``kind`` sequence of ``owner_id`` has ``message`` (a finished one) at ``index``."""
+        self._push(("slot", owner_id, kind, index, message, None))
+
+    def record_message_promise(
+        self, owner_id: str, kind: SlotKind, index: int, message_promise: MessagePromise
+    ) -> None:
+        """Record that the ``kind`` sequence of ``owner_id`` has ``message_promise`` at ``index`` (from 0).
+
+        A message promise that is still streaming is stored as partial at once and followed (in a background
+        task) until it is complete; its text is written every `flush_interval` seconds meanwhile.
+
+        Args:
+            owner_id: a call id (kinds ``"input"`` and ``"reply"``) or a history id (kind ``"history"``).
+            kind: ``"input"``, ``"reply"`` or ``"history"``.
+            index: the position.
+            message_promise: the message.
+        """
+        metadata = message_promise.preliminary_metadata
+        if message_promise.is_resolved and isinstance(metadata, Message):  # made from a message: it is the message
+            self._push(("slot", owner_id, kind, index, metadata, None))
+            return
+        partial = self._followed.get(id(message_promise))
+        if partial is None:
+            partial = self._follow(message_promise)
+        self._push(("slot", owner_id, kind, index, None, partial.partial_id))
+
+    def open_partial(
+        self, owner_id: str, kind: SlotKind, index: int, metadata: Frozen, class_name: str = "Message"
+    ) -> PartialMessage:
+        """Record a message that the caller will write token by token at ``index`` of ``owner_id``'s ``kind``.
+
+        Args:
+            owner_id: see `record_message_promise`.
+            kind: see `record_message_promise`.
+            index: see `record_message_promise`.
+            metadata: its fields known so far (``role``, ``model`` …).
+            class_name: the name of its class, used when it is loaded while partial.
+
+        Returns:
+            The `PartialMessage`: ``append`` the tokens, then ``complete`` it with the message (or ``fail`` it).
+        """
+        partial = self._new_partial(class_name, metadata)
+        self._push(("slot", owner_id, kind, index, None, partial.partial_id))
+        return partial
+
+    def _new_partial(self, class_name: str, metadata: Frozen) -> PartialMessage:
+        partial = PartialMessage(self, uuid.uuid4().hex, class_name, metadata.serialized)
+        self._streams[partial.partial_id] = partial
+        self._push(("partial", partial, "streaming", None))
+        return partial
+
+    def _close_partial(self, partial: PartialMessage, status: str, message: Message | None) -> None:
+        self._streams.pop(partial.partial_id, None)
+        if message is not None:
+            self._push(("message", message))
+        self._push(("partial", partial, status, message))
+
+    def _follow(self, message_promise: MessagePromise) -> PartialMessage:
+        partial = self._new_partial(message_promise.message_class.__name__, message_promise.preliminary_metadata)
+        self._followed[id(message_promise)] = partial
+        self._start(self._afollow(message_promise, partial))
+        return partial
+
+    async def _afollow(self, message_promise: MessagePromise, partial: PartialMessage) -> None:
+        message: Message | None = None
+        try:
+            async for token in message_promise:
+                partial.append(token)
+            message = await message_promise
+        except Exception:  # the stream's failure is its consumers' business; we keep the text
+            pass
+        finally:
+            del self._followed[id(message_promise)]
+            if message is None:
+                partial.fail()
+            else:
+                partial.complete(message)
+
+    # writing
+
+    def _push(self, op: _Op) -> None:
+        self._ops.append(op)
+        if self._writer is None:
+            self._writer = self._start(self._awrite_loop())
+        elif self._wakeup is not None:
+            self._wakeup.set()
+
+    def _start(self, coroutine: Any) -> asyncio.Task[None]:
+        try:
+            context = PromisingContext.get_current()
+        except NoActiveContextError:
+            return asyncio.get_running_loop().create_task(coroutine)
+        return context.start_asap(coroutine, suppress_errors=True, log_level_for_errors=logging.ERROR)
+
+    async def aflush(self) -> None:
+        """Wait until everything recorded so far is written, including streaming messages (until they end)."""
+        while self._writer is not None or self._streams:
+            waiter = asyncio.get_running_loop().create_future()
+            self._idle_waiters.append(waiter)
+            if self._writer is None:  # streams only: their end starts the writer, which wakes us when idle
+                await asyncio.sleep(self.flush_interval)
+                continue
+            await waiter
+
+    async def _awrite_loop(self) -> None:
+        self._wakeup = wakeup = asyncio.Event()
+        last_text_flush = time.monotonic()
+        try:
+            while True:
+                wakeup.clear()
+                now = time.monotonic()
+                if self._streams and now - last_text_flush >= self.flush_interval:
+                    last_text_flush = now
+                    self._ops.extend(("partial", stream, "streaming", None) for stream in self._dirty_streams())
+                if self._ops:
+                    ops, self._ops = self._ops[:_BATCH_LIMIT], self._ops[_BATCH_LIMIT:]
+                    await self._in_writer_thread(self._abuild_and_write(ops))
+                    continue
+                if not self._streams:
+                    break
+                with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), max(0.0, last_text_flush + self.flush_interval - now))
+        finally:
+            self._writer = self._wakeup = None
+            with contextlib.suppress(Exception):
+                await self._in_writer_thread(self.store.aclose(), last=True)  # idle: no connection or thread is kept
+            for waiter in self._idle_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._idle_waiters.clear()
+            if self._ops:  # queued while closing
+                self._writer = self._start(self._awrite_loop())
+
+    async def _in_writer_thread(self, coroutine: Coroutine[Any, Any, None], last: bool = False) -> None:
+        """Run ``coroutine`` on the writer thread's own event loop, in the current context (for `hash_key`).
+
+        The database round trips (several per batch) then wait on that idle loop, not on ours, which may be busy
+        with thousands of agents: one hand-over per batch instead of an iteration of our loop per round trip.
+        ``last`` closes that loop and ends the thread afterwards.
+        """
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="miniagents-store-writer")
+        executor = self._executor
+        if last:
+            self._executor = None
+        context = contextvars.copy_context()
+        future = asyncio.get_running_loop().run_in_executor(executor, context.run, self._run_here, coroutine, last)
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            await asyncio.wait([future])  # the batch in hand is finished (the thread cannot be interrupted)
+            raise
+        finally:
+            if last:
+                executor.shutdown(wait=False)
+
+    def _run_here(self, coroutine: Coroutine[Any, Any, None], last: bool) -> None:
+        if self._thread_loop is None:
+            self._thread_loop = asyncio.new_event_loop()
+        loop = self._thread_loop
+        try:
+            loop.run_until_complete(coroutine)
+        finally:
+            if last:
+                self._thread_loop = None
+                try:
+                    loop.run_until_complete(loop.shutdown_asyncgens())
+                finally:
+                    loop.close()
+
+    async def _abuild_and_write(self, ops: list[_Op]) -> None:
+        await self._awrite_all(self._batches(ops))
+
+    def _dirty_streams(self) -> Iterator[PartialMessage]:
+        for stream in self._streams.values():
+            if stream.dirty:
+                yield stream
+
+    def _batches(self, ops: list[_Op]) -> StoreBatch:
+        batch = StoreBatch()
+        calls: dict[str, CallRow] = {}  # a call started and ended within one batch is written once
+        partials: dict[str, PartialRow] = {}
+        known = self._known
+        if len(known) > _KNOWN_LIMIT:
+            known.clear()
+        now = time.time()
+        for op in ops:
+            kind = op[0]
+            if kind == "message":
+                self._add_message(batch, op[1], known)
+            elif kind == "slot":
+                _, owner_id, slot_kind, index, message, partial_id = op
+                hash_key = None
+                if message is not None:
+                    self._add_message(batch, message, known)
+                    hash_key = message.hash_key
+                batch.slots.append(SlotRow(owner_id, slot_kind, index, hash_key, partial_id))
+            elif kind == "call":
+                _, call_id, parent_id, alias, kwargs, status, started_at, ended_at, error = op
+                kwargs_json = None if kwargs is None else kwargs.serialized
+                calls[call_id] = CallRow(call_id, parent_id, alias, kwargs_json, status, started_at, ended_at, error)
+            else:  # "partial"
+                _, stream, status, message = op
+                stream.dirty = False
+                text = "".join(stream.parts)
+                partials[stream.partial_id] = PartialRow(
+                    stream.partial_id,
+                    stream.class_name,
+                    stream.metadata_json,
+                    json.dumps(text, ensure_ascii=False),
+                    status,
+                    None if message is None else message.hash_key,
+                    now,
+                )
+        batch.calls = list(calls.values())
+        batch.partials = list(partials.values())
+        return batch
+
+    @staticmethod
+    def _add_message(batch: StoreBatch, message: Message, known: set[str]) -> None:
+        hash_key = message.hash_key
+        if hash_key in known:
+            return
+        nested = False
+        if not _only_plain_values(message):
+            for sub_message in message.sub_messages():
+                nested = True
+                sub_key = sub_message.hash_key
+                if sub_key not in known:
+                    known.add(sub_key)
+                    batch.messages.append(MessageRow(sub_key, sub_message.class_, _json(sub_message)))
+        known.add(hash_key)
+        # Without nested messages, `serialize()` is pydantic's dump: its JSON comes much faster from pydantic-core.
+        batch.messages.append(MessageRow(hash_key, message.class_, _json(message) if nested else message.full_json))
+
+    async def _awrite_all(self, batch: StoreBatch) -> None:
+        if await self._atry(batch):
+            return
+        parts = _split(batch)
+        if not parts:  # a single row that kept failing
+            self.failed_rows += len(batch)
+            logger.error(
+                "gave up writing %r to %r after %d tries", _describe(batch), self.store, len(self.retry_delays) + 1
+            )
+            self._forget(batch)
+            return
+        for part in parts:
+            await self._awrite_all(part)
+
+    async def _atry(self, batch: StoreBatch) -> bool:
+        for attempt, delay in enumerate((*self.retry_delays, None)):
+            try:
+                await self.store.awrite(batch)
+                return True
+            except Exception as error:
+                logger.error(
+                    "writing %d rows to %r failed (try %d of %d): %s: %s",
+                    len(batch),
+                    self.store,
+                    attempt + 1,
+                    len(self.retry_delays) + 1,
+                    type(error).__name__,
+                    error,
+                )
+                with contextlib.suppress(Exception):
+                    await self.store.aclose()  # a fresh connection for the retry
+                if delay is not None:
+                    await asyncio.sleep(delay)
+        return False
+
+    def _forget(self, batch: StoreBatch) -> None:
+        for row in batch.messages:
+            self._known.discard(row.hash_key)
+
+
+_PLAIN_TYPES = frozenset((str, int, float, bool, type(None)))
+
+
+def _only_plain_values(message: Message) -> bool:
+    """Whether no field holds a model or a tuple (then nothing can be nested in it): a cheap first check."""
+    plain = _PLAIN_TYPES
+    return all(type(value) in plain for value in message.frozen_fields_and_values().values())
+
+
+def _json(message: Message) -> str:
+    """The message as stored: its fields as JSON, nested messages replaced by their hash keys (``serialize()``)."""
+    if any(True for _ in message.sub_messages()):
+        return message.serialized
+    return message.full_json
+
+
+def _split(batch: StoreBatch) -> list[StoreBatch]:
+    """Split a batch in two halves (by table, then by rows); [] for a single row."""
+    rows: list[tuple[str, Any]] = [
+        *(("messages", row) for row in batch.messages),
+        *(("partials", row) for row in batch.partials),
+        *(("calls", row) for row in batch.calls),
+        *(("slots", row) for row in batch.slots),
+    ]
+    if len(rows) <= 1:
+        return []
+    halves = [rows[: len(rows) // 2], rows[len(rows) // 2 :]]
+    result = []
+    for half in halves:
+        part = StoreBatch()
+        for table, row in half:
+            getattr(part, table).append(row)
+        result.append(part)
+    return result
+
+
+def _describe(batch: StoreBatch) -> str:
+    for table in ("messages", "partials", "calls", "slots"):
+        rows = getattr(batch, table)
+        if rows:
+            return f"{table} row {rows[0]!r}"[:300]
+    return "nothing"

@@ -1,0 +1,192 @@
+"""`SQLiteMessageStore`: the embedded default, a SQLite file in WAL mode through aiosqlite."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from miniagents.store._base import RecordingStore
+from miniagents.store._rows import CallRow, MessageRow, PartialRow, SlotRow, StoreBatch
+from miniagents.store._sql import (
+    CREATE_TABLES,
+    DEFAULT_PREFIX,
+    SELECT_CALL_TREE,
+    SELECT_MESSAGES,
+    SELECT_PARTIALS,
+    SELECT_SLOTS,
+    UPSERTS,
+    check_prefix,
+)
+
+if TYPE_CHECKING:
+    import aiosqlite
+
+__all__ = ["SQLiteMessageStore"]
+
+_CHUNK = 500  # keys per `IN (...)` query, well below SQLite's limit on parameters
+_MAX_PARAMETERS = 32_000  # parameters per statement (SQLite allows 32,766 since 3.32)
+
+
+def _import_aiosqlite() -> Any:
+    try:
+        import aiosqlite  # pylint: disable=import-outside-toplevel
+    except ImportError as exc:
+        raise ImportError(
+            'SQLiteMessageStore needs aiosqlite: pip install "miniagents[sqlite]" (or pip install aiosqlite)'
+        ) from exc
+    return aiosqlite
+
+
+class SQLiteMessageStore(RecordingStore):
+    """A message store in a SQLite file, the embedded default.
+
+    WAL journal, ``synchronous=NORMAL``: a committed batch survives a crash of the process; only a power loss
+    can take the last ones.
+
+    The writing connection is opened on first use (the tables are created if needed) and closed by `aclose`, which
+    the recorder calls whenever it has written everything; each read uses a short-lived connection of its own.
+    Several processes may share the file: writers wait up to ``busy_timeout`` seconds for each other.
+
+    Args:
+        path: the database file (``str`` or path-like; parent directories are created). ``":memory:"`` is not
+            accepted: the store closes its connection when idle.
+        table_prefix: prefix of the table names (letters, digits, ``_``).
+        busy_timeout: seconds to wait for another writer's lock before a write fails (and is retried).
+
+    Raises:
+        ImportError: aiosqlite is not installed (``pip install "miniagents[sqlite]"``).
+        ValueError: a bad path or prefix.
+
+    Example:
+        >>> store = SQLiteMessageStore("runs.db")  # then MiniAgents(store=store) or store.observer()
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, table_prefix: str = DEFAULT_PREFIX, busy_timeout: float = 5.0
+    ) -> None:
+        _import_aiosqlite()
+        if str(path) in ("", ":memory:"):
+            raise ValueError("SQLiteMessageStore needs a file path (an in-memory database would vanish when idle)")
+        super().__init__()
+        self.path = Path(path)
+        self._prefix = check_prefix(table_prefix)
+        self._busy_timeout = busy_timeout
+        self._writing: aiosqlite.Connection | None = None  # used by one writer at a time (the recorder's task)
+        self._schema_ready = False
+        self._statements: dict[tuple[str, int], str] = {}
+
+    def __repr__(self) -> str:
+        return f"SQLiteMessageStore({str(self.path)!r})"
+
+    def _sql(self, template: str, marks: int = 0) -> str:
+        return template.format(p=self._prefix, marks=", ".join("?" * marks), without_rowid=" WITHOUT ROWID")
+
+    async def _aconnect(self) -> aiosqlite.Connection:
+        driver = _import_aiosqlite()
+        if not self._schema_ready:
+            # Checked here: a failed aiosqlite connect leaves its thread to report to our loop after we return.
+            if self.path.is_dir():
+                raise IsADirectoryError(f"{self.path}: is a directory, not a SQLite database file")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection: aiosqlite.Connection = await driver.connect(self.path, isolation_level=None)
+        try:
+            # One script, one round trip to the connection's thread: each costs an event-loop iteration.
+            script = [f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)};"]
+            if not self._schema_ready:
+                script += ["PRAGMA journal_mode = WAL;", "BEGIN IMMEDIATE;"]
+                script += [self._sql(statement) + ";" for statement in CREATE_TABLES]
+                script += ["COMMIT;"]
+            script += ["PRAGMA synchronous = NORMAL;"]
+            await connection.executescript("\n".join(script))
+            self._schema_ready = True
+        except BaseException:
+            await connection.close()
+            raise
+        return connection
+
+    async def awrite(self, batch: StoreBatch) -> None:
+        """Write ``batch`` in one transaction (see `MessageStore.awrite`)."""
+        if self._writing is None:
+            self._writing = await self._aconnect()
+        connection = self._writing
+        await connection.execute("BEGIN IMMEDIATE")
+        try:
+            for table, rows in (
+                ("messages", batch.messages),
+                ("partials", batch.partials),
+                ("calls", batch.calls),
+                ("slots", batch.slots),
+            ):
+                if rows:
+                    await self._ainsert(connection, table, rows)
+            await connection.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await connection.execute("ROLLBACK")
+            raise
+
+    async def _ainsert(self, connection: aiosqlite.Connection, table: str, rows: Sequence[Any]) -> None:
+        """Insert with as few statements as possible: many rows per ``VALUES`` list.
+
+        One statement per row (``executemany``) hands the GIL between the database thread and the event loop
+        once per row, which is slow while the loop is busy; a few big statements hand it over a few times.
+        """
+        columns = len(rows[0])
+        per_statement = min(_MAX_PARAMETERS // columns, len(rows))
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            values = [value for row in chunk for value in row]
+            await connection.execute(self._multi_row_sql(table, len(chunk)), values)
+
+    def _multi_row_sql(self, table: str, count: int) -> str:
+        key = (table, count)
+        sql = self._statements.get(key)
+        if sql is None:
+            single = self._sql(UPSERTS[table])
+            head, _, rest = single.partition(" VALUES ")
+            group, _, tail = rest.partition(")")
+            sql = f"{head} VALUES {', '.join([group + ')'] * count)}{tail}"
+            if len(self._statements) < 64:
+                self._statements[key] = sql
+        return sql
+
+    async def _aquery(self, template: str, keys: Sequence[str]) -> list[Any]:
+        if not keys:
+            return []
+        connection = await self._aconnect()  # a connection of its own: reads never wait for the writer
+        try:
+            rows: list[Any] = []
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start : start + _CHUNK]
+                marks = 0 if template is SELECT_CALL_TREE else len(chunk)
+                async with connection.execute(self._sql(template, marks), chunk) as cursor:
+                    rows.extend(await cursor.fetchall())
+            return rows
+        finally:
+            await connection.close()
+
+    async def aread_messages(self, hash_keys: Collection[str]) -> dict[str, MessageRow]:
+        """See `MessageStore.aread_messages`."""
+        return {row[0]: MessageRow(*row) for row in await self._aquery(SELECT_MESSAGES, list(hash_keys))}
+
+    async def aread_partials(self, partial_ids: Collection[str]) -> dict[str, PartialRow]:
+        """See `MessageStore.aread_partials`."""
+        return {row[0]: PartialRow(*row) for row in await self._aquery(SELECT_PARTIALS, list(partial_ids))}
+
+    async def aread_calls(self, root_call_id: str) -> list[CallRow]:
+        """See `MessageStore.aread_calls`."""
+        return [CallRow(*row) for row in await self._aquery(SELECT_CALL_TREE, [root_call_id])]
+
+    async def aread_slots(self, owner_ids: Collection[str]) -> list[SlotRow]:
+        """See `MessageStore.aread_slots`."""
+        rows = await self._aquery(SELECT_SLOTS, list(owner_ids))
+        return [SlotRow(*row) for row in sorted(rows, key=lambda row: (row[0], row[1], row[2]))]
+
+    async def aclose(self) -> None:
+        """Close the writing connection (it is opened again on the next write)."""
+        connection, self._writing = self._writing, None
+        if connection is not None:
+            await connection.close()
