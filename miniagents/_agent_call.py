@@ -452,7 +452,10 @@ class AgentCall(WorkScope):
                 if mini_agents.wants_interaction_nodes():
                     mini_agents.start_soon(self._abuild_interaction_nodes(), scope=None)
                 if not self._input_read:
-                    mini_agents.start_soon(self._aread_input(), scope=None)
+                    if request_promise.is_ended:  # (the agent read all of it: the usual case)
+                        self._input_read = True
+                    else:
+                        mini_agents.start_soon(self._aread_input(), scope=None)
                 self._maybe_end()
             if self._resolve_replies_later:
                 await self._aresolve_replies()
@@ -564,11 +567,19 @@ class AgentCall(WorkScope):
             self._notify("on_call_input", self, index, piece)
 
     def _notify(self, method: str, *args: Any) -> None:
-        for observer in self._observers:
-            try:
-                getattr(observer, method)(*args)
-            except Exception as error:  # an observer's bug must not break the run
-                self._mini_agents.observer_failed(observer, method, error)
+        # Observers run outside this call's scope (what they start is not cancelled with the call) and as the
+        # framework's own work (what they await does not count as retrieved by the agents' code).
+        scope_token = current_scope.set(None)
+        work_token = in_framework_work.set(True)
+        try:
+            for observer in self._observers:
+                try:
+                    getattr(observer, method)(*args)
+                except Exception as error:  # an observer's bug must not break the run
+                    self._mini_agents.observer_failed(observer, method, error)
+        finally:
+            in_framework_work.reset(work_token)
+            current_scope.reset(scope_token)
 
     # --- interaction nodes --------------------------------------------------------------------------------------
 

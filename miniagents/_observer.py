@@ -16,8 +16,10 @@ class RunObserver:
 
     A context notifies its own observers and those of every enclosing context. The methods are called
     synchronously on the event loop, in the task that caused the event: keep them fast and do any I/O in a task
-    of your own (`MiniAgents.start_asap` makes leaving the context wait for it). An exception from an observer is
-    logged once per observer and method, and the observer keeps being called.
+    of your own (`MiniAgents.start_asap` makes leaving the context wait for it). Such a task is not cancelled with
+    the call it observes, and an error it gets from awaiting the run's promises does not count as retrieved (so
+    an unhandled agent error is still reported). An exception from an observer is logged once per observer and
+    method, and the observer keeps being called.
     """
 
     def on_call_started(self, call: AgentCall) -> None:
