@@ -26,11 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 from miniagents.ext.llm._support import (
     ClientPerLoop,
+    aprompt_dicts,
     import_sdk,
     preliminary_metadata,
     resolve_stream,
     translate_sdk_error,
 )
+from miniagents.ext.llm._tracing import trace_llm_streamer
 from miniagents.ext.llm.llm_common import AssistantMessage, message_to_llm_dict
 from miniagents.messages import Message
 from miniagents.miniagents import InteractionContext, miniagent
@@ -136,7 +138,14 @@ async def anthropic_agent(
     ctx.reply(
         AnthropicMessage.promise(
             start_asap=True,
-            message_token_streamer=stream_tokens,
+            message_token_streamer=trace_llm_streamer(
+                stream_tokens,
+                provider=_PROVIDER,
+                model=model,
+                stream=stream,
+                request_parameters=kwargs,
+                prompt=lambda: aprompt_dicts(ctx, system),
+            ),
             **preliminary_metadata(ctx, model, reply_metadata),
         )
     )

@@ -52,6 +52,7 @@ from miniagents.ext.llm._support import (
     resolve_stream,
 )
 from miniagents.ext.llm._thread_bridge import aiterate_in_thread
+from miniagents.ext.llm._tracing import trace_llm_streamer
 from miniagents.ext.llm.errors import LLMError
 from miniagents.ext.llm.llm_common import AssistantMessage
 from miniagents.miniagents import InteractionContext, miniagent
@@ -225,7 +226,14 @@ async def llama_cpp_agent(
     ctx.reply(
         LlamaCppMessage.promise(
             start_asap=True,
-            message_token_streamer=stream_tokens,
+            message_token_streamer=trace_llm_streamer(
+                stream_tokens,
+                provider=_PROVIDER,
+                model=model_name,
+                stream=stream,
+                request_parameters=params,
+                prompt=lambda: aprompt_dicts(ctx, system),
+            ),
             **preliminary_metadata(ctx, model_name, reply_metadata),
         )
     )

@@ -39,6 +39,7 @@ from miniagents.ext.llm._support import (
     resolve_stream,
     translate_sdk_error,
 )
+from miniagents.ext.llm._tracing import trace_llm_streamer
 from miniagents.ext.llm.llm_common import AssistantMessage
 from miniagents.miniagents import InteractionContext, miniagent
 
@@ -138,7 +139,14 @@ async def openai_agent(
     ctx.reply(
         OpenAIMessage.promise(
             start_asap=True,
-            message_token_streamer=stream_tokens,
+            message_token_streamer=trace_llm_streamer(
+                stream_tokens,
+                provider=_PROVIDER,
+                model=model,
+                stream=stream,
+                request_parameters=kwargs,
+                prompt=lambda: aprompt_dicts(ctx, system),
+            ),
             **preliminary_metadata(ctx, model, reply_metadata),
         )
     )

@@ -49,6 +49,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from miniagents.ext.llm._support import aprompt_dicts, preliminary_metadata, resolve_stream
+from miniagents.ext.llm._tracing import trace_llm_streamer
 from miniagents.ext.llm.llm_common import AssistantMessage
 from miniagents.miniagents import InteractionContext, MiniAgent
 
@@ -179,7 +180,13 @@ def function_llm_agent(
         ctx.reply(
             FakeLLMMessage.promise(
                 start_asap=True,
-                message_token_streamer=stream_tokens,
+                message_token_streamer=trace_llm_streamer(
+                    stream_tokens,
+                    provider="miniagents.fake",
+                    model=model,
+                    stream=stream,
+                    prompt=lambda: aprompt_dicts(ctx, system),
+                ),
                 **preliminary_metadata(ctx, model, reply_metadata),
             )
         )
