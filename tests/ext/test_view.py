@@ -45,7 +45,7 @@ def sample_runs() -> LiveRuns:
 
 
 def client_for(source: RunSource) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(source)), base_url=BASE)  # type: ignore[arg-type]
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(source)), base_url=BASE)
 
 
 async def test_json_endpoints() -> None:
@@ -204,7 +204,7 @@ async def test_publisher_without_a_server_warns_once_and_the_run_goes_on(
 
 
 def test_publisher_rejects_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="127.0.0.1 or localhost"):
+    with pytest.raises(ValueError, match=r"127\.0\.0\.1 or localhost"):
         ViewPublisher(url="http://example.com:8765")
     with pytest.raises(ValueError, match="flush_interval must be positive"):
         ViewPublisher(flush_interval=0)

@@ -17,13 +17,18 @@ stored runs plugs in the same way (`create_app`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from miniagents.ext.view._publisher import DEFAULT_PORT, ViewPublisher
 from miniagents.ext.view._runs import EventError, LiveRuns, RunSource
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 __all__ = ["DEFAULT_PORT", "EventError", "LiveRuns", "RunSource", "ViewPublisher", "create_app", "serve"]
 
 
-def create_app(source: RunSource | None = None) -> object:
+def create_app(source: RunSource | None = None) -> Starlette:
     """The ASGI app of the view (Starlette) over ``source`` (a new, empty `LiveRuns` by default).
 
     See `miniagents.ext.view._app.create_app` for the routes.
@@ -50,4 +55,4 @@ def serve(port: int = DEFAULT_PORT, source: RunSource | None = None) -> None:
         import uvicorn
     except ImportError as error:
         raise ImportError('miniagents view needs uvicorn: pip install "miniagents[view]"', name="uvicorn") from error
-    uvicorn.run(create_app(source), host="127.0.0.1", port=port, log_level="warning")  # type: ignore[arg-type]
+    uvicorn.run(create_app(source), host="127.0.0.1", port=port, log_level="warning")

@@ -189,9 +189,10 @@ class LiveRuns:
             status = event.get("status")
             if status not in _STATUSES:
                 raise EventError(f"event 'status': unknown status {status!r}")
-            call = run.calls.get(call_id)
-            if call is None:
+            existing = run.calls.get(call_id)
+            if existing is None:
                 raise EventError(f"event 'status': unknown call {call_id!r}")
+            call = existing
             call.update(status=status, ended_at=event.get("ended_at"), error=event.get("error"))
             run.call_events.append(
                 {

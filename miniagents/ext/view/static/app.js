@@ -147,7 +147,7 @@ function clearMessage() {
 }
 
 function selectMessage(key) {
-  if (state.selectedMessage === key && state.messageEvents) { markSelectedMessage(); return; }
+  if (state.selectedMessage === key) { markSelectedMessage(); return; }
   clearMessage();
   state.selectedMessage = key;
   markSelectedMessage();
@@ -164,6 +164,8 @@ function selectMessage(key) {
       meta.textContent = event.class + (event.error ? " — " + event.error : "");
       meta.className = event.error ? "error" : "";
       events.close();
+      state.messageEvents = null;
+      if (state.selectedCall) selectCall(state.selectedCall, true);  // (the message previews are final now)
     }
   };
 }
