@@ -69,6 +69,7 @@ class ViewPublisher(RunObserver):
         self.started_at = started
         self._events: list[dict[str, Any]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._unread: list[tuple[str, MessagePromise]] = []
         self._keys: weakref.WeakKeyDictionary[MessagePromise, str] = weakref.WeakKeyDictionary()
         self._next_key = 0
         self._warned = False
@@ -119,9 +120,24 @@ class ViewPublisher(RunObserver):
         if key is None:
             key = self._keys[message_promise] = f"m{self._next_key}"
             self._next_key += 1
-        self._emit({"type": "link", "call": call.call_id, "direction": direction, "key": key})
         if new:
-            self._start(self._afollow_text(key, message_promise))
+            self._unread.append((key, message_promise))
+        self._emit({"type": "link", "call": call.call_id, "direction": direction, "key": key})
+
+    async def _aread_texts(self) -> None:
+        """Read the texts of the messages linked since the last batch: the finished ones right here (no task)."""
+        unread, self._unread = self._unread, []
+        for key, message_promise in unread:
+            if not message_promise.is_resolved:
+                self._start(self._afollow_text(key, message_promise))
+                continue
+            try:
+                message = await message_promise  # (resolved: returns at once)
+            except Exception as exception:  # noqa: BLE001 - the view shows the error, the run handles it
+                self._events.append(_text_done(key, f"{type(exception).__name__}: {exception}", "Message"))
+                continue
+            self._events.append({"type": "text", "key": key, "text": str(message)})
+            self._events.append(_text_done(key, None, type(message).__name__))
 
     async def _afollow_text(self, key: str, message_promise: MessagePromise) -> None:
         error = None
@@ -132,7 +148,7 @@ class ViewPublisher(RunObserver):
         except Exception as exception:
             error = f"{type(exception).__name__}: {exception}"
             class_name = "Message"
-        self._emit({"type": "text", "key": key, "done": True, "error": error, "class": class_name})
+        self._emit(_text_done(key, error, class_name))
 
     def _emit(self, event: dict[str, Any]) -> None:
         self._events.append(event)
@@ -153,9 +169,10 @@ class ViewPublisher(RunObserver):
             async with httpx.AsyncClient(timeout=10.0) as client:
                 while True:
                     await asyncio.sleep(self.flush_interval)
+                    await self._aread_texts()
                     events, self._events = self._events, []
                     await self._asend(client, events)
-                    if not self._events:
+                    if not self._events and not self._unread:
                         self._flusher = None  # the next event starts a new flusher (even while this one closes)
                         break
         except BaseException:
@@ -185,3 +202,7 @@ class ViewPublisher(RunObserver):
         if not self._warned:
             self._warned = True
             logger.warning("%s; events of this run are dropped", text)
+
+
+def _text_done(key: str, error: str | None, class_name: str) -> dict[str, Any]:
+    return {"type": "text", "key": key, "done": True, "error": error, "class": class_name}
