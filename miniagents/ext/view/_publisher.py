@@ -133,7 +133,7 @@ class ViewPublisher(RunObserver):
                 continue
             try:
                 message = await message_promise  # (resolved: returns at once)
-            except Exception as exception:  # noqa: BLE001 - the view shows the error, the run handles it
+            except Exception as exception:
                 self._events.append(_text_done(key, f"{type(exception).__name__}: {exception}", "Message"))
                 continue
             self._events.append({"type": "text", "key": key, "text": str(message)})
