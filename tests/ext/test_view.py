@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -215,3 +216,52 @@ def test_cli_view_rejects_a_bad_port(capsys: pytest.CaptureFixture[str]) -> None
         cli_main(["view", "--port", "70000"])
     assert exit_info.value.code == 2
     assert "must be a port number" in capsys.readouterr().err
+
+
+@dataclass
+class TreeCall:
+    """The shape of the message store's ``StoredCall`` (what `LiveRuns.add_call_tree` reads)."""
+
+    call_id: str
+    parent_call_id: str | None
+    agent_alias: str
+    status: str
+    started_at: float = 1.0
+    ended_at: float | None = 2.0
+    error: str | None = None
+    inputs: tuple[Message, ...] = ()
+    replies: tuple[Message, ...] = ()
+    children: list[TreeCall] = field(default_factory=list)
+
+
+async def test_a_stored_call_tree_opens_as_a_run() -> None:
+    shared = Message("shared answer")
+    partial = Message("cut sho", partial=True)
+    tree = TreeCall(
+        "root",
+        None,
+        "ROOT",
+        "finished",
+        inputs=(Message("question"),),
+        replies=(shared, partial),
+        children=[
+            TreeCall("kid1", "root", "KID", "finished", replies=(shared,)),
+            TreeCall("kid2", "root", "KID", "failed", error="ValueError: no"),
+            TreeCall("kid3", "root", "SLOW", "running", ended_at=None, replies=(partial,)),
+        ],
+    )
+    live = LiveRuns()
+    assert live.add_call_tree(tree, name="stored") == "root"
+    async with client_for(live) as client:
+        run = (await client.get("/api/runs/root")).json()
+        assert run["run"]["name"] == "stored" and run["run"]["running"] == 1
+        assert [(c["id"], c["parent"], c["status"], c["error"]) for c in run["calls"]] == [
+            ("root", None, "finished", None),
+            ("kid1", "root", "finished", None),
+            ("kid2", "root", "failed", "ValueError: no"),
+            ("kid3", "root", "running", None),
+        ]
+        root = (await client.get("/api/runs/root/calls/root")).json()
+        kid1 = (await client.get("/api/runs/root/calls/kid1")).json()
+        assert kid1["replies"][0]["key"] == root["replies"][0]["key"]  # one message, two places
+        assert [(m["preview"], m["done"]) for m in root["replies"]] == [("shared answer", True), ("cut sho", False)]

@@ -224,6 +224,70 @@ class LiveRuns:
         else:
             raise EventError(f"unknown event type {kind!r}")
 
+    def add_call_tree(self, root: Any, name: str | None = None) -> str:
+        """Add a finished (e.g. stored) run from its root call tree; returns the run's id (the root call's id).
+
+        Args:
+            root: a call tree like the message store's ``StoredCall``: an object with ``call_id``,
+                ``parent_call_id``, ``agent_alias``, ``status``, ``started_at``, ``ended_at``, ``error``,
+                ``inputs`` and ``replies`` (sequences of messages) and ``children`` (calls of the same shape).
+                A message with ``partial=True`` is shown as not done.
+            name: what the view calls the run; the root's alias and start time by default.
+
+        Raises:
+            EventError: a status is unknown or a call id is not a string.
+        """
+        events: list[dict[str, Any]] = []
+        keys: dict[int, str] = {}  # the same message object in several places is one message
+
+        def visit(call: Any) -> None:
+            events.append(
+                {
+                    "type": "call",
+                    "id": call.call_id,
+                    "parent": call.parent_call_id if call is not root else None,
+                    "alias": call.agent_alias,
+                    "started_at": call.started_at,
+                }
+            )
+            for direction, messages in (("input", call.inputs), ("reply", call.replies)):
+                for message in messages:
+                    key = keys.get(id(message))
+                    new = key is None
+                    if key is None:
+                        key = keys[id(message)] = f"m{len(keys)}"
+                    events.append({"type": "link", "call": call.call_id, "direction": direction, "key": key})
+                    if new:
+                        events.append({"type": "text", "key": key, "text": str(message)})
+                        if not getattr(message, "partial", False):
+                            events.append(
+                                {
+                                    "type": "text",
+                                    "key": key,
+                                    "done": True,
+                                    "error": None,
+                                    "class": type(message).__name__,
+                                }
+                            )
+            for child in call.children:
+                visit(child)
+            if call.status != "running":
+                events.append(
+                    {
+                        "type": "status",
+                        "id": call.call_id,
+                        "status": call.status,
+                        "ended_at": call.ended_at,
+                        "error": call.error,
+                    }
+                )
+
+        visit(root)
+        if name is None:
+            name = f"{root.agent_alias} {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(root.started_at))}"
+        self.ingest({"run": root.call_id, "name": name, "started_at": root.started_at, "events": events})
+        return str(root.call_id)
+
     # --- RunSource ----------------------------------------------------------------------------------------------
 
     def list_runs(self) -> list[dict[str, Any]]:
