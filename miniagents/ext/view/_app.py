@@ -37,7 +37,7 @@ def create_app(source: RunSource, live: LiveRuns | None = None) -> Starlette:
     Returns:
         A Starlette app. Routes: ``/`` (the page), ``/static/...``, ``GET /api/runs``, ``GET /api/runs/{run}``,
         ``GET /api/runs/{run}/calls/{call}``, ``GET /api/runs/{run}/messages/{key}``, the server-sent event
-        streams ``GET /api/runs/{run}/events`` (call events) and ``GET /api/runs/{run}/messages/{key}/stream``
+        streams ``GET /api/runs/{run}/events`` (call events, a JSON list per event) and ``GET /api/runs/{run}/messages/{key}/stream``
         (a message's text as it streams), and ``POST /api/ingest`` (``{"run": id, "events": [...]}``). Only the
         host names ``127.0.0.1`` and ``localhost`` are served (against DNS rebinding).
     """
@@ -107,7 +107,7 @@ def _json_or_404(data: dict[str, Any] | None, what: str) -> Response:
     return _not_found(what) if data is None else JSONResponse(data)
 
 
-def _sse(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+def _sse(events: AsyncIterator[Any]) -> StreamingResponse:
     async def body() -> AsyncIterator[str]:
         yield ": connected\n\n"
         async for event in events:

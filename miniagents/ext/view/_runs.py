@@ -15,6 +15,7 @@ __all__ = ["EventError", "LiveRuns", "RunSource"]
 
 _STATUSES = frozenset({"running", "finished", "failed", "cancelled"})
 _MAX_RUNS = 100  # the oldest runs are forgotten beyond this
+_MAX_BATCH = 5000  # call events per server-sent event
 
 
 class EventError(ValueError):
@@ -44,8 +45,12 @@ class RunSource(Protocol):
         """One message: ``{"key", "class", "text", "done", "error"}``."""
         ...
 
-    def follow_run(self, run_id: str) -> AsyncIterator[dict[str, Any]]:
-        """The run's call events from its start and then as they happen: ``{"type": "call" | "status", ...}``."""
+    def follow_run(self, run_id: str) -> AsyncIterator[list[dict[str, Any]]]:
+        """The run's call events from its start and then as they happen, in batches (lists).
+
+        An event is ``{"type": "call", "id", "parent", "alias", "status", ...}`` or ``{"type": "status", "id",
+        "status", "error", "ended_at"}``.
+        """
         ...
 
     def follow_message(self, run_id: str, key: str) -> AsyncIterator[dict[str, Any]]:
@@ -320,7 +325,7 @@ class LiveRuns:
         message = run.messages.get(key) if run is not None else None
         return None if message is None else message.full()
 
-    async def follow_run(self, run_id: str) -> AsyncIterator[dict[str, Any]]:
+    async def follow_run(self, run_id: str) -> AsyncIterator[list[dict[str, Any]]]:
         """See `RunSource.follow_run` (it never ends by itself for a known run)."""
         run = self._runs.get(run_id)
         if run is None:
@@ -328,9 +333,11 @@ class LiveRuns:
         position = 0
         while True:
             changed = run.changed
-            while position < len(run.call_events):
-                yield run.call_events[position]
-                position += 1
+            if position < len(run.call_events):
+                events = run.call_events[position : position + _MAX_BATCH]
+                position += len(events)
+                yield events
+                continue
             await changed.wait()
 
     async def follow_message(self, run_id: str, key: str) -> AsyncIterator[dict[str, Any]]:

@@ -4,33 +4,67 @@
 
 const COLORS = { running: "#f59e0b", finished: "#10b981", failed: "#ef4444", cancelled: "#9ca3af" };
 const state = { run: null, runEvents: null, messageEvents: null, selectedCall: null, selectedMessage: null,
-                calls: new Map(), layoutTimer: null, pinnedRun: null };
+                calls: new Map(), counts: {}, pending: [], applyTimer: null, layoutTimer: null, layoutMs: 0, pinnedRun: null };
 
 const cy = cytoscape({
   container: document.getElementById("graph"),
   style: [
     { selector: "node", style: { "label": "data(label)", "background-color": "data(color)", "font-size": 11,
-                                 "text-valign": "bottom", "text-margin-y": 3, "width": 22, "height": 22 } },
+                                 "text-valign": "bottom", "text-margin-y": 3, "width": 22, "height": 22,
+                                 "min-zoomed-font-size": 7 } },
     { selector: "node:selected", style: { "border-width": 3, "border-color": "#2563eb" } },
     { selector: "edge", style: { "width": 1.5, "line-color": "#9ca3af", "target-arrow-color": "#9ca3af",
                                  "target-arrow-shape": "triangle", "curve-style": "bezier" } },
   ],
   wheelSensitivity: 0.3,
+  pixelRatio: 1,  // (big graphs: fewer pixels to draw)
+  hideEdgesOnViewport: true,
+  textureOnViewport: true,
 });
 window.miniagentsView = { cy, state };  // for tests and the console
 
 function scheduleLayout() {
   if (state.layoutTimer !== null) return;
+  // A big graph takes a while to lay out: wait at least ten times as long as the last layout took.
   state.layoutTimer = setTimeout(() => {
     state.layoutTimer = null;
-    const roots = cy.nodes().roots();
-    cy.layout({ name: "breadthfirst", directed: true, roots: roots, spacingFactor: 1.1, animate: false,
-                fit: true, padding: 20 }).run();
-  }, 150);
+    const started = performance.now();
+    cy.layout({ name: "breadthfirst", directed: true, roots: cy.nodes().roots(), spacingFactor: 1.1,
+                animate: false, fit: true, padding: 20 }).run();
+    state.layoutMs = performance.now() - started;
+  }, Math.max(150, 10 * state.layoutMs));
 }
 
-function addCall(call) {
+// Events are applied at most every 200 ms, in one batch: one redraw of the graph however fast calls come.
+function queueEvents(events) {
+  state.pending.push(...events);
+  if (state.applyTimer === null) {
+    state.applyTimer = setTimeout(() => {
+      state.applyTimer = null;
+      const pending = state.pending;
+      state.pending = [];
+      applyEvents(pending);
+    }, state.pending.length > 50 ? 200 : 20);
+  }
+}
+
+function applyEvents(events) {
+  const list = document.createDocumentFragment();
+  cy.batch(() => {
+    for (const event of events) {
+      if (event.type === "call") addCall(event, list);
+      else if (event.type === "status") setStatus(event.id, event.status, event.error);
+    }
+  });
+  document.getElementById("calls").append(list);
+  updateSummary();
+  if (state.selectedCall && events.some((e) => e.type === "status" && e.id === state.selectedCall))
+    selectCall(state.selectedCall, true);
+}
+
+function addCall(call, list) {
   state.calls.set(call.id, call);
+  state.counts[call.status] = (state.counts[call.status] || 0) + 1;
   cy.add({ group: "nodes", data: { id: call.id, label: call.alias, color: COLORS[call.status] } });
   if (call.parent && cy.getElementById(call.parent).nonempty()) {
     cy.add({ group: "edges", data: { id: "e" + call.id, source: call.parent, target: call.id } });
@@ -38,36 +72,34 @@ function addCall(call) {
   const item = document.createElement("li");
   item.id = "call-" + call.id;
   item.dataset.callId = call.id;
-  item.innerHTML = '<span class="status"></span>';
-  item.append(call.alias);
-  let depth = 0;
-  for (let p = call.parent; p && state.calls.has(p) && depth < 40; p = state.calls.get(p).parent) depth++;
-  item.style.paddingLeft = (4 + depth * 12) + "px";
+  item.dataset.status = call.status;
+  const dot = document.createElement("span");
+  dot.className = "status " + call.status;
+  item.append(dot, call.alias);
+  const parent = state.calls.get(call.parent);
+  call.depth = parent ? parent.depth + 1 : 0;
+  item.style.paddingLeft = (4 + Math.min(call.depth, 40) * 12) + "px";
   item.onclick = () => selectCall(call.id);
-  document.getElementById("calls").append(item);
-  setStatus(call.id, call.status);
+  call.item = item;
+  list.append(item);
   scheduleLayout();
 }
 
 function setStatus(id, status, error) {
   const call = state.calls.get(id);
   if (!call) return;
+  state.counts[call.status] -= 1;
+  state.counts[status] = (state.counts[status] || 0) + 1;
   call.status = status;
   if (error !== undefined) call.error = error;
   cy.getElementById(id).data("color", COLORS[status]);
-  const dot = document.querySelector("#call-" + CSS.escape(id) + " .status");
-  if (dot) dot.className = "status " + status;
-  const item = document.getElementById("call-" + id);
-  if (item) item.dataset.status = status;
-  updateSummary();
-  if (state.selectedCall === id) selectCall(id, true);
+  call.item.dataset.status = status;
+  call.item.firstChild.className = "status " + status;
 }
 
 function updateSummary() {
-  const counts = {};
-  for (const call of state.calls.values()) counts[call.status] = (counts[call.status] || 0) + 1;
-  document.getElementById("summary").textContent =
-    state.calls.size + " calls: " + Object.entries(counts).map(([k, v]) => v + " " + k).join(", ");
+  document.getElementById("summary").textContent = state.calls.size + " calls: " +
+    Object.entries(state.counts).filter(([, v]) => v > 0).map(([k, v]) => v + " " + k).join(", ");
 }
 
 function resetRun() {
@@ -75,6 +107,10 @@ function resetRun() {
   if (state.messageEvents) state.messageEvents.close();
   state.runEvents = state.messageEvents = null;
   state.calls.clear();
+  state.counts = {};
+  state.pending = [];
+  if (state.applyTimer !== null) clearTimeout(state.applyTimer);
+  state.applyTimer = null;
   state.selectedCall = state.selectedMessage = null;
   cy.elements().remove();
   document.getElementById("calls").innerHTML = "";
@@ -91,11 +127,7 @@ function openRun(runId) {
   document.getElementById("runs").value = runId;
   const events = new EventSource("/api/runs/" + encodeURIComponent(runId) + "/events");
   state.runEvents = events;
-  events.onmessage = (message) => {
-    const event = JSON.parse(message.data);
-    if (event.type === "call") addCall(event);
-    else if (event.type === "status") setStatus(event.id, event.status, event.error);
-  };
+  events.onmessage = (message) => queueEvents(JSON.parse(message.data));
 }
 
 async function selectCall(id, refresh) {
