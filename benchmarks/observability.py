@@ -172,6 +172,38 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _page_lag(url: str, n: int, rate: float) -> float:
+    """Run a paced workload while chromium shows the page; seconds from the run's end until the page has it all."""
+    from playwright.sync_api import sync_playwright
+
+    args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=args)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 720})
+            page.goto(url)
+            _child({"kind": "view", "mode": "paced", "n": n, "rate": rate, "url": url})
+            ended = time.perf_counter()
+            page.wait_for_function(
+                f"() => window.miniagentsView.state.calls.size === {n} && "
+                "(window.miniagentsView.state.counts.finished || 0) === "
+                f"{n}",
+                timeout=600_000,
+            )
+            return time.perf_counter() - ended
+        finally:
+            browser.close()
+
+
 def _median(results: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in results)
 
@@ -185,6 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flat-n", type=int, default=5000)
     parser.add_argument("--baseline-root", type=Path, help="an older tree to run W1 on (tracing off)")
     parser.add_argument("--only", default="tracing,view")
+    parser.add_argument(
+        "--browser",
+        action="store_true",
+        help="also measure the page: /usr/bin/chromium (Playwright) shows a paced run; how long after the run's end "
+        "the page has every call",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -238,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     results[f"flat {side}"].append(result)
                     say(f"flat {side}: {result}")
+            lags = [_page_lag(url, args.paced_n, args.rate) for _ in range(args.repetitions)] if args.browser else []
         finally:
             server.terminate()
             server.wait(timeout=10)
@@ -259,6 +298,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{pn:.3f} / {cn:.3f} | wall {pn / po:.3f}x (target ≤ 1.2x), CPU {cn / co:.2f}x; "
             f"server had every call at the end: {'yes' if complete else 'NO'} |"
         )
+        if args.browser:
+            say(f"page lags: {lags}")
+            rows.append(
+                f"| view page (chromium, headless), {args.paced_n} calls at {args.rate:.0f}/s | s after the run's end "
+                f"until the page shows every call finished | {statistics.median(lags):.2f} | min {min(lags):.2f}, "
+                f"max {max(lags):.2f} |"
+            )
         fo, fn = _median(results["flat off"], "us_per_call"), _median(results["flat on"], "us_per_call")
         rows.append(f"| view, {args.flat_n} concurrent calls flat out, no publisher | µs/call | {fo:.1f} | |")
         rows.append(
