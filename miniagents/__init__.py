@@ -22,33 +22,40 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from miniagents.messages import Message, MessagePromise, MessageSequence, MessageSequencePromise
-from miniagents.miniagent_typing import MessageType
+from miniagents.errors import (
+    AgentCallCancelledError,
+    AppenderClosedError,
+    AppenderNotOpenError,
+    FunctionNotProvidedError,
+    MiniAgentsError,
+    NoActiveContextError,
+    PromisingContextError,
+    PromisingError,
+    WorkCancelledError,
+    WrongActiveContextError,
+)
+from miniagents.messages import Message, MessagePromise, MessageSequence, MessageSequencePromise, MessageType
 from miniagents.miniagents import (
     AgentCall,
     AgentCallNode,
+    AgentCallStatus,
     AgentInteractionNode,
     AgentReplyNode,
     InteractionContext,
     MiniAgent,
     MiniAgents,
+    RunObserver,
+    current_agent_call,
     miniagent,
-)
-from miniagents.promising.errors import (
-    AppenderClosedError,
-    AppenderNotOpenError,
-    FunctionNotProvidedError,
-    NoActiveContextError,
-    PromisingContextError,
-    PromisingError,
-    WrongActiveContextError,
 )
 from miniagents.promising.ext.frozen import Frozen
 from miniagents.promising.promising import Promise, Promising, PromisingContext, StreamAppender, StreamedPromise
 
 __all__ = [
     "AgentCall",
+    "AgentCallCancelledError",
     "AgentCallNode",
+    "AgentCallStatus",
     "AgentInteractionNode",
     "AgentReplyNode",
     "AppenderClosedError",
@@ -63,15 +70,19 @@ __all__ = [
     "MessageType",
     "MiniAgent",
     "MiniAgents",
+    "MiniAgentsError",
     "NoActiveContextError",
     "Promise",
     "Promising",
     "PromisingContext",
     "PromisingContextError",
     "PromisingError",
+    "RunObserver",
     "StreamAppender",
     "StreamedPromise",
+    "WorkCancelledError",
     "WrongActiveContextError",
+    "current_agent_call",
     "miniagent",
     "run",
 ]

@@ -7,26 +7,40 @@ agent replies. `MessageSequence` flattens any `MessageType` structure into such 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from typing import Any, Union
 
 from pydantic import BaseModel, PrivateAttr
 
+from miniagents.promising._failures import cancelled_work_error
+from miniagents.promising._streamed_promise import PENDING
+from miniagents.promising._tasks import is_own_cancellation
 from miniagents.promising.ext.frozen import Frozen
-from miniagents.promising.promising import (
-    PENDING,
-    Promise,
-    StreamAppender,
-    StreamedPromise,
-    _fire_promise_resolved,
-)
-from miniagents.promising.sentinels import DEFAULT, END_OF_QUEUE, NO_VALUE, Sentinel
+from miniagents.promising.promising import Promise, StreamAppender, StreamedPromise
+from miniagents.promising.sentinels import DEFAULT, END_OF_QUEUE, Sentinel
 from miniagents.promising.sequence import FlatSequence
 
-if TYPE_CHECKING:
-    from miniagents.miniagent_typing import MessageTokenStreamer, MessageType
+__all__ = [
+    "Message",
+    "MessagePromise",
+    "MessageSequence",
+    "MessageSequencePromise",
+    "MessageTokenStreamer",
+    "MessageType",
+    "SingleMessageType",
+]
 
-__all__ = ["Message", "MessagePromise", "MessageSequence", "MessageSequencePromise"]
+SingleMessageType = Union[str, dict[str, Any], BaseModel, "Message", "MessagePromise", BaseException]
+"""One message: a string, a dict of fields, a pydantic model, a `Message`, a `MessagePromise` or an exception."""
+
+MessageType = Union[SingleMessageType, Iterable[Any], AsyncIterable[Any]]  # noqa: UP007 - a runtime alias
+"""What agents accept and reply: single messages, or (async) iterables of `MessageType`, nested arbitrarily."""
+
+MessageTokenStreamer = Callable[[dict[str, Any]], AsyncIterator[str]]
+"""``streamer(metadata_so_far)`` returning an async iterator of tokens."""
+
+_TEXT_FIELDS = frozenset({"class_", "text", "text_template"})
 
 
 class Message(Frozen):
@@ -41,7 +55,18 @@ class Message(Frozen):
     text_template: str | None = None
 
     _as_promise_cache: MessagePromise | None = PrivateAttr(default=None)
-    _persisted: bool = PrivateAttr(default=False)
+    _persisted: Any = PrivateAttr(default=False)  # False, True (everywhere) or a tuple of the contexts that did
+
+    def persisted_by(self, context: Any) -> bool:
+        """Whether ``context`` (a `MiniAgents`) has persisted this very instance (see ``on_persist_message``)."""
+        persisted = self._persisted
+        return persisted is True or (persisted is not False and context in persisted)
+
+    def mark_persisted_by(self, context: Any) -> None:
+        """Record that ``context`` persisted this very instance."""
+        persisted = self._persisted
+        if persisted is not True:
+            self._persisted = (*persisted, context) if persisted is not False else (context,)
 
     def __init__(self, text: str | None = None, /, **data: Any) -> None:
         if text is not None:
@@ -205,7 +230,7 @@ class MessagePromise(StreamedPromise[str, Message]):
         return token_streamer(self._metadata_so_far)
 
     async def _resolver(self) -> Message:
-        tokens = await self._acollect_pieces()  # `[token async for token in self]`, woken once, not per token
+        tokens = await self.acollect_pieces()  # `[token async for token in self]`, woken once, not per token
         metadata = self._metadata_so_far
         for forbidden in ("text", "text_template"):
             if forbidden in metadata:
@@ -237,10 +262,8 @@ class MessageSequencePromise(StreamedPromise[MessagePromise, tuple[Message, ...]
                     message_promise = await iterator.__anext__()
             except StopAsyncIteration:
                 return tuple(messages)
-            if isinstance(message_promise, Promise) and message_promise._result is not NO_VALUE:
-                if message_promise._failed:
-                    raise message_promise._result
-                messages.append(message_promise._result)
+            if isinstance(message_promise, Promise) and message_promise.is_resolved:
+                messages.append(message_promise.result_nowait())  # type: ignore[arg-type]
             else:
                 messages.append(await message_promise)
 
@@ -248,14 +271,13 @@ class MessageSequencePromise(StreamedPromise[MessagePromise, tuple[Message, ...]
         if type(self)._resolver is not MessageSequencePromise._resolver:
             return False  # a subclass computes its value differently
         result: list[Message] = []
-        for piece in self._pieces:
+        for piece in self.produced_pieces():
             if piece is END_OF_QUEUE:
                 break
-            if not isinstance(piece, Promise) or piece._result is NO_VALUE or piece._failed:
+            if not isinstance(piece, Promise) or not piece.is_resolved or piece.has_failed:
                 return False  # an error or a message still to come: resolve the usual way
-            result.append(piece._result)
-        self._result = tuple(result)
-        _fire_promise_resolved(self, self._result)
+            result.append(piece.result_nowait())  # type: ignore[arg-type]
+        self._set_result(tuple(result))
         return True
 
     async def aresolve_messages(self) -> tuple[Message, ...]:
@@ -265,14 +287,12 @@ class MessageSequencePromise(StreamedPromise[MessagePromise, tuple[Message, ...]
     def as_single_promise(self, **kwargs: Any) -> MessagePromise:
         r"""Join the messages into one `MessagePromise` (separated by ``"\\n\\n"`` by default).
 
-        Keyword arguments go to `miniagents.utils.join_messages` (``start_asap`` is False).
+        Keyword arguments are those of `miniagents.utils.join_messages` (``start_asap`` is False).
         """
-        from miniagents.utils import join_messages
-
-        return join_messages(self, start_asap=False, **kwargs)
+        return join_sequence(self, **{"start_asap": False, **kwargs})
 
 
-def _promise_of_leaf(item: Any) -> MessagePromise | None:
+def promise_of_leaf(item: Any) -> MessagePromise | None:
     """The message promise for a single-message item, None for collections; raises for errors and bad types."""
     if type(item) is str:  # the most common item first (it cannot be any of the types checked before `str`)
         message = Message.__new__(Message)
@@ -317,8 +337,13 @@ def _open_collection(item: Any) -> tuple[Any, Callable[[], Any] | None]:
     return iterator, getattr(iterator, "_next_nowait", _always_pending)
 
 
+def flattener_factory(incoming_streamer: Callable[[Any], Any]) -> Callable[[MessageSequencePromise], Any]:
+    """``streamer(promise)`` for a `MessageSequencePromise`: ``incoming_streamer(None)``'s items, flattened."""
+    return _FlattenerFactory(incoming_streamer)
+
+
 class _FlattenerFactory:
-    """``streamer(promise)`` for `MessageSequence._light_sequence_promise` (one object, unlike a partial)."""
+    """``streamer(promise)`` for `MessageSequence.light_sequence_promise` (one object, unlike a partial)."""
 
     __slots__ = ("_incoming_streamer",)
 
@@ -338,7 +363,18 @@ class _Flattener:
     awaits only the one iterator that has nothing yet. Like a generator, it is finished after an error.
     """
 
-    __slots__ = ("_finished", "_incoming", "_incoming_nowait", "_incoming_streamer", "_promise", "_sequence", "_stack")
+    __slots__ = (
+        "_finished",
+        "_incoming",
+        "_incoming_nowait",
+        "_incoming_streamer",
+        "_pending_fetch",
+        "_promise",
+        "_sequence",
+        "_stack",
+    )
+
+    _cancel_safe = True  # (see `PENDING`): iterators that are not are awaited in a fetch task, see `_anext_of`
 
     def __init__(self, incoming_streamer: Callable[[Any], Any], sequence: Any, promise: MessageSequencePromise) -> None:
         self._incoming_streamer: Callable[[Any], Any] | None = incoming_streamer
@@ -348,6 +384,7 @@ class _Flattener:
         self._incoming_nowait: Callable[[], Any] = _always_pending
         self._stack: list[tuple[Any, Callable[[], Any] | None]] = []
         self._finished = False
+        self._pending_fetch: tuple[Any, asyncio.Task[Any]] | None = None
 
     def __aiter__(self) -> _Flattener:
         return self
@@ -361,14 +398,14 @@ class _Flattener:
         self._incoming = incoming
         self._incoming_nowait = getattr(incoming, "_next_nowait", _always_pending)
         if isinstance(incoming, StreamAppender):
-            incoming._direct = self
+            incoming.set_direct_taker(self)
 
     def _finish(self) -> None:
         self._finished = True
         if isinstance(self._incoming, StreamAppender):
-            self._incoming._direct = None
+            self._incoming.set_direct_taker(None)
 
-    def _take_directly(self, item: Any) -> bool:
+    def take_directly(self, item: Any) -> bool:
         """Called by the incoming appender while we wait for it: take a single message (or the end) right away.
 
         Only when a background task drains our promise (so that task is the one waiting, and nobody is pulling)
@@ -376,20 +413,18 @@ class _Flattener:
         its consumers see it without a detour through the draining task.
         """
         promise = self._promise
-        if self._stack or self._finished or not promise._drained_in_background:
+        if self._stack or self._finished or not promise.is_drained_in_background:
             return False
-        waiter = self._incoming._waiter  # (the incoming stream is the appender that calls this)
-        if waiter is None or waiter.done():  # we are not waiting for it: the piece must queue up behind others
+        if not self._incoming.has_waiting_consumer:  # (the incoming appender calls this) the piece must queue up
             return False
-        pieces = promise._pieces
-        if pieces and pieces[-1] is END_OF_QUEUE:
+        if promise.is_ended:
             return False
         if item is END_OF_QUEUE:
-            promise._append(END_OF_QUEUE)
+            promise.append_piece(END_OF_QUEUE)
             return True
         if not isinstance(item, (str, Message, MessagePromise)):
             return False
-        promise._append(_promise_of_leaf(item))
+        promise.append_piece(promise_of_leaf(item))
         return True
 
     def _next_nowait(self) -> Any:
@@ -420,7 +455,7 @@ class _Flattener:
                     item = self._incoming_nowait()  # its StopAsyncIteration is our end
                     if item is PENDING:
                         return PENDING
-                leaf = _promise_of_leaf(item)
+                leaf = promise_of_leaf(item)
                 if leaf is not None:
                     return leaf
                 stack.append(_open_collection(item))
@@ -438,19 +473,53 @@ class _Flattener:
                 if stack:
                     iterator = stack[-1][0]
                     try:
-                        item = await type(iterator).__anext__(iterator)
+                        item = await self._anext_of(iterator)
                     except StopAsyncIteration:
                         stack.pop()
                         continue
                 else:
-                    item = await type(self._incoming).__anext__(self._incoming)
-                leaf = _promise_of_leaf(item)
+                    item = await self._anext_of(self._incoming)
+                leaf = promise_of_leaf(item)
                 if leaf is not None:
                     return leaf
                 stack.append(_open_collection(item))
-            except BaseException:
+            except BaseException as error:
+                if is_own_cancellation(error):
+                    raise  # nothing was lost (see `_anext_of`): the next call goes on from here
                 self._finish()
                 raise
+
+    async def _anext_of(self, iterator: Any) -> Any:
+        """Await the next item of ``iterator`` so that our consumer's cancellation cannot break it.
+
+        A cancel-safe iterator (see `PENDING`), or any iterator while a background task drains us (its
+        cancellation is the producer's own), is awaited directly. Any other one (a user's async generator) is
+        awaited in a fetch task, which a cancelled consumer leaves running for the next call to pick up.
+        """
+        promise = self._promise
+        if getattr(iterator, "_cancel_safe", False) or promise.is_drained_in_background:
+            return await type(iterator).__anext__(iterator)
+        pending = self._pending_fetch
+        if pending is None or pending[0] is not iterator:
+            task = asyncio.ensure_future(_anext_awaitable(iterator))
+            promise.track_task(task)
+            pending = self._pending_fetch = (iterator, task)
+        task = pending[1]
+        try:
+            item = await asyncio.shield(task)
+        except BaseException as error:
+            if is_own_cancellation(error):
+                raise  # the fetch goes on; the next call takes its result
+            self._pending_fetch = None
+            if task.cancelled():  # the fetch itself was cancelled: the producer's work was
+                raise cancelled_work_error(promise.scope_cancel_error() or error) from None
+            raise
+        self._pending_fetch = None
+        return item
+
+
+async def _anext_awaitable(iterator: Any) -> Any:
+    return await type(iterator).__anext__(iterator)
 
 
 def freeze_message_type(item: Any) -> Any:
@@ -513,14 +582,14 @@ class MessageSequence(FlatSequence[Any, MessagePromise]):
         return _Flattener(self._incoming_streamer, self, promise)
 
     @staticmethod
-    def _light_sequence_promise(
+    def light_sequence_promise(
         incoming_streamer: Callable[[Any], AsyncIterator[Any]], start_asap: bool | Sentinel
     ) -> MessageSequencePromise:
         """``MessageSequence(incoming_streamer=..., start_asap=...).sequence_promise``, lighter (for `AgentCall`).
 
         There is no `MessageSequence` object: the incoming streamer is called with None instead of it.
         """
-        return MessageSequencePromise(streamer=_FlattenerFactory(incoming_streamer), start_asap=start_asap)
+        return MessageSequencePromise(streamer=flattener_factory(incoming_streamer), start_asap=start_asap)
 
     @classmethod
     def turn_into_sequence_promise(cls, messages: MessageType) -> MessageSequencePromise:
@@ -533,3 +602,40 @@ class MessageSequence(FlatSequence[Any, MessagePromise]):
         with sequence.message_appender:
             sequence.message_appender.append(frozen_messages)
         return sequence.sequence_promise
+
+
+def join_sequence(
+    sequence: MessageSequencePromise,
+    delimiter: str | None = "\n\n",
+    strip_leading_newlines: bool = False,
+    reference_original_messages: bool = True,
+    start_asap: bool | Sentinel = DEFAULT,
+    message_class: type[Message] | None = None,
+    **message_metadata: Any,
+) -> MessagePromise:
+    """Join the messages of ``sequence`` into one streamed `MessagePromise` (see `miniagents.utils.join_messages`)."""
+
+    async def join_tokens(metadata_so_far: dict[str, Any]) -> AsyncIterator[str]:
+        originals: list[Message] = []
+        async for message_promise in sequence:
+            if originals and delimiter:
+                yield delimiter
+            strip = strip_leading_newlines
+            async for token in message_promise:
+                if strip:
+                    token = token.lstrip("\n\r")
+                    if not token:
+                        continue
+                    strip = False
+                yield token
+            message = await message_promise
+            originals.append(message)
+            for name, value in message.frozen_fields_and_values().items():
+                if name not in _TEXT_FIELDS:
+                    metadata_so_far[name] = value
+        if reference_original_messages:
+            metadata_so_far["original_messages"] = tuple(originals)
+
+    return (message_class or Message).promise(
+        start_asap=start_asap, message_token_streamer=join_tokens, **message_metadata
+    )

@@ -6,14 +6,18 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from miniagents._text_splitter import EventKind, SplitEvent, TextSplitter
-from miniagents.messages import Message, MessagePromise, MessageSequence, MessageSequencePromise
-from miniagents.miniagent_typing import MessageType
+from miniagents.messages import (
+    Message,
+    MessagePromise,
+    MessageSequence,
+    MessageSequencePromise,
+    MessageType,
+    join_sequence,
+)
 from miniagents.promising.promising import PromisingContext, StreamAppender
 from miniagents.promising.sentinels import AWAIT, CLEAR, DEFAULT, Sentinel
 
 __all__ = ["achain_loop", "adialog_loop", "join_messages", "split_messages"]
-
-_TEXT_FIELDS = frozenset({"class_", "text", "text_template"})
 
 
 def join_messages(
@@ -44,31 +48,14 @@ def join_messages(
         ``join_messages(["Hello", "World"], delimiter=" ")`` streams ``"Hello"``, ``" "``, ``"World"`` and
         resolves to ``Message(text="Hello World")``.
     """
-    sequence = MessageSequence.turn_into_sequence_promise(messages)
-
-    async def join_tokens(metadata_so_far: dict[str, Any]) -> AsyncIterator[str]:
-        originals: list[Message] = []
-        async for message_promise in sequence:
-            if originals and delimiter:
-                yield delimiter
-            strip = strip_leading_newlines
-            async for token in message_promise:
-                if strip:
-                    token = token.lstrip("\n\r")
-                    if not token:
-                        continue
-                    strip = False
-                yield token
-            message = await message_promise
-            originals.append(message)
-            for name, value in message.frozen_fields_and_values().items():
-                if name not in _TEXT_FIELDS:
-                    metadata_so_far[name] = value
-        if reference_original_messages:
-            metadata_so_far["original_messages"] = tuple(originals)
-
-    return (message_class or Message).promise(
-        start_asap=start_asap, message_token_streamer=join_tokens, **message_metadata
+    return join_sequence(
+        MessageSequence.turn_into_sequence_promise(messages),
+        delimiter=delimiter,
+        strip_leading_newlines=strip_leading_newlines,
+        reference_original_messages=reference_original_messages,
+        start_asap=start_asap,
+        message_class=message_class,
+        **message_metadata,
     )
 
 
@@ -134,7 +121,7 @@ def split_messages(
 
     def start_splitting(_: Any) -> StreamAppender[MessagePromise]:
         message_appender = StreamAppender[MessagePromise](capture_errors=True).open()
-        PromisingContext.get_current()._start_soon(asplit(message_appender))
+        PromisingContext.get_current().start_soon(asplit(message_appender))
         return message_appender
 
     return MessageSequence(start_asap=start_asap, incoming_streamer=start_splitting).sequence_promise

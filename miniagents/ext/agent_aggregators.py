@@ -179,6 +179,6 @@ async def dialog_loop(
         user_agent = user_agent.fork(history_agent=in_memory_history_agent.fork(message_list=[]))
     assistant = assistant_agent
     if prompt_messages:
-        prompt = {"prompt_suffix" if prompt_at_the_end else "prompt_prefix": prompt_messages}
+        prompt: dict[str, Any] = {"prompt_suffix" if prompt_at_the_end else "prompt_prefix": prompt_messages}
         assistant = prompt_agent.fork(alias=assistant_agent.alias, target_agent=assistant_agent, **prompt)
     ctx.reply(agent_loop.fork(agents=[user_agent, AWAIT, assistant], raise_keyboard_interrupt=False).inquire())

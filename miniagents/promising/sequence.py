@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Generic, TypeVar
 
+from miniagents.promising._streamed_promise import StreamedPromise
 from miniagents.promising.errors import FunctionNotProvidedError
-from miniagents.promising.promising import StreamedPromise
 from miniagents.promising.sentinels import DEFAULT, Sentinel
 
 __all__ = ["FlatSequence"]
@@ -16,7 +16,7 @@ OutT = TypeVar("OutT")
 
 
 async def _collect_pieces(promise: StreamedPromise[Any, Any]) -> tuple[Any, ...]:
-    return tuple(await promise._acollect_pieces())  # `[piece async for piece in promise]`, woken once
+    return tuple(await promise.acollect_pieces())  # `[piece async for piece in promise]`, woken once
 
 
 class FlatSequence(Generic[InT, OutT]):

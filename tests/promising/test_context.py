@@ -130,7 +130,7 @@ async def test_a_background_task_cancelled_before_it_ran_does_not_hang_the_flush
 
     async with asyncio.timeout(5):
         async with PromisingContext() as context:
-            context._start_soon(never_started())
+            context.start_soon(never_started())
             (task,) = context.child_tasks
             task.cancel()
     assert task.cancelled()

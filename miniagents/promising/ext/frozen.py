@@ -14,7 +14,7 @@ from typing import Any, Union
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 
-from miniagents.promising.promising import _active_context
+from miniagents.promising._context import active_context as _active_context
 
 __all__ = ["Frozen", "FrozenType"]
 

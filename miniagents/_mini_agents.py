@@ -1,0 +1,290 @@
+"""`MiniAgents`: the context every agent runs in."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from miniagents._agent_call import AgentCall
+from miniagents._observer import RunObserver
+from miniagents.errors import AgentCallCancelledError
+from miniagents.messages import Message, MessagePromise
+from miniagents.miniagent_typing import PersistMessageEventHandler
+from miniagents.promising._context import PromiseResolvedHandler, PromisingContext, as_handler_list
+from miniagents.promising._failures import log_error_once, logger
+from miniagents.promising._tasks import require_coroutine_function
+
+__all__ = ["MiniAgents"]
+
+PERSIST_HANDLER_GRACE_SECONDS = 10.0
+"""How long leaving the context waits for `on_persist_message` handlers once everything else is done (seconds)."""
+
+
+class MiniAgents(PromisingContext):
+    """The context every agent runs in.
+
+    Use it in one of three ways: ``MiniAgents().run(main())`` (blocking), ``async with MiniAgents(): …``, or
+    ``ma = MiniAgents(); ma.activate()`` … ``await ma.afinalize()`` (for servers; it affects the current task and
+    tasks created from it afterwards). Leaving the context finishes unfinished top-level `AgentCall`s and waits
+    for every background task, agents included; leaving it because of a cancellation or ``KeyboardInterrupt``
+    cancels every running agent call instead (see `PromisingContext`).
+
+    Args:
+        stream_llm_tokens_by_default: the default of the LLM agents' ``stream`` parameter.
+        on_promise_resolved: see `PromisingContext.on_promise_resolved`.
+        on_persist_message: one ``async def handler(promise, message)`` or an iterable of them, see
+            `on_persist_message`.
+        observers: `RunObserver`s that see every agent call of this context (and of contexts nested in it).
+        store: a message store that persists every message and agent call: a `RunObserver` too; if it has
+            ``async def aopen()`` / ``async def aclose()``, they are awaited when the context is entered / left.
+        **promising_kwargs: the other `PromisingContext` arguments (``start_everything_asap_by_default`` …).
+
+    Raises:
+        TypeError: a handler is not an ``async def`` function.
+    """
+
+    def __init__(
+        self,
+        stream_llm_tokens_by_default: bool = True,
+        on_promise_resolved: PromiseResolvedHandler | Iterable[PromiseResolvedHandler] = (),
+        on_persist_message: PersistMessageEventHandler | Iterable[PersistMessageEventHandler] = (),
+        observers: Iterable[RunObserver] = (),
+        store: RunObserver | None = None,
+        **promising_kwargs: Any,
+    ) -> None:
+        super().__init__(on_promise_resolved=on_promise_resolved, **promising_kwargs)
+        self.stream_llm_tokens_by_default = stream_llm_tokens_by_default
+        self._on_persist_message_handlers: list[PersistMessageEventHandler] = as_handler_list(
+            on_persist_message, "an on_persist_message handler"
+        )
+        self.has_handlers = self.has_handlers or bool(self._on_persist_message_handlers)
+        self._unfinished_agent_calls: dict[AgentCall, None] = {}
+        self._root_calls: dict[AgentCall, None] = {}
+        self._agent_tasks: set[asyncio.Task[Any]] = set()
+        self._observers: list[RunObserver] = list(observers)
+        self.store = store
+        if store is not None:
+            self._observers.append(store)
+        self._failed_observers: set[tuple[int, str]] = set()
+        self.interrupted = False
+        """Whether the context is being interrupted: agent calls made from now on are cancelled at once."""
+        self._persist_queue: deque[tuple[MessagePromise, Message]] = deque()
+        self._persist_task: asyncio.Task[None] | None = None
+        self._persist_wakeup: asyncio.Future[None] | None = None
+        self._persist_drained: asyncio.Future[None] | None = None
+
+    # --- observers ----------------------------------------------------------------------------------------------
+
+    def add_observer(self, observer: RunObserver) -> RunObserver:
+        """Let ``observer`` see every agent call made in this context from now on; returns it."""
+        self._observers.append(observer)
+        return observer
+
+    def call_started(self, call: AgentCall) -> list[Any]:
+        """Register a new agent call; return the observers that watch it (this context's and its parents')."""
+        if call.parent_call is None:
+            self._root_calls[call] = None
+        observers: list[Any] = self._observers
+        context = self.parent
+        while context is not None:
+            if isinstance(context, MiniAgents) and context._observers:
+                observers = [*observers, *context._observers]
+            context = context.parent
+        return observers
+
+    def call_ended(self, call: AgentCall) -> None:
+        """Unregister an agent call that ended."""
+        if call.parent_call is None:
+            self._root_calls.pop(call, None)
+
+    def observer_failed(self, observer: Any, method: str, error: BaseException) -> None:
+        """Log an observer's exception, once per observer and method."""
+        key = (id(observer), method)
+        if key not in self._failed_observers:
+            self._failed_observers.add(key)
+            logger.log(
+                self.log_level_for_errors,
+                "the observer %r failed in %s (reported once; it keeps being called)",
+                observer,
+                method,
+                exc_info=(type(error), error, error.__traceback__),
+            )
+
+    def track_agent_task(self, task: asyncio.Task[Any]) -> None:
+        """Let leaving the context wait for an agent's task (it removes itself, see `forget_agent_task`)."""
+        self.child_tasks.add(task)
+
+    def forget_agent_task(self, task: asyncio.Task[Any]) -> None:
+        """An agent's task ended."""
+        self.child_tasks.discard(task)
+
+    # --- persistence --------------------------------------------------------------------------------------------
+
+    def on_persist_message(self, handler: PersistMessageEventHandler) -> PersistMessageEventHandler:
+        """Register ``async def handler(promise, message)``; usable as a decorator (returns the handler).
+
+        Whenever any promise resolves to a `Message` while this context (or one nested in it) is active
+        (interaction nodes and prefilled messages included), the handler runs for each sub-message this context
+        has not persisted yet (depth-first) and then for the message itself: at most once per message instance
+        and context. Equal messages that are different instances are persisted once each, with the same
+        `hash_key`. The handlers run in one background task of this context, in the order the messages
+        resolved. A handler's error is logged and does not stop the others; handlers still running
+        `PERSIST_HANDLER_GRACE_SECONDS` after everything else is done when the context is left are cancelled
+        (with a warning).
+
+        Raises:
+            TypeError: ``handler`` is not an ``async def`` function.
+        """
+        require_coroutine_function(handler, "an on_persist_message handler")
+        self._on_persist_message_handlers.append(handler)
+        self.has_handlers = True
+        return handler
+
+    def dispatch_promise_resolved(self, promise: Any, result: Any) -> None:
+        """Schedule the handlers of this context for a resolved promise (and persist a resolved message)."""
+        super().dispatch_promise_resolved(promise, result)
+        if self._on_persist_message_handlers and isinstance(result, Message) and not result.persisted_by(self):
+            queue = self._persist_queue
+            for sub_message in result.sub_messages():
+                if not sub_message.persisted_by(self):
+                    sub_message.mark_persisted_by(self)  # before `as_promise`: its own event must not persist it
+                    queue.append((sub_message.as_promise, sub_message))
+            if not result.persisted_by(self):
+                result.mark_persisted_by(self)
+                queue.append((promise, result))
+            self._wake_persist_worker()
+
+    def _wake_persist_worker(self) -> None:
+        if self._persist_task is None:
+            self._persist_task = asyncio.get_running_loop().create_task(self._apersist())
+            self.child_tasks.add(self._persist_task)
+            return
+        wakeup = self._persist_wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    async def _apersist(self) -> None:
+        """The one task that runs the persist handlers, message after message."""
+        queue = self._persist_queue
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                while queue:
+                    promise, message = queue.popleft()
+                    for handler in self._on_persist_message_handlers:
+                        try:
+                            await handler(promise, message)
+                        except Exception as error:
+                            log_error_once(error, self.log_level_for_errors, "an on_persist_message handler failed")
+                drained = self._persist_drained
+                if drained is not None and not drained.done():
+                    drained.set_result(None)
+                wakeup = self._persist_wakeup = loop.create_future()
+                await wakeup
+                self._persist_wakeup = None
+        finally:
+            if self._persist_task is not None:
+                self.child_tasks.discard(self._persist_task)
+            self._persist_task = None
+
+    async def _await_persisted(self) -> None:
+        """Wait until the persist worker has run the handlers for everything queued; cancel it if it hangs."""
+        task = self._persist_task
+        if task is None:
+            return
+        drained = self._persist_drained = asyncio.get_running_loop().create_future()
+        self._wake_persist_worker()
+        done, _ = await asyncio.wait(
+            [drained, task], timeout=PERSIST_HANDLER_GRACE_SECONDS, return_when="FIRST_COMPLETED"
+        )
+        self._persist_drained = None
+        if not done:
+            logger.warning(
+                "an on_persist_message handler has not returned for %s s while the context is left: cancelled, "
+                "%d message(s) not persisted",
+                PERSIST_HANDLER_GRACE_SECONDS,
+                len(self._persist_queue),
+            )
+            self._persist_queue.clear()
+            task.cancel()
+            await asyncio.wait([task])
+
+    async def _astop_persisting(self) -> None:
+        task = self._persist_task
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+
+    def wants_interaction_nodes(self) -> bool:
+        """Interaction nodes are only built when someone can observe their resolution."""
+        context: PromisingContext | None = self
+        while context is not None:
+            if context.has_handlers:
+                return True
+            context = context.parent
+        return False
+
+    # --- leaving ------------------------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> MiniAgents:
+        self.activate()
+        aopen = getattr(self.store, "aopen", None)
+        if aopen is not None:
+            try:
+                await aopen()
+            except BaseException:
+                self._deactivate()
+                raise
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        try:
+            await super().__aexit__(*exc_info)
+        finally:
+            aclose = getattr(self.store, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def _await_everything(self) -> None:
+        """Finish unfinished top-level agent calls and wait for all background tasks, persistence included."""
+        while True:
+            for agent_call in list(self._unfinished_agent_calls):
+                agent_call.finish()
+            await self._aflush_but_persistence()
+            if self._persist_queue:
+                await self._await_persisted()  # (running handlers may start new work: look again)
+                continue
+            if not self._unfinished_agent_calls:
+                break
+        await self._astop_persisting()
+
+    async def _aflush_but_persistence(self) -> None:
+        while True:
+            tasks = [task for task in self.child_tasks if task is not self._persist_task]
+            if not tasks:
+                return
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.child_tasks.difference_update([task for task in tasks if task.done()])
+
+    def cancel_everything(self, error: BaseException) -> None:
+        """Cancel every running agent call (calls made from now on too), then every other background task."""
+        self.interrupted = True
+        for call in list(self._root_calls):
+            call.cancel()
+        super().cancel_everything(error)
+
+    def _interrupt_error(self, reason: str) -> BaseException:
+        return AgentCallCancelledError(reason)
+
+    async def afinalize(self) -> None:
+        """Finish unfinished top-level agent calls, wait for all background tasks, then deactivate.
+
+        If the task is cancelled while it waits, every running agent call is cancelled (see `ainterrupt`).
+        """
+        await super().afinalize()
+
+    def _deactivate(self) -> None:
+        super()._deactivate()
+        self.interrupted = False

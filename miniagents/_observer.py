@@ -1,0 +1,40 @@
+"""`RunObserver`: what a store, a tracer or a live view sees of a run, call by call."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # (annotations only: this module imports nothing of the agent layer at run time)
+    from miniagents._agent_call import AgentCall
+    from miniagents.messages import MessagePromise
+
+__all__ = ["RunObserver"]
+
+
+class RunObserver:
+    """Override what you need; register with ``MiniAgents(observers=[...])`` or `MiniAgents.add_observer`.
+
+    A context notifies its own observers and those of every enclosing context. The methods are called
+    synchronously on the event loop, in the task that caused the event: keep them fast and do any I/O in a task
+    of your own (`MiniAgents.start_asap` makes leaving the context wait for it). An exception from an observer is
+    logged once per observer and method, and the observer keeps being called.
+    """
+
+    def on_call_started(self, call: AgentCall) -> None:
+        """A call was made (before its agent function runs); ``call.status`` is ``RUNNING``."""
+
+    def on_call_input(self, call: AgentCall, index: int, message_promise: MessagePromise) -> None:
+        """Input message number ``index`` (from 0) of ``call``, in order, as the agent's input produces it.
+
+        The message may still be streaming: ``async for token in message_promise`` follows its tokens,
+        ``await message_promise`` gives the `Message`. Every input is reported before `on_call_ended`.
+        """
+
+    def on_call_reply(self, call: AgentCall, index: int, message_promise: MessagePromise) -> None:
+        """Reply number ``index`` (from 0) of ``call``, in order, as soon as it enters the reply sequence."""
+
+    def on_call_ended(self, call: AgentCall) -> None:
+        """The call ended: its agent function returned and its reply sequence ended.
+
+        ``call.status`` is ``FINISHED``, ``FAILED`` (``call.error`` is set) or ``CANCELLED``.
+        """
