@@ -332,3 +332,25 @@ async def test_hooks_are_no_ops_without_an_observer(exporter: InMemorySpanExport
         with trace_tool_call("t") as tool:
             tool.set_result("ignored")
         assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+@miniagent
+async def sleepy_agent(ctx: InteractionContext) -> None:
+    await asyncio.sleep(30)
+    ctx.reply("never")
+
+
+async def test_cancelled_call_sets_the_span_status(provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    async with MiniAgents(observers=[OpenTelemetryObserver(tracer_provider=provider)]):
+        call = sleepy_agent.initiate_inquiry()
+        replies = call.reply_sequence()
+        await asyncio.sleep(0.01)
+        call.cancel()
+        with pytest.raises(BaseException):  # noqa: B017 - whatever the core raises for a cancelled call
+            await asyncio.wait_for(replies, 10)
+    assert call.status == AgentCallStatus.CANCELLED
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "invoke_agent SLEEPY_AGENT"
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "cancelled"
+    assert span.attributes is not None and span.attributes["error.type"].endswith("AgentCallCancelledError")
