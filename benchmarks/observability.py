@@ -34,11 +34,15 @@ ROOT = Path(__file__).resolve().parent.parent
 # --- workloads (run in the child) ----------------------------------------------------------------------------------
 
 
-def _w1(n: int, tracing: bool) -> dict[str, Any]:
+def _w1(n: int, tracing: bool, noop_observer: bool = False) -> dict[str, Any]:
     from miniagents import InteractionContext, MiniAgents, miniagent
 
     observers: list[Any] = []
     exporter: Any = None
+    if noop_observer:
+        from miniagents import RunObserver
+
+        observers.append(RunObserver())
     if tracing:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -141,7 +145,7 @@ def _child(spec: dict[str, Any], root: Path = ROOT) -> dict[str, Any]:
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     """The child's entry: one measurement."""
     if spec["kind"] == "w1":
-        return _w1(spec["n"], spec["tracing"])
+        return _w1(spec["n"], spec["tracing"], spec.get("noop", False))
     return _view(spec["mode"], spec["n"], spec.get("rate", 1000.0), spec.get("url"))
 
 
@@ -235,21 +239,27 @@ def main(argv: list[str] | None = None) -> int:
         print(text, file=sys.stderr, flush=True)
 
     if "tracing" in only:
-        sides: dict[str, list[dict[str, Any]]] = {"off": [], "on": [], "baseline": []}
+        sides: dict[str, list[dict[str, Any]]] = {"off": [], "noop": [], "on": [], "baseline": []}
         for repetition in range(args.repetitions):
-            order = ["off", "on"] + (["baseline"] if args.baseline_root else [])
+            order = ["off", "noop", "on"] + (["baseline"] if args.baseline_root else [])
             if repetition % 2:
                 order.reverse()
             for side in order:
                 root = args.baseline_root if side == "baseline" else ROOT
-                result = _child({"kind": "w1", "n": args.w1_n, "tracing": side == "on"}, root)
+                spec = {"kind": "w1", "n": args.w1_n, "tracing": side == "on", "noop": side == "noop"}
+                result = _child(spec, root)
                 sides[side].append(result)
                 say(f"W1 {side}: {result['us_per_call']:.1f} µs/call")
         off, on = _median(sides["off"], "us_per_call"), _median(sides["on"], "us_per_call")
+        noop = _median(sides["noop"], "us_per_call")
         rows.append(f"| W1 N={args.w1_n}, no observer | µs/call | {off:.1f} | |")
         rows.append(
+            f"| W1 N={args.w1_n}, one no-op `RunObserver` (the seam's own cost) | µs/call | {noop:.1f} | "
+            f"{noop / off:.2f}x of no observer |"
+        )
+        rows.append(
             f"| W1 N={args.w1_n}, OpenTelemetryObserver + InMemorySpanExporter | µs/call | {on:.1f} | "
-            f"{on / off:.2f}x of no observer (target ≤ 2x) |"
+            f"{on / off:.2f}x of no observer (target ≤ 2x), {on / noop:.2f}x of the no-op observer |"
         )
         if args.baseline_root:
             base = _median(sides["baseline"], "us_per_call")
