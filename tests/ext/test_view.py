@@ -265,3 +265,23 @@ async def test_a_stored_call_tree_opens_as_a_run() -> None:
         kid1 = (await client.get("/api/runs/root/calls/kid1")).json()
         assert kid1["replies"][0]["key"] == root["replies"][0]["key"]  # one message, two places
         assert [(m["preview"], m["done"]) for m in root["replies"]] == [("shared answer", True), ("cut sho", False)]
+
+
+@miniagent
+async def sleepy_agent(ctx: InteractionContext) -> None:
+    await asyncio.sleep(30)
+
+
+async def test_publisher_reports_a_cancelled_call() -> None:
+    with view_server() as (url, live):
+        publisher = ViewPublisher(url=url, flush_interval=0.01)
+        async with MiniAgents(observers=[publisher]):
+            call = sleepy_agent.initiate_inquiry()
+            replies = call.reply_sequence()
+            await asyncio.sleep(0.05)
+            call.cancel()
+            with pytest.raises(BaseException):  # noqa: B017 - whatever the core raises for a cancelled call
+                await asyncio.wait_for(replies, 10)
+        (stored,) = live.get_run(publisher.run_id)["calls"]  # type: ignore[index]
+        assert stored["status"] == "cancelled"
+        assert stored["error"].startswith("AgentCallCancelledError")
