@@ -51,9 +51,9 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
+from miniagents.ext._background import start_detached
 from miniagents.messages import Message, MessagePromise
-from miniagents.miniagents import AgentCall, AgentCallStatus, MiniAgents, RunObserver
-from miniagents.promising.errors import PromisingContextError
+from miniagents.miniagents import AgentCall, AgentCallStatus, RunObserver
 
 __all__ = ["CAPTURE_CONTENT_ENV_VAR", "OpenTelemetryObserver"]
 
@@ -158,11 +158,7 @@ class OpenTelemetryObserver(RunObserver):
             span.end(end_time=end_time)
             return
         inputs, replies = content
-        coroutine = _aend_with_content(span, inputs, replies, end_time)
-        try:  # leaving the context waits for it
-            task = MiniAgents.get_current().start_asap(coroutine)
-        except PromisingContextError:
-            task = asyncio.get_running_loop().create_task(coroutine)
+        task = start_detached(_aend_with_content(span, inputs, replies, end_time))  # (not cancelled with the call)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 

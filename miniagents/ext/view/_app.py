@@ -37,9 +37,10 @@ def create_app(source: RunSource, live: LiveRuns | None = None) -> Starlette:
     Returns:
         A Starlette app. Routes: ``/`` (the page), ``/static/...``, ``GET /api/runs``, ``GET /api/runs/{run}``,
         ``GET /api/runs/{run}/calls/{call}``, ``GET /api/runs/{run}/messages/{key}``, the server-sent event
-        streams ``GET /api/runs/{run}/events`` (call events, a JSON list per event) and ``GET /api/runs/{run}/messages/{key}/stream``
-        (a message's text as it streams), and ``POST /api/ingest`` (``{"run": id, "events": [...]}``). Only the
-        host names ``127.0.0.1`` and ``localhost`` are served (against DNS rebinding).
+        streams ``GET /api/runs/{run}/events`` (call events, a JSON list per event) and
+        ``GET /api/runs/{run}/messages/{key}/stream`` (a message's text as it streams), and ``POST /api/ingest``
+        (a batch, see `LiveRuns.ingest`). Only the host names ``127.0.0.1`` and ``localhost`` are served (against
+        DNS rebinding).
     """
     if live is None and isinstance(source, LiveRuns):
         live = source

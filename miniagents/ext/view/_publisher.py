@@ -11,6 +11,7 @@ import uuid
 import weakref
 from typing import Any
 
+from miniagents.ext._background import start_detached
 from miniagents.messages import MessagePromise
 from miniagents.miniagents import AgentCall, MiniAgents, RunObserver
 from miniagents.promising.errors import PromisingContextError
@@ -70,6 +71,7 @@ class ViewPublisher(RunObserver):
         self._events: list[dict[str, Any]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._unread: list[tuple[str, MessagePromise]] = []
+        self._mini_agents: MiniAgents | None = None
         self._keys: weakref.WeakKeyDictionary[MessagePromise, str] = weakref.WeakKeyDictionary()
         self._next_key = 0
         self._warned = False
@@ -156,10 +158,12 @@ class ViewPublisher(RunObserver):
             self._flusher = self._start(self._aflush_loop())
 
     def _start(self, coroutine: Any) -> asyncio.Task[None]:
-        try:  # leaving the context waits for it
-            task: asyncio.Task[None] = MiniAgents.get_current().start_asap(coroutine)
-        except PromisingContextError:
-            task = asyncio.get_running_loop().create_task(coroutine)
+        """A task of the context (leaving it waits for it) that no agent call owns (see `start_detached`)."""
+        try:
+            self._mini_agents = MiniAgents.get_current()
+        except PromisingContextError:  # (in our own tasks, which run in an empty contextvars context)
+            pass
+        task: asyncio.Task[None] = start_detached(coroutine, self._mini_agents)
         return task
 
     async def _aflush_loop(self) -> None:
