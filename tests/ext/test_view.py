@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -285,3 +290,31 @@ async def test_publisher_reports_a_cancelled_call() -> None:
         (stored,) = live.get_run(publisher.run_id)["calls"]  # type: ignore[index]
         assert stored["status"] == "cancelled"
         assert stored["error"].startswith("AgentCallCancelledError")
+
+
+def test_the_view_command_serves_on_127_0_0_1() -> None:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "miniagents", "view", "--port", str(port)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/api/runs", timeout=1)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+                assert time.monotonic() < deadline, "miniagents view did not start"
+                time.sleep(0.1)
+        assert response.json() == []
+        assert "cytoscape" in httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=20)
+    assert f"http://127.0.0.1:{port}/" in stderr.decode()
