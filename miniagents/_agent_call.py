@@ -135,7 +135,8 @@ class InteractionContext:
         self.agent_call = agent_call
         self._reply_appender = reply_appender
         self._mini_agents = mini_agents
-        self._unfinished_agent_calls: dict[AgentCall, None] = {}
+        self.unfinished_agent_calls: dict[AgentCall, None] = {}
+        """Calls made by this agent whose input is not finished yet (finished when the function returns)."""
         self._awaited_tasks: list[asyncio.Task[Any]] = []
         self._done = False
 
@@ -186,7 +187,7 @@ class InteractionContext:
 
     def _finish(self) -> None:
         self._done = True
-        for agent_call in list(self._unfinished_agent_calls):
+        for agent_call in list(self.unfinished_agent_calls):
             agent_call.finish()
 
 
@@ -270,7 +271,7 @@ class AgentCall(WorkScope):
         reply_promise.set_on_end(self._on_replies_ended)
         reply_promise.set_on_resolved(self._on_replies_resolved)
         owner_of_input: Any = mini_agents if owner is None or owner._done else owner  # (`MiniAgents` or a ctx)
-        owner_of_input._unfinished_agent_calls[self] = None
+        owner_of_input.unfinished_agent_calls[self] = None
         self._owner = owner_of_input
         if observers:
             self._observers = observers
@@ -315,7 +316,7 @@ class AgentCall(WorkScope):
     def finish(self) -> AgentCall:
         """Close the input (idempotent); returns ``self``."""
         self._request_appender.close()
-        self._owner._unfinished_agent_calls.pop(self, None)
+        self._owner.unfinished_agent_calls.pop(self, None)
         return self
 
     def reply_sequence(self) -> MessageSequencePromise:
@@ -458,7 +459,7 @@ class AgentCall(WorkScope):
         except BaseException as error:  # what `PromisingContext._arun_own` does for background work
             if self._resolve_replies_later:  # (not awaited above: this came first)
                 self._resolve_replies_later = False
-                mini_agents.start_soon(self._reply_promise._aresolve_in_background(), scope=None)
+                mini_agents.start_soon(self._reply_promise.aresolve_in_background(), scope=None)
             if is_own_cancellation(error):
                 self._cancelled_from_outside()
             else:
@@ -486,10 +487,10 @@ class AgentCall(WorkScope):
         """Resolve the replies in the background, in the agent's task (see `take_directly`)."""
         self._resolve_replies_later = False
         try:
-            await self._reply_promise._aresolve_in_background()
+            await self._reply_promise.aresolve_in_background()
         except BaseException:  # our own cancellation: the replies must still be resolved, in a task of their own
             if not self._reply_promise.is_resolved:
-                self._mini_agents.start_soon(self._reply_promise._aresolve_in_background(), scope=None)
+                self._mini_agents.start_soon(self._reply_promise.aresolve_in_background(), scope=None)
             raise
 
     async def _aread_input(self) -> None:

@@ -60,7 +60,8 @@ class MiniAgents(PromisingContext):
             on_persist_message, "an on_persist_message handler"
         )
         self.has_handlers = self.has_handlers or bool(self._on_persist_message_handlers)
-        self._unfinished_agent_calls: dict[AgentCall, None] = {}
+        self.unfinished_agent_calls: dict[AgentCall, None] = {}
+        """Top-level calls whose input is not finished yet (finished when the context is left)."""
         self._root_calls: dict[AgentCall, None] = {}
         self._agent_tasks: set[asyncio.Task[Any]] = set()
         self._observers: list[RunObserver] = list(observers)
@@ -250,13 +251,13 @@ class MiniAgents(PromisingContext):
     async def _await_everything(self) -> None:
         """Finish unfinished top-level agent calls and wait for all background tasks, persistence included."""
         while True:
-            for agent_call in list(self._unfinished_agent_calls):
+            for agent_call in list(self.unfinished_agent_calls):
                 agent_call.finish()
             await self._aflush_but_persistence()
             if self._persist_queue:
                 await self._await_persisted()  # (running handlers may start new work: look again)
                 continue
-            if not self._unfinished_agent_calls:
+            if not self.unfinished_agent_calls:
                 break
         await self._astop_persisting()
 

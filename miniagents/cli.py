@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from miniagents.errors import MiniAgentsError
 from miniagents.messages import Message
 from miniagents.miniagents import InteractionContext, MiniAgent, MiniAgents, miniagent
 
@@ -66,7 +67,7 @@ _PROVIDERS = {
 }
 
 
-class CliError(Exception):
+class CliError(MiniAgentsError):
     """A problem the user can fix (a bad option, a missing key or extra): printed as one line, exit code 2."""
 
 

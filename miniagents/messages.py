@@ -229,6 +229,13 @@ class MessagePromise(StreamedPromise[str, Message]):
         self._token_streamer = None  # called once and never again: drop the reference
         return token_streamer(self._metadata_so_far)
 
+    @property
+    def message_class(self) -> type[Message]:
+        """The class of the message this promise resolves to."""
+        if self.is_resolved and not self.has_failed:
+            return type(self._result)
+        return getattr(self, "_message_class", Message)
+
     async def _resolver(self) -> Message:
         tokens = await self.acollect_pieces()  # `[token async for token in self]`, woken once, not per token
         metadata = self._metadata_so_far

@@ -11,13 +11,14 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from miniagents.miniagents import InteractionContext, MiniAgent, miniagent
+from miniagents.ext._user_agent import user_agent
+from miniagents.miniagents import InteractionContext, miniagent
 
 if TYPE_CHECKING:
     from prompt_toolkit import PromptSession
     from prompt_toolkit.application.current import AppSession
 
-__all__ = ["console_echo_agent", "console_prompt_agent", "console_user_agent", "file_agent"]  # noqa: F822 (__getattr__)
+__all__ = ["console_echo_agent", "console_prompt_agent", "console_user_agent", "file_agent"]
 
 DEFAULT_GREETING = "YOU ARE NOW IN A CHAT WITH AN AI ASSISTANT"
 """The first line of the banner `console_prompt_agent` shows at the start of a dialog."""
@@ -177,11 +178,5 @@ async def file_agent(ctx: InteractionContext, file: str | os.PathLike[str]) -> N
             stream.flush()
 
 
-def __getattr__(name: str) -> MiniAgent:
-    # Re-exported lazily: `console_user_agent` is built from the agents above in `agent_aggregators`, which
-    # imports this module.
-    if name == "console_user_agent":
-        from miniagents.ext.agent_aggregators import console_user_agent
-
-        return console_user_agent
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+console_user_agent = user_agent.fork(echo_agent=console_echo_agent, prompt_agent=console_prompt_agent)
+"""`user_agent` in the console: `console_echo_agent`, `console_prompt_agent` and the default in-memory history."""

@@ -73,10 +73,13 @@ class Promise(Generic[WholeT]):
                 self._scope = scope
 
     def _start_in_background(self, context: PromisingContext) -> None:
-        context.start_soon(self._aresolve_in_background())
+        context.start_soon(self.aresolve_in_background())
 
-    async def _aresolve_in_background(self) -> None:
-        """Resolve for nobody in particular: a failure is reported as unretrieved, never raised out of the task."""
+    async def aresolve_in_background(self) -> None:
+        """Resolve for nobody in particular: a failure is reported as unretrieved, never raised out of the task.
+
+        If somebody runs the resolver right now, this returns at once and leaves the reporting to them.
+        """
         if self._resolving:
             # Somebody is running the resolver right now: don't wait for them, let them report a failure or, if
             # they are cancelled, start this again (see `aresolve`).
@@ -198,7 +201,7 @@ class Promise(Generic[WholeT]):
         if self._result is NO_VALUE:  # the resolver was cancelled
             if not someone_takes_over:  # (a woken waiter runs the resolver next, and then comes here)
                 self._handed_over = False
-                self._context.start_soon(self._aresolve_in_background())
+                self._context.start_soon(self.aresolve_in_background())
         elif self._failed:
             self._context.report_unretrieved(self._result)
 

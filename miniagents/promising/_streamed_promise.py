@@ -251,7 +251,7 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
     def scope_cancel_error(self) -> BaseException | None:
         """The error the work scope of this (lazy) promise was cancelled with, if it was."""
         scope = self._scope
-        return None if scope is None else scope._cancel_error
+        return None if scope is None else scope.cancel_error
 
     def cancel(self) -> None:
         """Stop producing: the stream ends with a `WorkCancelledError` after the pieces produced so far.
@@ -284,31 +284,31 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
 
     def _start_in_background(self, context: PromisingContext) -> None:
         if self._producing:  # prefilled pieces: only the value is left to compute
-            context.start_soon(self._aresolve_in_background())
+            context.start_soon(self.aresolve_in_background())
             return
         self._producing = True
         self._drained_in_background = True
         context.start_soon(self._adrain(), fallback=self._end_cancelled)
         if not self._resolve_after_stream:
-            context.start_soon(self._aresolve_in_background())
+            context.start_soon(self.aresolve_in_background())
 
     def resolve_after_the_end(self, start_task: bool = True) -> bool:
         """What `_adrain` does once the stream has ended, for a promise whose pieces were produced elsewhere.
 
         Returns:
-            Whether ``_aresolve_in_background()`` is still to be awaited, which the caller promised to do
+            Whether ``aresolve_in_background()`` is still to be awaited, which the caller promised to do
             when it passed ``start_task=False`` (otherwise it runs in a task of its own).
         """
         if self._result is not NO_VALUE:
             return False
-        if self._resolving:  # the same hand-over as in `_aresolve_in_background`
+        if self._resolving:  # the same hand-over as in `aresolve_in_background`
             self._handed_over = True
             return False
         if self._resolve_now():
             return False
         if not start_task:
             return True
-        self._context.start_soon(self._aresolve_in_background())
+        self._context.start_soon(self.aresolve_in_background())
         return False
 
     def _resolve_now(self) -> bool:
@@ -383,7 +383,7 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
                     break
                 append(piece)
         if self._resolve_after_stream:
-            await self._aresolve_in_background()
+            await self.aresolve_in_background()
 
     def _append(self, piece: Any) -> None:
         self._pieces.append(piece)
@@ -501,7 +501,7 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
             if source is not None and index >= len(pieces):  # recheck after opening (W10)
                 scope = self._scope
                 if scope is not None and scope.cancel_requested:
-                    self._end_cancelled(scope._cancel_error)  # type: ignore[arg-type]  # (checked just above)
+                    self._end_cancelled(scope.cancel_error)  # type: ignore[arg-type]  # (not None: checked just above)
                     return
                 if not getattr(source, "_cancel_safe", False):
                     # Awaited in a task of its own: our cancellation must not reach (and finish) the source.

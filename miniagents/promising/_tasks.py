@@ -61,6 +61,11 @@ class WorkScope:
         """Whether `cancel_tasks` was called."""
         return self._cancel_error is not None
 
+    @property
+    def cancel_error(self) -> BaseException | None:
+        """What `cancel_tasks` was called with (None if it was not)."""
+        return self._cancel_error
+
     def adopt_task(self, task: asyncio.Task[Any], fallback: Callable[[BaseException], None] | None = None) -> None:
         """Own ``task`` until `release_task`; ``fallback(error)`` runs if it ends cancelled by this scope."""
         tasks = self._scope_tasks

@@ -9,7 +9,7 @@ import pytest
 
 import miniagents.ext.aggregator_agents as aggregator_agents_compat
 from miniagents import InteractionContext, Message, MiniAgent, MiniAgents, miniagent
-from miniagents.ext import AWAIT, CLEAR, agent_aggregators
+from miniagents.ext import AWAIT, CLEAR, _user_agent, agent_aggregators
 from miniagents.ext.agent_aggregators import (
     agent_chain,
     agent_loop,
@@ -244,7 +244,7 @@ def test_console_user_agent_is_user_agent_with_the_console_agents() -> None:
     assert console_user_agent._partial_kwargs["echo_agent"] is console_echo_agent
     assert console_user_agent._partial_kwargs["prompt_agent"] is console_prompt_agent
     history_default = inspect.signature(user_agent.func).parameters["history_agent"].default
-    assert history_default is agent_aggregators._default_history_agent
+    assert history_default is _user_agent._default_history_agent
     assert history_default.func is in_memory_history_agent.func
 
 

@@ -6,7 +6,7 @@ the one `MessagePromise` the agent replied with. It is raised as one of the erro
 own exception (``raise LLMError(...) from sdk_error``, so ``error.__cause__`` is the original).
 
 ```
-LLMError(Exception)                 provider, model (and status_code) are attributes and in the message
+LLMError(MiniAgentsError)           provider, model (and status_code) are attributes and in the message
 ├── LLMAPIStatusError               the provider answered with an HTTP error status (401, 429, 500 …)
 ├── LLMConnectionError              the provider could not be reached, or did not answer in time
 └── LLMResponseError                the answer could not be used (unexpected shape, no choices …)
@@ -18,10 +18,12 @@ Misuse (e.g. ``n=2`` for `openai_agent`, a missing SDK) is not an `LLMError`: it
 
 from __future__ import annotations
 
+from miniagents.errors import MiniAgentsError
+
 __all__ = ["LLMAPIStatusError", "LLMConnectionError", "LLMError", "LLMResponseError"]
 
 
-class LLMError(Exception):
+class LLMError(MiniAgentsError):
     """An LLM provider failed to produce a reply.
 
     Attributes:

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Union
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 
 from miniagents.promising._context import active_context as _active_context
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:  # pragma: no cover - Python 3.10
+    from typing_extensions import Self
 
 __all__ = ["Frozen", "FrozenType"]
 
@@ -154,6 +160,21 @@ class Frozen(BaseModel):
         for name, value in super().__repr_args__():
             if name != "class_" and value is not None:
                 yield name, value
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A new instance with ``update`` applied: validated and frozen like any other, with fresh caches.
+
+        Unlike pydantic's `pydantic.BaseModel.model_copy` (which skips validation and copies private attributes),
+        the copy's ``str()``, `hash_key` and (for a message) ``as_promise`` match its new content. ``deep`` is
+        accepted for compatibility and changes nothing: frozen values are immutable, so sharing them is safe.
+
+        Raises:
+            pydantic.ValidationError: an updated value cannot be frozen, or ``class_`` is changed.
+        """
+        fields = self.frozen_fields_and_values()
+        if update:
+            fields.update(update)
+        return type(self)(**fields)
 
     def __eq__(self, other: object) -> bool:
         if type(self) is not type(other):
