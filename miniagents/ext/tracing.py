@@ -268,8 +268,9 @@ def wrap_llm_streamer(
     found = _find_call_span(call)
     if found is None:
         return streamer
-    observer, _ = found
-    assert call is not None  # (found)
+    observer, call_span = found
+    # The parent is taken now: the stream may run after the call's span ended (a lazily consumed reply).
+    parent_context = trace.set_span_in_context(call_span)
     attributes: dict[str, Any] = {
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": provider,
@@ -289,9 +290,9 @@ def wrap_llm_streamer(
     span_name = f"chat {model}" if model else "chat"
 
     async def traced_streamer(metadata_so_far: dict[str, Any]) -> AsyncIterator[str]:
-        span = observer._start_child_span(call, span_name, SpanKind.CLIENT, attributes)
-        if span is None:  # the agent call ended before its reply streamed: a root-less span beats none
-            span = observer.tracer.start_span(span_name, kind=SpanKind.CLIENT, attributes=attributes)
+        span = observer.tracer.start_span(
+            span_name, context=parent_context, kind=SpanKind.CLIENT, attributes=attributes
+        )
         started = time.perf_counter()
         first_token = True
         tokens: list[str] | None = [] if observer.capture_message_content else None

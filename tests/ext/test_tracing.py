@@ -354,3 +354,18 @@ async def test_cancelled_call_sets_the_span_status(provider: TracerProvider, exp
     assert span.status.status_code is StatusCode.ERROR
     assert span.status.description == "cancelled"
     assert span.attributes is not None and span.attributes["error.type"].endswith("AgentCallCancelledError")
+
+
+async def test_llm_span_keeps_its_parent_when_the_call_ends_first(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """A lazy call ends with its reply sequence; its reply message may stream after that."""
+    llm = scripted_llm_agent(["late tokens here"], alias="LAZY", model="m", delay=0.02)
+    async with MiniAgents(observers=[OpenTelemetryObserver(tracer_provider=provider)]):
+        promises = [mp async for mp in llm.inquire("hi", start_asap=False)]
+        text = "".join([token async for token in promises[0]])
+    assert text == "late tokens here"
+    spans = by_name(exporter.get_finished_spans())
+    assert parent_of(spans["chat m"]) == spans["invoke_agent LAZY"].context.span_id
+    assert spans["chat m"].context.trace_id == spans["invoke_agent LAZY"].context.trace_id
+    assert spans["invoke_agent LAZY"].end_time < spans["chat m"].end_time  # type: ignore[operator]
