@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # --- workloads (run in the child) ----------------------------------------------------------------------------------
 
 
-def _w1(n: int, tracing: bool, noop_observer: bool = False) -> dict[str, Any]:
+def _w1(n: int, tracing: bool, noop_observer: bool = False, keep_spans: bool = True) -> dict[str, Any]:
     from miniagents import InteractionContext, MiniAgents, miniagent
 
     observers: list[Any] = []
@@ -52,7 +52,24 @@ def _w1(n: int, tracing: bool, noop_observer: bool = False) -> dict[str, Any]:
 
         exporter = InMemorySpanExporter()
         provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        if keep_spans:
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+        else:  # the same processor and exporter, but the spans are counted and dropped (as an OTLP export would)
+            count = [0]
+
+            class CountingExporter(InMemorySpanExporter):
+                def export(self, spans: Any) -> Any:
+                    count[0] += len(spans)
+                    return super().export(())
+
+                def get_finished_spans(self) -> Any:
+                    return [None] * count[0]
+
+                def clear(self) -> None:
+                    count[0] = 0
+
+            exporter = CountingExporter()
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
         observers.append(OpenTelemetryObserver(tracer_provider=provider))
 
     @miniagent
@@ -145,7 +162,7 @@ def _child(spec: dict[str, Any], root: Path = ROOT) -> dict[str, Any]:
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     """The child's entry: one measurement."""
     if spec["kind"] == "w1":
-        return _w1(spec["n"], spec["tracing"], spec.get("noop", False))
+        return _w1(spec["n"], spec["tracing"], spec.get("noop", False), spec.get("keep_spans", True))
     return _view(spec["mode"], spec["n"], spec.get("rate", 1000.0), spec.get("url"))
 
 
@@ -239,14 +256,20 @@ def main(argv: list[str] | None = None) -> int:
         print(text, file=sys.stderr, flush=True)
 
     if "tracing" in only:
-        sides: dict[str, list[dict[str, Any]]] = {"off": [], "noop": [], "on": [], "baseline": []}
+        sides: dict[str, list[dict[str, Any]]] = {"off": [], "noop": [], "on": [], "dropped": [], "baseline": []}
         for repetition in range(args.repetitions):
-            order = ["off", "noop", "on"] + (["baseline"] if args.baseline_root else [])
+            order = ["off", "noop", "on", "dropped"] + (["baseline"] if args.baseline_root else [])
             if repetition % 2:
                 order.reverse()
             for side in order:
                 root = args.baseline_root if side == "baseline" else ROOT
-                spec = {"kind": "w1", "n": args.w1_n, "tracing": side == "on", "noop": side == "noop"}
+                spec = {
+                    "kind": "w1",
+                    "n": args.w1_n,
+                    "tracing": side in ("on", "dropped"),
+                    "noop": side == "noop",
+                    "keep_spans": side == "on",
+                }
                 result = _child(spec, root)
                 sides[side].append(result)
                 say(f"W1 {side}: {result['us_per_call']:.1f} µs/call")
@@ -260,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             f"| W1 N={args.w1_n}, OpenTelemetryObserver + InMemorySpanExporter | µs/call | {on:.1f} | "
             f"{on / off:.2f}x of no observer (target ≤ 2x), {on / noop:.2f}x of the no-op observer |"
+        )
+        dropped = _median(sides["dropped"], "us_per_call")
+        rows.append(
+            f"| W1 N={args.w1_n}, OpenTelemetryObserver, spans exported and not kept in memory | µs/call | "
+            f"{dropped:.1f} | {dropped / off:.2f}x of no observer |"
         )
         if args.baseline_root:
             base = _median(sides["baseline"], "us_per_call")
