@@ -18,7 +18,9 @@ def view_server(live: LiveRuns | None = None) -> Iterator[tuple[str, LiveRuns]]:
     """Yield ``(base_url, live_runs)`` while a view server runs; stop it on exit."""
     live = LiveRuns() if live is None else live
     port = free_port()
-    config = uvicorn.Config(create_app(live), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    config = uvicorn.Config(
+        create_app(live), host="127.0.0.1", port=port, log_level="warning", lifespan="off", timeout_graceful_shutdown=2
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="view-server", daemon=True)
     thread.start()

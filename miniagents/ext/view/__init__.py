@@ -55,4 +55,5 @@ def serve(port: int = DEFAULT_PORT, source: RunSource | None = None) -> None:
         import uvicorn
     except ImportError as error:
         raise ImportError('miniagents view needs uvicorn: pip install "miniagents[view]"', name="uvicorn") from error
-    uvicorn.run(create_app(source), host="127.0.0.1", port=port, log_level="warning")
+    # (open event streams of browser tabs must not hold up Ctrl+C)
+    uvicorn.run(create_app(source), host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2)
