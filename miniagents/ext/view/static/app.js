@@ -97,9 +97,16 @@ function setStatus(id, status, error) {
   call.item.firstChild.className = "status " + status;
 }
 
+function runLabel(name, calls, running) {
+  return name + " (" + calls + " calls" + (running ? ", " + running + " running" : "") + ")";
+}
+
 function updateSummary() {
   document.getElementById("summary").textContent = state.calls.size + " calls: " +
     Object.entries(state.counts).filter(([, v]) => v > 0).map(([k, v]) => v + " " + k).join(", ");
+  const option = document.getElementById("runs").selectedOptions[0];
+  if (option && option.value === state.run && option.dataset.name)  // (the list itself refreshes every second)
+    option.textContent = runLabel(option.dataset.name, state.calls.size, state.counts.running || 0);
 }
 
 function resetRun() {
@@ -214,7 +221,8 @@ async function refreshRuns() {
   for (const run of runs) {
     const option = document.createElement("option");
     option.value = run.id;
-    option.textContent = run.name + " (" + run.calls + " calls" + (run.running ? ", " + run.running + " running" : "") + ")";
+    option.dataset.name = run.name;
+    option.textContent = runLabel(run.name, run.calls, run.running);
     select.append(option);
   }
   if (current) select.value = current;
