@@ -48,6 +48,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
@@ -296,8 +297,19 @@ def wrap_llm_streamer(
         started = time.perf_counter()
         first_token = True
         tokens: list[str] | None = [] if observer.capture_message_content else None
+        span_context = trace.set_span_in_context(span)
+        inner = streamer(metadata_so_far).__aiter__()
         try:
-            async for token in streamer(metadata_so_far):
+            while True:
+                # The span is current while the request runs (one step at a time: the consumer's task may change
+                # between tokens), so that spans of instrumented HTTP clients become its children.
+                attached = otel_context.attach(span_context)
+                try:
+                    token = await inner.__anext__()
+                except StopAsyncIteration:
+                    break
+                finally:
+                    otel_context.detach(attached)
                 if first_token:
                     first_token = False
                     span.set_attribute("gen_ai.response.time_to_first_chunk", time.perf_counter() - started)
@@ -312,6 +324,9 @@ def wrap_llm_streamer(
             raise
         finally:
             try:
+                aclose = getattr(inner, "aclose", None)
+                if aclose is not None:
+                    await aclose()
                 _set_response_attributes(span, metadata_so_far)
                 if tokens is not None:
                     await _aset_llm_content(span, prompt, tokens, metadata_so_far)

@@ -369,3 +369,40 @@ async def test_llm_span_keeps_its_parent_when_the_call_ends_first(
     assert parent_of(spans["chat m"]) == spans["invoke_agent LAZY"].context.span_id
     assert spans["chat m"].context.trace_id == spans["invoke_agent LAZY"].context.trace_id
     assert spans["invoke_agent LAZY"].end_time < spans["chat m"].end_time  # type: ignore[operator]
+
+
+async def test_the_chat_span_is_current_while_the_request_runs(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """Spans an instrumented HTTP client starts inside the request become children of the chat span."""
+    http_tracer = provider.get_tracer("http-client")
+    seen_outside: list[Any] = []
+
+    async def streamer(metadata: dict[str, Any]) -> Any:
+        with http_tracer.start_as_current_span("POST /chat"):
+            await asyncio.sleep(0)
+            yield "a"
+            yield "b"
+        with http_tracer.start_as_current_span("after"):
+            yield "c"
+
+    @miniagent
+    async def instrumented_llm(ctx: InteractionContext) -> None:
+        from miniagents import Message
+
+        ctx.reply(
+            Message.promise(
+                start_asap=True,
+                message_token_streamer=trace_llm_streamer(streamer, provider="p", model="m", stream=True),
+            )
+        )
+        seen_outside.append(trace.get_current_span())
+
+    async with MiniAgents(observers=[OpenTelemetryObserver(tracer_provider=provider)]):
+        assert (await instrumented_llm.inquire())[0].text == "abc"
+        assert trace.get_current_span() is trace.INVALID_SPAN  # nothing leaks into the consumer's context
+    spans = by_name(exporter.get_finished_spans())
+    chat_id = spans["chat m"].context.span_id
+    assert parent_of(spans["POST /chat"]) == chat_id
+    assert parent_of(spans["after"]) == chat_id
+    assert seen_outside == [trace.INVALID_SPAN]
