@@ -45,10 +45,12 @@ __all__ = [
     "make_assistant_agent",
     "recent_messages_agent",
     "run_chat",
+    "run_view",
 ]
 
 DEFAULT_MODEL = "local"
 DEFAULT_HISTORY_FILE = "CHAT.md"
+DEFAULT_VIEW_PORT = 8765  # (miniagents.ext.view.DEFAULT_PORT, without importing the view's extra)
 
 LOCAL_N_CTX = 4096
 """The local model's context window in tokens (SmolLM2 was trained with 8192)."""
@@ -126,7 +128,31 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="T",
         help=f"the sampling temperature, from 0 (most predictable) to {MAX_TEMPERATURE:g}",
     )
+    view = commands.add_parser(
+        "view",
+        help="show the agent call tree of running programs in the browser",
+        description="Serve a live view of agent call trees on http://127.0.0.1:PORT (this machine only). A program "
+        "publishes its run with one line: MiniAgents(observers=[miniagents.ext.view.ViewPublisher()]).",
+    )
+    view.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_VIEW_PORT,
+        metavar="PORT",
+        help=f"the TCP port (default: {DEFAULT_VIEW_PORT})",
+    )
     return parser
+
+
+def _port(text: str) -> int:
+    """``--port``: a TCP port number (0 picks a free one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number (0-65535), got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number (0-65535), got {text}")
+    return value
 
 
 def _max_tokens(text: str) -> int:
@@ -407,10 +433,37 @@ def run_chat(
     return EXIT_OK
 
 
+def run_view(port: int) -> int:
+    """Serve ``miniagents view`` on 127.0.0.1 until interrupted; returns the exit code.
+
+    Exit codes: 0 after Ctrl+C, 2 when the view's extra is not installed, 1 when the server could not start
+    (e.g. the port is taken).
+    """
+    try:
+        _require_module("starlette", "view", "miniagents view")
+        _require_module("uvicorn", "view", "miniagents view")
+    except CliError as error:
+        print(f"miniagents: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    from miniagents.ext.view import serve
+
+    print(f"miniagents view: http://127.0.0.1:{port}/ (Ctrl+C to stop)", file=sys.stderr, flush=True)
+    try:
+        serve(port)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except (OSError, SystemExit) as error:
+        print(f"miniagents: the view server could not run: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``miniagents`` command with ``argv`` (``sys.argv[1:]`` by default) and return its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "view":
+        return run_view(args.port)
     if args.command != "chat":
         parser.print_help()
         return EXIT_USAGE

@@ -22,6 +22,7 @@ import pydantic
 import pydantic_core
 
 from miniagents.ext.llm._support import merge_metadata
+from miniagents.ext.llm._tracing import trace_llm_events, trace_tool_call
 from miniagents.ext.llm.errors import LLMError, LLMMaxTurnsError, LLMResponseError, LLMToolError
 from miniagents.ext.llm.llm_common import (
     AssistantMessage,
@@ -305,7 +306,7 @@ class AgentLoop:
                     output=_json_tools_format(tool_specs, turn_choice, options.parallel_tool_calls, output),
                     stream=options.stream,
                 )
-                events = self._decode_json_tools(self.adapter.astream(request), structured=output is not None)
+                events = self._decode_json_tools(self._astream(request), structured=output is not None)
             else:
                 request = TurnRequest(
                     system=options.system,
@@ -316,7 +317,7 @@ class AgentLoop:
                     output=output if not self.output_via_tool else None,
                     stream=options.stream,
                 )
-                events = self.adapter.astream(request)
+                events = self._astream(request)
             turn_messages = await self._aturn(events)
             if turn_messages is None:
                 return  # failed: the error is in the open message
@@ -338,6 +339,16 @@ class AgentLoop:
             conversation.extend(await self._arun_tools(calls, tools))
             if tool_choice not in (None, "auto", "none"):
                 tool_choice = "auto"  # a forced call is forced once, or the model could never answer
+
+    def _astream(self, request: TurnRequest) -> AsyncGenerator[Event, None]:
+        """One model request (a ``chat {model}`` span around it when tracing is on)."""
+        return trace_llm_events(
+            self.adapter.astream(request),
+            provider=self.adapter.provider,
+            model=self.adapter.model,
+            stream=request.stream,
+            prompt=lambda: openai_chat_messages(request.system, request.messages),
+        )
 
     def _json_tools_system(self, tool_specs: Sequence[ToolSpec], tool_choice: ToolChoice) -> str:
         if tool_choice == "required" or (tool_choice not in (None, "auto", "none")):
@@ -572,8 +583,13 @@ class AgentLoop:
             if not isinstance(arguments, dict):
                 raise ValueError(f"the arguments must be a JSON object, got {call.text!r}")
             kwargs = tool.validate_arguments(arguments)
-            replies = await tool.agent.inquire(**kwargs)
-            return "\n\n".join(str(reply) for reply in replies), False
+            with trace_tool_call(
+                call.name, call_id=call.call_id, description=tool.description, arguments=call.text
+            ) as span:
+                replies = await tool.agent.inquire(**kwargs)
+                result = "\n\n".join(str(reply) for reply in replies)
+                span.set_result(result)
+            return result, False
         except Exception as error:
             if self.options.raise_tool_errors:
                 raise LLMToolError(

@@ -1,0 +1,464 @@
+"""OpenTelemetry traces of a run: agent calls, LLM requests and tool calls (extra ``miniagents[tracing]``).
+
+Register an `OpenTelemetryObserver` with the context and every agent call becomes a span::
+
+    from miniagents import MiniAgents
+    from miniagents.ext.tracing import OpenTelemetryObserver
+
+    MiniAgents(observers=[OpenTelemetryObserver()]).run(main())
+
+Nothing is exported unless a tracer provider is configured (``opentelemetry.trace.set_tracer_provider(...)`` or
+``OpenTelemetryObserver(tracer_provider=...)``): with the bare ``opentelemetry-api`` the spans are no-ops. Without
+an observer, nothing here runs at all (the LLM agents check `sys.modules` for this module before doing anything).
+
+The spans follow the OpenTelemetry GenAI semantic conventions
+(https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-spans/ and gen-ai-agent-spans/):
+
+* ``invoke_agent {alias}`` (kind INTERNAL) per agent call, a child of the span of the agent call that made it
+  (``AgentCall.parent_call``), even though every agent runs in a task of its own; a top-level call is a child of
+  the span that is current where it was inquired (if any). Attributes: ``gen_ai.operation.name``
+  (``"invoke_agent"``), ``gen_ai.agent.name``, ``miniagents.agent_call.id``.
+* ``chat {model}`` (kind CLIENT) per LLM request, a child of the LLM agent's call span. It starts when the request
+  starts streaming and ends when the token stream ends (not when the agent function returns). Attributes:
+  ``gen_ai.operation.name`` (``"chat"``), ``gen_ai.provider.name``, ``gen_ai.request.model`` and the request
+  parameters that were given (``gen_ai.request.max_tokens``, ``temperature`` …), ``gen_ai.response.model``,
+  ``gen_ai.response.id``, ``gen_ai.response.finish_reasons``, ``gen_ai.usage.input_tokens``,
+  ``gen_ai.usage.output_tokens`` and ``gen_ai.response.time_to_first_chunk`` (seconds from the start of the
+  request to its first token).
+* ``execute_tool {name}`` (kind INTERNAL) per tool call made through ``miniagents.ext.llm._tracing.trace_tool_call``,
+  a child of the calling agent's call span (a hook for tool runners).
+
+A failed call sets the span status to ERROR with ``error.type`` and records the exception; a cancelled one sets
+ERROR with the description ``"cancelled"`` and ``error.type`` set to the cancellation's class name.
+
+Message content (inputs, replies, prompts, tool arguments and results) is recorded only when asked for:
+``OpenTelemetryObserver(capture_message_content=True)`` or the environment variable
+``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`` (the name the OpenTelemetry GenAI instrumentations
+use). It goes into ``gen_ai.input.messages``, ``gen_ai.output.messages`` and ``gen_ai.system_instructions`` as
+JSON, in the conventions' parts format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
+
+from miniagents.ext._background import start_detached
+from miniagents.messages import Message, MessagePromise
+from miniagents.miniagents import AgentCall, AgentCallStatus, RunObserver
+
+__all__ = ["CAPTURE_CONTENT_ENV_VAR", "OpenTelemetryObserver"]
+
+CAPTURE_CONTENT_ENV_VAR = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+"""The environment variable that turns message content capture on (``true``/``1``) when not given explicitly."""
+
+_INSTRUMENTATION_NAME = "miniagents"
+
+# The request parameters of an LLM agent that have a GenAI attribute (``gen_ai.request.<name>``).
+_REQUEST_PARAMETERS = {
+    "max_tokens": "gen_ai.request.max_tokens",
+    "max_completion_tokens": "gen_ai.request.max_tokens",
+    "temperature": "gen_ai.request.temperature",
+    "top_p": "gen_ai.request.top_p",
+    "top_k": "gen_ai.request.top_k",
+    "frequency_penalty": "gen_ai.request.frequency_penalty",
+    "presence_penalty": "gen_ai.request.presence_penalty",
+    "seed": "gen_ai.request.seed",
+}
+
+_observers: weakref.WeakSet[OpenTelemetryObserver] = weakref.WeakSet()
+"""Every observer that may hold spans; the LLM and tool hooks look for the current call's span in them."""
+
+
+class OpenTelemetryObserver(RunObserver):
+    """A `RunObserver` that makes OpenTelemetry spans of agent calls (and of LLM and tool calls inside them).
+
+    Args:
+        tracer_provider: where the spans go; by default the global one (``opentelemetry.trace``), which exports
+            nothing until the application configures it.
+        capture_message_content: record message texts in the spans; None (the default) reads the environment
+            variable `CAPTURE_CONTENT_ENV_VAR`.
+
+    Example:
+        >>> from opentelemetry.sdk.trace import TracerProvider
+        >>> observer = OpenTelemetryObserver(tracer_provider=TracerProvider())
+    """
+
+    def __init__(
+        self, tracer_provider: TracerProvider | None = None, capture_message_content: bool | None = None
+    ) -> None:
+        if tracer_provider is not None and not isinstance(tracer_provider, TracerProvider):
+            raise TypeError(
+                f"tracer_provider must be an opentelemetry TracerProvider, got {type(tracer_provider).__name__}"
+            )
+        if capture_message_content is None:
+            capture_message_content = os.environ.get(CAPTURE_CONTENT_ENV_VAR, "").strip().lower() in ("true", "1")
+        self.capture_message_content: bool = capture_message_content
+        self.tracer: Tracer = trace.get_tracer(_INSTRUMENTATION_NAME, tracer_provider=tracer_provider)
+        self._spans: dict[AgentCall, Span] = {}
+        self._content: dict[AgentCall, tuple[list[MessagePromise], list[MessagePromise]]] = {}
+        self._pending: set[asyncio.Task[None]] = set()
+        _observers.add(self)
+
+    def span_of(self, call: AgentCall) -> Span | None:
+        """The span of a call that has started and not ended yet (None otherwise)."""
+        return self._spans.get(call)
+
+    def on_call_started(self, call: AgentCall) -> None:
+        """Start the call's ``invoke_agent`` span, as a child of the parent call's span."""
+        parent = call.parent_call
+        parent_span = self._spans.get(parent) if parent is not None else None
+        context = trace.set_span_in_context(parent_span) if parent_span is not None else None
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": call.agent_alias,
+            "miniagents.agent_call.id": call.call_id,
+        }
+        if self.capture_message_content and call.kwargs is not None:
+            attributes["miniagents.agent_call.kwargs"] = _to_json(call.kwargs.model_dump(exclude={"class_"}))
+        self._spans[call] = self.tracer.start_span(
+            f"invoke_agent {call.agent_alias}",
+            context=context,
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+            start_time=int(call.started_at * 1e9),
+        )
+        if self.capture_message_content:
+            self._content[call] = ([], [])
+
+    def on_call_input(self, call: AgentCall, index: int, message_promise: MessagePromise) -> None:
+        """Keep the input for the span (only when content is captured)."""
+        content = self._content.get(call)
+        if content is not None:
+            content[0].append(message_promise)
+
+    def on_call_reply(self, call: AgentCall, index: int, message_promise: MessagePromise) -> None:
+        """Keep the reply for the span (only when content is captured)."""
+        content = self._content.get(call)
+        if content is not None:
+            content[1].append(message_promise)
+
+    def on_call_ended(self, call: AgentCall) -> None:
+        """Set the span status from the call's and end the span (after its messages, when content is captured)."""
+        span = self._spans.pop(call, None)
+        if span is None:
+            return
+        _set_call_status(span, call)
+        end_time = int(call.ended_at * 1e9) if call.ended_at is not None else None
+        content = self._content.pop(call, None)
+        if content is None:
+            span.end(end_time=end_time)
+            return
+        inputs, replies = content
+        task = start_detached(_aend_with_content(span, inputs, replies, end_time))  # (not cancelled with the call)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def aflush(self) -> None:
+        """Wait until the call spans that wait for their messages' content (``capture_message_content``) are ended.
+
+        Leaving the `MiniAgents` context waits for them too.
+        """
+        while self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    # The hooks of `miniagents.ext.llm._tracing` (which cannot import this module: OpenTelemetry is optional).
+
+    def _start_child_span(
+        self, call: AgentCall, name: str, kind: SpanKind, attributes: Mapping[str, Any]
+    ) -> Span | None:
+        parent_span = self._spans.get(call)
+        if parent_span is None:
+            return None
+        return self.tracer.start_span(
+            name, context=trace.set_span_in_context(parent_span), kind=kind, attributes=attributes
+        )
+
+
+def _set_call_status(span: Span, call: AgentCall) -> None:
+    status = call.status
+    if status == AgentCallStatus.FAILED:
+        _set_error(span, call.error)
+    elif status == AgentCallStatus.CANCELLED:
+        _set_cancelled(span, call.error)
+
+
+def _set_error(span: Span, error: BaseException | None) -> None:
+    if error is None:
+        span.set_status(Status(StatusCode.ERROR, "failed"))
+        span.set_attribute("error.type", "_OTHER")
+        return
+    span.record_exception(error)
+    span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+    span.set_attribute("error.type", _qualified_name(type(error)))
+
+
+def _set_cancelled(span: Span, error: BaseException | None) -> None:
+    span.set_status(Status(StatusCode.ERROR, "cancelled"))
+    span.set_attribute("error.type", _qualified_name(type(error)) if error is not None else "cancelled")
+
+
+def _qualified_name(cls: type) -> str:
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def _to_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _message_dict(message: Any, default_role: str) -> dict[str, Any]:
+    """One message in the GenAI conventions' format: ``{"role": ..., "parts": [{"type": "text", ...}]}``."""
+    role = getattr(message, "role", None)
+    return {
+        "role": role if isinstance(role, str) and role else default_role,
+        "parts": [{"type": "text", "content": str(message)}],
+    }
+
+
+async def _aresolved_messages(promises: Iterable[MessagePromise]) -> list[Message]:
+    results = await asyncio.gather(*(promise.aresolve() for promise in promises), return_exceptions=True)
+    return [result for result in results if isinstance(result, Message)]  # a failed message has no content
+
+
+async def _aend_with_content(
+    span: Span, inputs: list[MessagePromise], replies: list[MessagePromise], end_time: int | None
+) -> None:
+    try:
+        input_messages = await _aresolved_messages(inputs)
+        reply_messages = await _aresolved_messages(replies)
+        span.set_attribute("gen_ai.input.messages", _to_json([_message_dict(m, "user") for m in input_messages]))
+        span.set_attribute("gen_ai.output.messages", _to_json([_message_dict(m, "assistant") for m in reply_messages]))
+    finally:
+        span.end(end_time=end_time)
+
+
+def _find_call_span(call: AgentCall | None) -> tuple[OpenTelemetryObserver, Span] | None:
+    if call is None:
+        return None
+    for observer in list(_observers):
+        span = observer._spans.get(call)
+        if span is not None:
+            return observer, span
+    return None
+
+
+def wrap_llm_streamer(
+    streamer: Callable[[dict[str, Any]], AsyncIterator[str]],
+    call: AgentCall | None,
+    *,
+    provider: str,
+    model: str | None,
+    stream: bool,
+    request_parameters: Mapping[str, Any],
+    prompt: Callable[[], Any] | None,
+) -> Callable[[dict[str, Any]], AsyncIterator[str]]:
+    """The `miniagents.ext.llm._tracing.trace_llm_streamer` hook: a ``chat {model}`` span around a token stream.
+
+    Returns ``streamer`` itself when no observer traces ``call``.
+    """
+    found = _find_call_span(call)
+    if found is None:
+        return streamer
+    observer, call_span = found
+    # The parent is taken now: the stream may run after the call's span ended (a lazily consumed reply).
+    parent_context = trace.set_span_in_context(call_span)
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": provider,
+        "gen_ai.request.stream": stream,
+    }
+    if model is not None:
+        attributes["gen_ai.request.model"] = model
+    for name, attribute in _REQUEST_PARAMETERS.items():
+        value = request_parameters.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            attributes[attribute] = value
+    stop = request_parameters.get("stop", request_parameters.get("stop_sequences"))
+    if isinstance(stop, str):
+        attributes["gen_ai.request.stop_sequences"] = [stop]
+    elif isinstance(stop, (list, tuple)) and all(isinstance(s, str) for s in stop):
+        attributes["gen_ai.request.stop_sequences"] = list(stop)
+    span_name = f"chat {model}" if model else "chat"
+
+    async def traced_streamer(metadata_so_far: dict[str, Any]) -> AsyncIterator[str]:
+        span = observer.tracer.start_span(
+            span_name, context=parent_context, kind=SpanKind.CLIENT, attributes=attributes
+        )
+        started = time.perf_counter()
+        first_token = True
+        tokens: list[str] | None = [] if observer.capture_message_content else None
+        span_context = trace.set_span_in_context(span)
+        inner = streamer(metadata_so_far).__aiter__()
+        try:
+            while True:
+                # The span is current while the request runs (one step at a time: the consumer's task may change
+                # between tokens), so that spans of instrumented HTTP clients become its children.
+                attached = otel_context.attach(span_context)
+                try:
+                    token = await inner.__anext__()
+                except StopAsyncIteration:
+                    break
+                finally:
+                    otel_context.detach(attached)
+                if first_token:
+                    first_token = False
+                    span.set_attribute("gen_ai.response.time_to_first_chunk", time.perf_counter() - started)
+                if tokens is not None:
+                    text = token if isinstance(token, str) else getattr(token, "text", None)  # (events: their text)
+                    if isinstance(text, str):
+                        tokens.append(text)
+                yield token
+        except (asyncio.CancelledError, GeneratorExit) as error:
+            _set_cancelled(span, error)
+            raise
+        except BaseException as error:
+            _set_error(span, error)
+            raise
+        finally:
+            try:
+                aclose = getattr(inner, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                _set_response_attributes(span, metadata_so_far)
+                if tokens is not None:
+                    await _aset_llm_content(span, prompt, tokens, metadata_so_far)
+            finally:
+                span.end()
+
+    return traced_streamer
+
+
+async def _aset_llm_content(
+    span: Span, prompt: Callable[[], Any] | None, tokens: list[str], metadata: Mapping[str, Any]
+) -> None:
+    if prompt is not None:
+        try:
+            prompt_value = prompt()
+            if asyncio.iscoroutine(prompt_value):
+                prompt_value = await prompt_value
+        except Exception:
+            prompt_value = None
+        if prompt_value:
+            system = [d for d in prompt_value if d.get("role") == "system"]
+            rest = [d for d in prompt_value if d.get("role") != "system"]
+            if system:
+                span.set_attribute(
+                    "gen_ai.system_instructions",
+                    _to_json([{"type": "text", "content": d.get("content", "")} for d in system]),
+                )
+            span.set_attribute(
+                "gen_ai.input.messages",
+                _to_json(
+                    [
+                        {"role": d.get("role", "user"), "parts": [{"type": "text", "content": d.get("content", "")}]}
+                        for d in rest
+                    ]
+                ),
+            )
+    output: dict[str, Any] = {"role": "assistant", "parts": [{"type": "text", "content": "".join(tokens)}]}
+    reasons = _finish_reasons(metadata)
+    if reasons:
+        output["finish_reason"] = reasons[0]
+    span.set_attribute("gen_ai.output.messages", _to_json([output]))
+
+
+def _finish_reasons(metadata: Mapping[str, Any]) -> list[str]:
+    reasons = [
+        choice["finish_reason"]
+        for choice in metadata.get("choices") or ()
+        if isinstance(choice, dict) and isinstance(choice.get("finish_reason"), str)
+    ]
+    stop_reason = metadata.get("stop_reason")  # Anthropic
+    if not reasons and isinstance(stop_reason, str):
+        reasons.append(stop_reason)
+    return reasons
+
+
+def _set_response_attributes(span: Span, metadata: Mapping[str, Any]) -> None:
+    reasons = _finish_reasons(metadata)
+    if reasons:
+        span.set_attribute("gen_ai.response.finish_reasons", reasons)
+    response_id = metadata.get("id")
+    if isinstance(response_id, str):
+        span.set_attribute("gen_ai.response.id", response_id)
+    response_model = metadata.get("model")
+    if isinstance(response_model, str):
+        span.set_attribute("gen_ai.response.model", response_model)
+    usage = metadata.get("usage")
+    if isinstance(usage, dict):
+        for attribute, keys in (
+            ("gen_ai.usage.input_tokens", ("input_tokens", "prompt_tokens")),
+            ("gen_ai.usage.output_tokens", ("output_tokens", "completion_tokens")),
+        ):
+            for key in keys:
+                value = usage.get(key)
+                if isinstance(value, int) and not isinstance(value, bool):
+                    span.set_attribute(attribute, value)
+                    break
+
+
+class _ToolSpan:
+    """What ``trace_tool_call`` yields when the call is traced: record the tool's result or error."""
+
+    def __init__(self, span: Span, capture: bool) -> None:
+        self._span = span
+        self._capture = capture
+
+    def set_result(self, result: Any) -> None:
+        if self._capture:
+            self._span.set_attribute("gen_ai.tool.call.result", result if isinstance(result, str) else _to_json(result))
+
+    def __enter__(self) -> _ToolSpan:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, error: BaseException | None, _: Any) -> None:
+        try:
+            if error is not None:
+                if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
+                    _set_cancelled(self._span, error)
+                else:
+                    _set_error(self._span, error)
+        finally:
+            self._span.end()
+
+
+def start_tool_span(
+    call: AgentCall | None,
+    name: str,
+    *,
+    call_id: str | None,
+    description: str | None,
+    tool_type: str,
+    arguments: Any,
+) -> _ToolSpan | None:
+    """The ``miniagents.ext.llm._tracing.trace_tool_call`` hook: an ``execute_tool {name}`` span, or None."""
+    found = _find_call_span(call)
+    if found is None:
+        return None
+    observer, _ = found
+    assert call is not None  # (found)
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": name,
+        "gen_ai.tool.type": tool_type,
+    }
+    if call_id is not None:
+        attributes["gen_ai.tool.call.id"] = call_id
+    if description is not None:
+        attributes["gen_ai.tool.description"] = description
+    if observer.capture_message_content and arguments is not None:
+        attributes["gen_ai.tool.call.arguments"] = arguments if isinstance(arguments, str) else _to_json(arguments)
+    span = observer._start_child_span(call, f"execute_tool {name}", SpanKind.INTERNAL, attributes)
+    if span is None:
+        return None
+    return _ToolSpan(span, observer.capture_message_content)

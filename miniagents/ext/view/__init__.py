@@ -1,0 +1,59 @@
+"""``miniagents view``: a live view of a run's agent call tree in the browser (extra ``miniagents[view]``).
+
+Start the server in a terminal, then opt a program in with one line::
+
+    miniagents view                                    # serves http://127.0.0.1:8765
+
+    from miniagents.ext.view import ViewPublisher
+    MiniAgents(observers=[ViewPublisher()]).run(main())
+
+The page shows every agent call as a node under the call that made it, as soon as it starts, coloured by its
+status (running, finished, failed, cancelled); clicking a node shows its input and reply messages, and the
+selected message's text as it streams, token by token. The server listens on 127.0.0.1 only.
+
+The web app reads runs through the `RunSource` protocol: `LiveRuns` (what programs publish) is one; a source of
+stored runs plugs in the same way (`create_app`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from miniagents.ext.view._publisher import DEFAULT_PORT, ViewPublisher
+from miniagents.ext.view._runs import EventError, LiveRuns, RunSource
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+__all__ = ["DEFAULT_PORT", "EventError", "LiveRuns", "RunSource", "ViewPublisher", "create_app", "serve"]
+
+
+def create_app(source: RunSource | None = None) -> Starlette:
+    """The ASGI app of the view (Starlette) over ``source`` (a new, empty `LiveRuns` by default).
+
+    See `miniagents.ext.view._app.create_app` for the routes.
+
+    Raises:
+        ImportError: ``starlette`` is not installed (``pip install "miniagents[view]"``).
+    """
+    from miniagents.ext.view._app import create_app as _create_app
+
+    return _create_app(LiveRuns() if source is None else source)
+
+
+def serve(port: int = DEFAULT_PORT, source: RunSource | None = None) -> None:
+    """Serve the view on ``http://127.0.0.1:{port}`` until interrupted (blocking; what ``miniagents view`` runs).
+
+    Args:
+        port: the TCP port (0 picks a free one).
+        source: the runs to show; a new `LiveRuns` (which programs publish to) by default.
+
+    Raises:
+        ImportError: ``starlette`` or ``uvicorn`` is not installed (``pip install "miniagents[view]"``).
+    """
+    try:
+        import uvicorn
+    except ImportError as error:
+        raise ImportError('miniagents view needs uvicorn: pip install "miniagents[view]"', name="uvicorn") from error
+    # (open event streams of browser tabs must not hold up Ctrl+C)
+    uvicorn.run(create_app(source), host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2)

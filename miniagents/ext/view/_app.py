@@ -1,0 +1,117 @@
+"""The view's web app (Starlette): the page, JSON endpoints, server-sent event streams and the ingest endpoint."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from miniagents.ext.view._runs import EventError, LiveRuns, RunSource
+
+__all__ = ["create_app"]
+
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _static_dir() -> str:
+    return str(resources.files("miniagents.ext.view") / "static")
+
+
+def create_app(source: RunSource, live: LiveRuns | None = None) -> Starlette:
+    """Build the ASGI app of ``miniagents view``.
+
+    Args:
+        source: where runs are read from (a `LiveRuns`, or a source of stored runs).
+        live: where ``POST /api/ingest`` puts published events; by default ``source`` if it is a `LiveRuns`,
+            otherwise publishing is refused (404).
+
+    Returns:
+        A Starlette app. Routes: ``/`` (the page), ``/static/...``, ``GET /api/runs``, ``GET /api/runs/{run}``,
+        ``GET /api/runs/{run}/calls/{call}``, ``GET /api/runs/{run}/messages/{key}``, the server-sent event
+        streams ``GET /api/runs/{run}/events`` (call events, a JSON list per event) and
+        ``GET /api/runs/{run}/messages/{key}/stream`` (a message's text as it streams), and ``POST /api/ingest``
+        (a batch, see `LiveRuns.ingest`). Only the host names ``127.0.0.1`` and ``localhost`` are served (against
+        DNS rebinding).
+    """
+    if live is None and isinstance(source, LiveRuns):
+        live = source
+
+    async def index(request: Request) -> Response:
+        return FileResponse(f"{_static_dir()}/index.html", headers={"Cache-Control": "no-cache"})
+
+    async def runs(request: Request) -> Response:
+        return JSONResponse(source.list_runs())
+
+    async def run(request: Request) -> Response:
+        return _json_or_404(source.get_run(request.path_params["run"]), "run")
+
+    async def call(request: Request) -> Response:
+        return _json_or_404(source.get_call(request.path_params["run"], request.path_params["call"]), "call")
+
+    async def message(request: Request) -> Response:
+        return _json_or_404(source.get_message(request.path_params["run"], request.path_params["key"]), "message")
+
+    async def run_events(request: Request) -> Response:
+        run_id = request.path_params["run"]
+        if source.get_run(run_id) is None:
+            return _not_found("run")
+        return _sse(source.follow_run(run_id))
+
+    async def message_stream(request: Request) -> Response:
+        run_id, key = request.path_params["run"], request.path_params["key"]
+        if source.get_message(run_id, key) is None:
+            return _not_found("message")
+        return _sse(source.follow_message(run_id, key))
+
+    async def ingest(request: Request) -> Response:
+        if live is None:
+            return _not_found("ingest")
+        try:
+            body = await request.json()
+        except ValueError:
+            return JSONResponse({"error": "the body is not JSON"}, status_code=400)
+        try:
+            live.ingest(body)
+        except EventError as error:
+            return JSONResponse({"error": str(error)}, status_code=400)
+        return JSONResponse({"ok": True})
+
+    routes = [
+        Route("/", index),
+        Route("/api/runs", runs),
+        Route("/api/runs/{run}", run),
+        Route("/api/runs/{run}/events", run_events),
+        Route("/api/runs/{run}/calls/{call}", call),
+        Route("/api/runs/{run}/messages/{key:path}/stream", message_stream),
+        Route("/api/runs/{run}/messages/{key:path}", message),
+        Route("/api/ingest", ingest, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=_static_dir()), name="static"),
+    ]
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost"])]
+    return Starlette(routes=routes, middleware=middleware)
+
+
+def _not_found(what: str) -> JSONResponse:
+    return JSONResponse({"error": f"no such {what}"}, status_code=404)
+
+
+def _json_or_404(data: dict[str, Any] | None, what: str) -> Response:
+    return _not_found(what) if data is None else JSONResponse(data)
+
+
+def _sse(events: AsyncIterator[Any]) -> StreamingResponse:
+    async def body() -> AsyncIterator[str]:
+        yield ": connected\n\n"
+        async for event in events:
+            yield f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers=_SSE_HEADERS)

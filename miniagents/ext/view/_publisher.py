@@ -1,0 +1,213 @@
+"""`ViewPublisher`: the `RunObserver` that sends a running program's call tree to ``miniagents view``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+import uuid
+import weakref
+from typing import Any
+
+from miniagents.ext._background import start_detached
+from miniagents.messages import MessagePromise
+from miniagents.miniagents import AgentCall, MiniAgents, RunObserver
+from miniagents.promising.errors import PromisingContextError
+
+__all__ = ["DEFAULT_PORT", "ViewPublisher"]
+
+DEFAULT_PORT = 8765
+"""The port ``miniagents view`` listens on (on 127.0.0.1) unless told otherwise."""
+
+logger = logging.getLogger("miniagents.view")
+
+
+class ViewPublisher(RunObserver):
+    """Publish the run to a ``miniagents view`` server: one line opts a program in.
+
+    ``MiniAgents(observers=[ViewPublisher()])`` sends every agent call (when it starts, its status when it
+    ends), which messages are its input and replies, and the messages' text (token by token while they stream) to
+    the server, which shows them live in the browser.
+
+    Events are batched: they are collected in memory (each observer method only appends to a list) and sent
+    every ``flush_interval`` seconds by a background task of the `MiniAgents` context (leaving the context waits
+    for the last batch). When the server is not running, a warning is logged once and the events are dropped: the
+    run itself is never slowed down or failed by the view.
+
+    Args:
+        url: the server's address; ``http://127.0.0.1:8765`` by default, or the environment variable
+            ``MINIAGENTS_VIEW_URL``.
+        run_name: what the view calls this run (the program's file name and the start time by default).
+        flush_interval: seconds between batches.
+
+    Raises:
+        ValueError: ``flush_interval`` is not positive, or ``url`` is not an http URL on this machine.
+        ImportError: ``httpx`` is not installed (``pip install "miniagents[view]"``).
+    """
+
+    def __init__(self, url: str | None = None, run_name: str | None = None, flush_interval: float = 0.05) -> None:
+        try:
+            import httpx
+        except ImportError as error:  # pragma: no cover - the view extra brings httpx
+            raise ImportError('ViewPublisher needs httpx: pip install "miniagents[view]"', name="httpx") from error
+        if url is None:
+            url = os.environ.get("MINIAGENTS_VIEW_URL") or f"http://127.0.0.1:{DEFAULT_PORT}"
+        parsed = httpx.URL(url)
+        if parsed.scheme != "http" or parsed.host not in ("127.0.0.1", "localhost"):
+            raise ValueError(f"the view server must be an http URL on 127.0.0.1 or localhost, got {url!r}")
+        if not flush_interval > 0:
+            raise ValueError(f"flush_interval must be positive, got {flush_interval!r}")
+        self.url = str(parsed).rstrip("/")
+        self.run_id = uuid.uuid4().hex
+        started = time.time()
+        if run_name is None:
+            program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+            run_name = f"{program} {time.strftime('%H:%M:%S', time.localtime(started))}"
+        self.run_name = run_name
+        self.flush_interval = flush_interval
+        self.started_at = started
+        self._events: list[dict[str, Any]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._unread: list[tuple[str, MessagePromise]] = []
+        self._mini_agents: MiniAgents | None = None
+        self._keys: weakref.WeakKeyDictionary[MessagePromise, str] = weakref.WeakKeyDictionary()
+        self._next_key = 0
+        self._warned = False
+        self.sent_events = 0
+        """How many events the server has accepted so far."""
+
+    # --- RunObserver --------------------------------------------------------------------------------------------
+
+    def on_call_started(self, call: AgentCall) -> None:
+        """Publish the new call (its parent, alias and start time)."""
+        parent = call.parent_call
+        self._emit(
+            {
+                "type": "call",
+                "id": call.call_id,
+                "parent": parent.call_id if parent is not None else None,
+                "alias": call.agent_alias,
+                "started_at": call.started_at,
+            }
+        )
+
+    def on_call_input(self, call: AgentCall, index: int, message_promise: MessagePromise) -> None:
+        """Publish that the message is an input of the call (and its text, once per message)."""
+        self._link(call, "input", message_promise)
+
+    def on_call_reply(self, call: AgentCall, index: int, message_promise: MessagePromise) -> None:
+        """Publish that the message is a reply of the call (and its text, once per message)."""
+        self._link(call, "reply", message_promise)
+
+    def on_call_ended(self, call: AgentCall) -> None:
+        """Publish the call's final status (and its error, as ``"ErrorType: message"``)."""
+        error = call.error
+        self._emit(
+            {
+                "type": "status",
+                "id": call.call_id,
+                "status": str(call.status.value),
+                "ended_at": call.ended_at,
+                "error": f"{type(error).__name__}: {error}" if error is not None else None,
+            }
+        )
+
+    # --- internals ----------------------------------------------------------------------------------------------
+
+    def _link(self, call: AgentCall, direction: str, message_promise: MessagePromise) -> None:
+        key = self._keys.get(message_promise)
+        new = key is None
+        if key is None:
+            key = self._keys[message_promise] = f"m{self._next_key}"
+            self._next_key += 1
+        if new:
+            self._unread.append((key, message_promise))
+        self._emit({"type": "link", "call": call.call_id, "direction": direction, "key": key})
+
+    async def _aread_texts(self) -> None:
+        """Read the texts of the messages linked since the last batch: the finished ones right here (no task)."""
+        unread, self._unread = self._unread, []
+        for key, message_promise in unread:
+            if not message_promise.is_resolved:
+                self._start(self._afollow_text(key, message_promise))
+                continue
+            try:
+                message = await message_promise  # (resolved: returns at once)
+            except Exception as exception:
+                self._events.append(_text_done(key, f"{type(exception).__name__}: {exception}", "Message"))
+                continue
+            self._events.append({"type": "text", "key": key, "text": str(message)})
+            self._events.append(_text_done(key, None, type(message).__name__))
+
+    async def _afollow_text(self, key: str, message_promise: MessagePromise) -> None:
+        error = None
+        try:
+            async for token in message_promise:
+                self._emit({"type": "text", "key": key, "text": token})
+            class_name = type(await message_promise).__name__
+        except Exception as exception:
+            error = f"{type(exception).__name__}: {exception}"
+            class_name = "Message"
+        self._emit(_text_done(key, error, class_name))
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        self._events.append(event)
+        if self._flusher is None:
+            self._flusher = self._start(self._aflush_loop())
+
+    def _start(self, coroutine: Any) -> asyncio.Task[None]:
+        """A task of the context (leaving it waits for it) that no agent call owns (see `start_detached`)."""
+        try:
+            self._mini_agents = MiniAgents.get_current()
+        except PromisingContextError:  # (in our own tasks, which run in an empty contextvars context)
+            pass
+        task: asyncio.Task[None] = start_detached(coroutine, self._mini_agents)
+        return task
+
+    async def _aflush_loop(self) -> None:
+        import httpx
+
+        try:
+            # http on 127.0.0.1 only (checked in __init__): no certificates to load, no proxy to go through
+            async with httpx.AsyncClient(timeout=10.0, verify=False, trust_env=False) as client:
+                while True:
+                    await asyncio.sleep(self.flush_interval)
+                    await self._aread_texts()
+                    events, self._events = self._events, []
+                    await self._asend(client, events)
+                    if not self._events and not self._unread:
+                        self._flusher = None  # the next event starts a new flusher (even while this one closes)
+                        break
+        except BaseException:
+            self._flusher = None
+            raise
+
+    async def _asend(self, client: Any, events: list[dict[str, Any]]) -> None:
+        import httpx
+
+        try:
+            response = await client.post(
+                f"{self.url}/api/ingest",
+                json={"run": self.run_id, "name": self.run_name, "started_at": self.started_at, "events": events},
+            )
+        except httpx.HTTPError as error:
+            self._warn(
+                f"the view server at {self.url} is not reachable ({type(error).__name__}: {error}); "
+                "start it with `miniagents view`"
+            )
+            return
+        if response.status_code != 200:
+            self._warn(f"the view server at {self.url} refused events: {response.status_code} {response.text[:200]}")
+            return
+        self.sent_events += len(events)
+
+    def _warn(self, text: str) -> None:
+        if not self._warned:
+            self._warned = True
+            logger.warning("%s; events of this run are dropped", text)
+
+
+def _text_done(key: str, error: str | None, class_name: str) -> dict[str, Any]:
+    return {"type": "text", "key": key, "done": True, "error": error, "class": class_name}

@@ -1,0 +1,358 @@
+"""What the view shows: runs (call trees and message texts), and the `RunSource` protocol the web app reads them from.
+
+`LiveRuns` holds the runs that programs publish while they run (see `ViewPublisher`). A source of stored runs (the
+message store) implements the same `RunSource` protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["EventError", "LiveRuns", "RunSource"]
+
+_STATUSES = frozenset({"running", "finished", "failed", "cancelled"})
+_MAX_RUNS = 100  # the oldest runs are forgotten beyond this
+_MAX_BATCH = 5000  # call events per server-sent event
+
+
+class EventError(ValueError):
+    """A published event is malformed (the ingest endpoint answers 400 with this message)."""
+
+
+@runtime_checkable
+class RunSource(Protocol):
+    """Where the view's web app reads runs from.
+
+    Every method returns plain JSON-able data; None (or an exhausted iterator) means "unknown run / call / message".
+    """
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        """Every run, newest first: ``{"id", "name", "started_at", "calls", "running"}``."""
+        ...
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        """One run with its calls (``{"run": {...}, "calls": [call, ...]}``), calls in start order."""
+        ...
+
+    def get_call(self, run_id: str, call_id: str) -> dict[str, Any] | None:
+        """One call with its ``inputs`` and ``replies``: lists of ``{"key", "class", "preview", "done"}``."""
+        ...
+
+    def get_message(self, run_id: str, key: str) -> dict[str, Any] | None:
+        """One message: ``{"key", "class", "text", "done", "error"}``."""
+        ...
+
+    def follow_run(self, run_id: str) -> AsyncIterator[list[dict[str, Any]]]:
+        """The run's call events from its start and then as they happen, in batches (lists).
+
+        An event is ``{"type": "call", "id", "parent", "alias", "status", ...}`` or ``{"type": "status", "id",
+        "status", "error", "ended_at"}``.
+        """
+        ...
+
+    def follow_message(self, run_id: str, key: str) -> AsyncIterator[dict[str, Any]]:
+        """The message's text from its start and then as it streams: ``{"text": chunk}`` …, then ``{"done": ..}``."""
+        ...
+
+
+class _Message:
+    __slots__ = ("chunks", "class_", "done", "error", "key")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.class_ = "Message"
+        self.chunks: list[str] = []
+        self.done = False
+        self.error: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        text = "".join(self.chunks)
+        return {"key": self.key, "class": self.class_, "preview": text[:120], "done": self.done}
+
+    def full(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "class": self.class_,
+            "text": "".join(self.chunks),
+            "done": self.done,
+            "error": self.error,
+        }
+
+
+class _Run:
+    def __init__(self, run_id: str, name: str, started_at: float) -> None:
+        self.id = run_id
+        self.name = name
+        self.started_at = started_at
+        self.calls: dict[str, dict[str, Any]] = {}
+        self.call_events: list[dict[str, Any]] = []
+        self.messages: dict[str, _Message] = {}
+        self.links: dict[str, tuple[list[str], list[str]]] = {}  # call id -> (input keys, reply keys)
+        self.changed = asyncio.Event()
+
+    def summary(self) -> dict[str, Any]:
+        running = sum(1 for call in self.calls.values() if call["status"] == "running")
+        return {
+            "id": self.id,
+            "name": self.name,
+            "started_at": self.started_at,
+            "calls": len(self.calls),
+            "running": running,
+        }
+
+    def message(self, key: str) -> _Message:
+        message = self.messages.get(key)
+        if message is None:
+            message = self.messages[key] = _Message(key)
+        return message
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+def _require(event: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = event.get(name)
+    if not isinstance(value, kind):
+        raise EventError(f"event {event.get('type')!r}: {name!r} must be {kind}, got {value!r}")
+    return value
+
+
+class LiveRuns:
+    """The runs published to this view server, in memory (a `RunSource`).
+
+    Events come in batches through `ingest` (the ``POST /api/ingest`` endpoint); the ``follow_*`` iterators wake
+    up on every batch.
+    """
+
+    def __init__(self) -> None:
+        self._runs: dict[str, _Run] = {}
+
+    def ingest(self, body: Any) -> None:
+        """Apply one published batch: ``{"run": id, "name": str, "started_at": float, "events": [...]}``.
+
+        The run is created by its first batch. Event shapes (see `ViewPublisher`): ``{"type": "call", "id",
+        "parent", "alias", "started_at"}``, ``{"type": "status", "id", "status", "ended_at", "error"}``,
+        ``{"type": "link", "call", "direction": "input" | "reply", "key"}`` and ``{"type": "text", "key",
+        "text"}`` / ``{"type": "text", "key", "done": true, "error", "class"}``.
+
+        Raises:
+            EventError: the batch or an event in it is malformed; the events before it are applied.
+        """
+        if not isinstance(body, dict):
+            raise EventError("the body must be an object")
+        run_id, events = body.get("run"), body.get("events")
+        if not isinstance(run_id, str) or not run_id:
+            raise EventError("'run' must be a non-empty string")
+        if not isinstance(events, list):
+            raise EventError("'events' must be a list")
+        run = self._runs.get(run_id)
+        if run is None:
+            started_at = body.get("started_at")
+            run = self._new_run(
+                run_id,
+                str(body.get("name") or run_id),
+                float(started_at) if isinstance(started_at, (int, float)) else time.time(),
+            )
+        try:
+            for event in events:
+                if not isinstance(event, dict):
+                    raise EventError(f"an event must be an object, got {event!r}")
+                self._apply(run, event.get("type"), event)
+        finally:
+            run.notify()
+
+    def _new_run(self, run_id: str, name: str, started_at: float) -> _Run:
+        run = self._runs[run_id] = _Run(run_id, name, started_at)
+        while len(self._runs) > _MAX_RUNS:
+            del self._runs[next(iter(self._runs))]
+        return run
+
+    def _apply(self, run: _Run, kind: Any, event: dict[str, Any]) -> None:
+        if kind == "call":
+            call_id = _require(event, "id", str)
+            parent = event.get("parent")
+            if parent is not None and not isinstance(parent, str):
+                raise EventError(f"event 'call': 'parent' must be a string or null, got {parent!r}")
+            call = {
+                "id": call_id,
+                "parent": parent,
+                "alias": str(event.get("alias", "?")),
+                "status": "running",
+                "started_at": event.get("started_at"),
+                "ended_at": None,
+                "error": None,
+            }
+            run.calls[call_id] = call
+            run.links[call_id] = ([], [])
+            run.call_events.append({"type": "call", **call})
+        elif kind == "status":
+            call_id = _require(event, "id", str)
+            status = event.get("status")
+            if status not in _STATUSES:
+                raise EventError(f"event 'status': unknown status {status!r}")
+            existing = run.calls.get(call_id)
+            if existing is None:
+                raise EventError(f"event 'status': unknown call {call_id!r}")
+            call = existing
+            call.update(status=status, ended_at=event.get("ended_at"), error=event.get("error"))
+            run.call_events.append(
+                {
+                    "type": "status",
+                    "id": call_id,
+                    "status": status,
+                    "error": call["error"],
+                    "ended_at": call["ended_at"],
+                }
+            )
+        elif kind == "link":
+            call_id = _require(event, "call", str)
+            key = _require(event, "key", str)
+            links = run.links.get(call_id)
+            if links is None:
+                raise EventError(f"event 'link': unknown call {call_id!r}")
+            links[0 if event.get("direction") == "input" else 1].append(key)
+            run.message(key)
+        elif kind == "text":
+            message = run.message(_require(event, "key", str))
+            if isinstance(event.get("class"), str):
+                message.class_ = event["class"]
+            text = event.get("text")
+            if isinstance(text, str) and text:
+                message.chunks.append(text)
+            if event.get("done"):
+                message.done = True
+                message.error = event.get("error")
+        else:
+            raise EventError(f"unknown event type {kind!r}")
+
+    def add_call_tree(self, root: Any, name: str | None = None) -> str:
+        """Add a finished (e.g. stored) run from its root call tree; returns the run's id (the root call's id).
+
+        Args:
+            root: a call tree like the message store's ``StoredCall``: an object with ``call_id``,
+                ``parent_call_id``, ``agent_alias``, ``status``, ``started_at``, ``ended_at``, ``error``,
+                ``inputs`` and ``replies`` (sequences of messages) and ``children`` (calls of the same shape).
+                A message with ``partial=True`` is shown as not done.
+            name: what the view calls the run; the root's alias and start time by default.
+
+        Raises:
+            EventError: a status is unknown or a call id is not a string.
+        """
+        events: list[dict[str, Any]] = []
+        keys: dict[int, str] = {}  # the same message object in several places is one message
+
+        def visit(call: Any) -> None:
+            events.append(
+                {
+                    "type": "call",
+                    "id": call.call_id,
+                    "parent": call.parent_call_id if call is not root else None,
+                    "alias": call.agent_alias,
+                    "started_at": call.started_at,
+                }
+            )
+            for direction, messages in (("input", call.inputs), ("reply", call.replies)):
+                for message in messages:
+                    key = keys.get(id(message))
+                    new = key is None
+                    if key is None:
+                        key = keys[id(message)] = f"m{len(keys)}"
+                    events.append({"type": "link", "call": call.call_id, "direction": direction, "key": key})
+                    if new:
+                        events.append({"type": "text", "key": key, "text": str(message)})
+                        if not getattr(message, "partial", False):
+                            events.append(
+                                {
+                                    "type": "text",
+                                    "key": key,
+                                    "done": True,
+                                    "error": None,
+                                    "class": type(message).__name__,
+                                }
+                            )
+            for child in call.children:
+                visit(child)
+            if call.status != "running":
+                events.append(
+                    {
+                        "type": "status",
+                        "id": call.call_id,
+                        "status": call.status,
+                        "ended_at": call.ended_at,
+                        "error": call.error,
+                    }
+                )
+
+        visit(root)
+        if name is None:
+            name = f"{root.agent_alias} {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(root.started_at))}"
+        self.ingest({"run": root.call_id, "name": name, "started_at": root.started_at, "events": events})
+        return str(root.call_id)
+
+    # --- RunSource ----------------------------------------------------------------------------------------------
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        """See `RunSource.list_runs`."""
+        return [run.summary() for run in reversed(self._runs.values())]
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        """See `RunSource.get_run`."""
+        run = self._runs.get(run_id)
+        if run is None:
+            return None
+        return {"run": run.summary(), "calls": list(run.calls.values())}
+
+    def get_call(self, run_id: str, call_id: str) -> dict[str, Any] | None:
+        """See `RunSource.get_call`."""
+        run = self._runs.get(run_id)
+        call = run.calls.get(call_id) if run is not None else None
+        if run is None or call is None:
+            return None
+        inputs, replies = run.links[call_id]
+        return {
+            **call,
+            "inputs": [run.messages[key].summary() for key in inputs],
+            "replies": [run.messages[key].summary() for key in replies],
+        }
+
+    def get_message(self, run_id: str, key: str) -> dict[str, Any] | None:
+        """See `RunSource.get_message`."""
+        run = self._runs.get(run_id)
+        message = run.messages.get(key) if run is not None else None
+        return None if message is None else message.full()
+
+    async def follow_run(self, run_id: str) -> AsyncIterator[list[dict[str, Any]]]:
+        """See `RunSource.follow_run` (it never ends by itself for a known run)."""
+        run = self._runs.get(run_id)
+        if run is None:
+            return
+        position = 0
+        while True:
+            changed = run.changed
+            if position < len(run.call_events):
+                events = run.call_events[position : position + _MAX_BATCH]
+                position += len(events)
+                yield events
+                continue
+            await changed.wait()
+
+    async def follow_message(self, run_id: str, key: str) -> AsyncIterator[dict[str, Any]]:
+        """See `RunSource.follow_message`."""
+        run = self._runs.get(run_id)
+        message = run.messages.get(key) if run is not None else None
+        if run is None or message is None:
+            return
+        position = 0
+        while True:
+            changed = run.changed
+            if position < len(message.chunks):
+                yield {"text": "".join(message.chunks[position:])}
+                position = len(message.chunks)
+            if message.done:
+                yield {"done": True, "error": message.error, "class": message.class_}
+                return
+            await changed.wait()

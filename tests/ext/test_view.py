@@ -1,0 +1,320 @@
+"""``miniagents view``: the run model, the JSON and SSE endpoints (ASGI transport) and the publisher end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("starlette", reason='the view extra is not installed: pip install "miniagents[view]"')
+
+import httpx
+
+from miniagents import InteractionContext, Message, MiniAgents, miniagent
+from miniagents.cli import main as cli_main
+from miniagents.ext.view import EventError, LiveRuns, RunSource, ViewPublisher, create_app
+from tests.ext.view_server import view_server
+from tests.servers import free_port
+
+BASE = "http://127.0.0.1"
+
+
+def batch(run: str, *events: dict[str, Any], name: str = "demo") -> dict[str, Any]:
+    return {"run": run, "name": name, "started_at": 1000.0, "events": list(events)}
+
+
+def sample_runs() -> LiveRuns:
+    live = LiveRuns()
+    live.ingest(
+        batch(
+            "r1",
+            {"type": "call", "id": "c1", "parent": None, "alias": "TOP", "started_at": 1.0},
+            {"type": "call", "id": "c2", "parent": "c1", "alias": "CHILD", "started_at": 2.0},
+            {"type": "link", "call": "c1", "direction": "input", "key": "m0"},
+            {"type": "link", "call": "c2", "direction": "reply", "key": "m1"},
+            {"type": "link", "call": "c1", "direction": "reply", "key": "m1"},
+            {"type": "text", "key": "m0", "text": "question"},
+            {"type": "text", "key": "m0", "done": True, "error": None, "class": "Message"},
+            {"type": "text", "key": "m1", "text": "Hel"},
+        )
+    )
+    return live
+
+
+def client_for(source: RunSource) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(source)), base_url=BASE)
+
+
+async def test_json_endpoints() -> None:
+    async with client_for(sample_runs()) as client:
+        runs = (await client.get("/api/runs")).json()
+        assert runs == [{"id": "r1", "name": "demo", "started_at": 1000.0, "calls": 2, "running": 2}]
+        run = (await client.get("/api/runs/r1")).json()
+        assert [(c["id"], c["parent"], c["alias"], c["status"]) for c in run["calls"]] == [
+            ("c1", None, "TOP", "running"),
+            ("c2", "c1", "CHILD", "running"),
+        ]
+        call = (await client.get("/api/runs/r1/calls/c1")).json()
+        assert call["inputs"] == [{"key": "m0", "class": "Message", "preview": "question", "done": True}]
+        assert call["replies"] == [{"key": "m1", "class": "Message", "preview": "Hel", "done": False}]
+        message = (await client.get("/api/runs/r1/messages/m1")).json()
+        assert message == {"key": "m1", "class": "Message", "text": "Hel", "done": False, "error": None}
+        for path in ("/api/runs/nope", "/api/runs/r1/calls/nope", "/api/runs/r1/messages/nope"):
+            response = await client.get(path)
+            assert response.status_code == 404, path
+        page = await client.get("/")
+        assert page.status_code == 200 and "cytoscape.min.js" in page.text
+        library = await client.get("/static/cytoscape.min.js")
+        assert library.status_code == 200 and len(library.content) > 100_000
+        foreign = await client.get("/api/runs", headers={"host": "attacker.example"})
+        assert foreign.status_code == 400  # only 127.0.0.1 / localhost host names
+
+
+async def test_ingest_endpoint_validates() -> None:
+    live = LiveRuns()
+    async with client_for(live) as client:
+        ok = await client.post("/api/ingest", json=batch("r", {"type": "call", "id": "c", "parent": None}))
+        assert ok.json() == {"ok": True}
+        bad = [
+            (b"not json", "not JSON"),
+            (json.dumps([1]).encode(), "must be an object"),
+            (json.dumps({"run": "", "events": []}).encode(), "'run' must be"),
+            (json.dumps(batch("r", {"type": "nope"})).encode(), "unknown event type 'nope'"),
+            (json.dumps(batch("r", {"type": "status", "id": "c", "status": "weird"})).encode(), "unknown status"),
+            (json.dumps(batch("r", {"type": "status", "id": "zz", "status": "finished"})).encode(), "unknown call"),
+            (json.dumps(batch("r", {"type": "link", "call": "zz", "key": "m"})).encode(), "unknown call"),
+        ]
+        for body, error in bad:
+            response = await client.post("/api/ingest", content=body)
+            assert response.status_code == 400, body
+            assert error in response.json()["error"], (body, response.json())
+    with pytest.raises(EventError, match="'events' must be a list"):
+        live.ingest({"run": "r", "events": None})
+
+
+async def read_sse(lines: Any, count: int) -> list[dict[str, Any]]:
+    events = []
+    async for line in lines:
+        if line.startswith("data: "):
+            events.append(json.loads(line[6:]))
+            if len(events) == count:
+                break
+    return events
+
+
+async def test_sse_streams_follow_the_run_and_a_message() -> None:
+    """Through a real server: the ASGI transport buffers whole responses, so it cannot show a stream."""
+    with view_server(sample_runs()) as (url, _):
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+
+            async def ingest(*events: dict[str, Any]) -> None:
+                assert (await client.post("/api/ingest", json=batch("r1", *events))).status_code == 200
+
+            async with client.stream("GET", "/api/runs/r1/events") as response:
+                assert response.headers["content-type"].startswith("text/event-stream")
+                lines = response.aiter_lines()
+                (first,) = await read_sse(lines, 1)
+                assert [(e["type"], e["id"]) for e in first] == [("call", "c1"), ("call", "c2")]
+                await ingest({"type": "status", "id": "c2", "status": "failed", "error": "ValueError: x"})
+                ((status,),) = await asyncio.wait_for(read_sse(lines, 1), 5)
+                assert status == {
+                    "type": "status",
+                    "id": "c2",
+                    "status": "failed",
+                    "error": "ValueError: x",
+                    "ended_at": None,
+                }
+            async with client.stream("GET", "/api/runs/r1/messages/m1/stream") as response:
+                lines = response.aiter_lines()
+                assert await read_sse(lines, 1) == [{"text": "Hel"}]
+                await ingest({"type": "text", "key": "m1", "text": "lo"})
+                assert await asyncio.wait_for(read_sse(lines, 1), 5) == [{"text": "lo"}]
+                await ingest({"type": "text", "key": "m1", "done": True, "error": None, "class": "Reply"})
+                done = await asyncio.wait_for(read_sse(lines, 1), 5)
+                assert done == [{"done": True, "error": None, "class": "Reply"}]
+            assert (await client.get("/api/runs/nope/events")).status_code == 404
+
+
+@miniagent
+async def streaming_agent(ctx: InteractionContext, delay: float = 0.0) -> None:
+    async def tokens(_: dict[str, Any]) -> Any:
+        for token in ["one ", "two ", "three"]:
+            await asyncio.sleep(delay)
+            yield token
+
+    ctx.reply(Message.promise(start_asap=True, message_token_streamer=tokens))
+
+
+@miniagent
+async def broken_agent(ctx: InteractionContext) -> None:
+    raise RuntimeError("broken on purpose")
+
+
+@miniagent
+async def root_agent(ctx: InteractionContext, delay: float = 0.0) -> None:
+    ctx.reply(streaming_agent.inquire(ctx.message_promises, delay=delay))
+    ctx.reply(streaming_agent.fork(alias="SECOND").inquire("x", delay=delay))
+    try:
+        await broken_agent.inquire()
+    except RuntimeError:
+        ctx.reply("recovered")
+
+
+async def test_publisher_sends_the_call_tree_and_texts() -> None:
+    with view_server() as (url, live):
+        publisher = ViewPublisher(url=url, run_name="test run", flush_interval=0.01)
+        async with MiniAgents(observers=[publisher]):
+            replies = await root_agent.inquire("hello")
+        assert [str(r) for r in replies] == ["one two three", "one two three", "recovered"]
+        (run,) = live.list_runs()
+        assert (run["id"], run["name"], run["calls"], run["running"]) == (publisher.run_id, "test run", 4, 0)
+        calls = {c["alias"]: c for c in live.get_run(publisher.run_id)["calls"]}  # type: ignore[index]
+        root = calls["ROOT_AGENT"]
+        assert root["parent"] is None and root["status"] == "finished"
+        assert {calls[a]["parent"] for a in ("STREAMING_AGENT", "SECOND", "BROKEN_AGENT")} == {root["id"]}
+        assert calls["BROKEN_AGENT"]["status"] == "failed"
+        assert calls["BROKEN_AGENT"]["error"] == "RuntimeError: broken on purpose"
+        details = live.get_call(publisher.run_id, root["id"])
+        assert details is not None
+        assert [m["preview"] for m in details["inputs"]] == ["hello"]
+        assert [m["preview"] for m in details["replies"]] == ["one two three", "one two three", "recovered"]
+        assert all(m["done"] for m in details["replies"])
+        # a forwarded message is one message, linked to both calls
+        streaming = live.get_call(publisher.run_id, calls["STREAMING_AGENT"]["id"])
+        assert streaming is not None and streaming["replies"][0]["key"] == details["replies"][0]["key"]
+        assert publisher.sent_events > 0
+
+
+async def test_publisher_without_a_server_warns_once_and_the_run_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    publisher = ViewPublisher(url=f"http://127.0.0.1:{free_port()}", flush_interval=0.01)  # nobody listens there
+    with caplog.at_level(logging.WARNING, logger="miniagents.view"):
+        async with MiniAgents(observers=[publisher]):
+            assert len(await root_agent.inquire("x")) == 3
+            await asyncio.sleep(0.05)
+            assert len(await root_agent.inquire("y")) == 3
+    warnings = [r for r in caplog.records if r.name == "miniagents.view"]
+    assert len(warnings) == 1
+    assert "not reachable" in warnings[0].getMessage() and "miniagents view" in warnings[0].getMessage()
+    assert publisher.sent_events == 0
+
+
+def test_publisher_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match=r"127\.0\.0\.1 or localhost"):
+        ViewPublisher(url="http://example.com:8765")
+    with pytest.raises(ValueError, match="flush_interval must be positive"):
+        ViewPublisher(flush_interval=0)
+
+
+def test_cli_view_rejects_a_bad_port(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["view", "--port", "70000"])
+    assert exit_info.value.code == 2
+    assert "must be a port number" in capsys.readouterr().err
+
+
+@dataclass
+class TreeCall:
+    """The shape of the message store's ``StoredCall`` (what `LiveRuns.add_call_tree` reads)."""
+
+    call_id: str
+    parent_call_id: str | None
+    agent_alias: str
+    status: str
+    started_at: float = 1.0
+    ended_at: float | None = 2.0
+    error: str | None = None
+    inputs: tuple[Message, ...] = ()
+    replies: tuple[Message, ...] = ()
+    children: list[TreeCall] = field(default_factory=list)
+
+
+async def test_a_stored_call_tree_opens_as_a_run() -> None:
+    shared = Message("shared answer")
+    partial = Message("cut sho", partial=True)
+    tree = TreeCall(
+        "root",
+        None,
+        "ROOT",
+        "finished",
+        inputs=(Message("question"),),
+        replies=(shared, partial),
+        children=[
+            TreeCall("kid1", "root", "KID", "finished", replies=(shared,)),
+            TreeCall("kid2", "root", "KID", "failed", error="ValueError: no"),
+            TreeCall("kid3", "root", "SLOW", "running", ended_at=None, replies=(partial,)),
+        ],
+    )
+    live = LiveRuns()
+    assert live.add_call_tree(tree, name="stored") == "root"
+    async with client_for(live) as client:
+        run = (await client.get("/api/runs/root")).json()
+        assert run["run"]["name"] == "stored" and run["run"]["running"] == 1
+        assert [(c["id"], c["parent"], c["status"], c["error"]) for c in run["calls"]] == [
+            ("root", None, "finished", None),
+            ("kid1", "root", "finished", None),
+            ("kid2", "root", "failed", "ValueError: no"),
+            ("kid3", "root", "running", None),
+        ]
+        root = (await client.get("/api/runs/root/calls/root")).json()
+        kid1 = (await client.get("/api/runs/root/calls/kid1")).json()
+        assert kid1["replies"][0]["key"] == root["replies"][0]["key"]  # one message, two places
+        assert [(m["preview"], m["done"]) for m in root["replies"]] == [("shared answer", True), ("cut sho", False)]
+
+
+@miniagent
+async def sleepy_agent(ctx: InteractionContext) -> None:
+    await asyncio.sleep(30)
+
+
+async def test_publisher_reports_a_cancelled_call() -> None:
+    with view_server() as (url, live):
+        publisher = ViewPublisher(url=url, flush_interval=0.01)
+        async with MiniAgents(observers=[publisher]):
+            call = sleepy_agent.initiate_inquiry()
+            replies = call.reply_sequence()
+            await asyncio.sleep(0.05)
+            call.cancel()
+            with pytest.raises(BaseException):  # noqa: B017 - whatever the core raises for a cancelled call
+                await asyncio.wait_for(replies, 10)
+        (stored,) = live.get_run(publisher.run_id)["calls"]  # type: ignore[index]
+        assert stored["status"] == "cancelled"
+        assert stored["error"].startswith("AgentCallCancelledError")
+
+
+def test_the_view_command_serves_on_127_0_0_1() -> None:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "miniagents", "view", "--port", str(port)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/api/runs", timeout=1)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+                assert time.monotonic() < deadline, "miniagents view did not start"
+                time.sleep(0.1)
+        assert response.json() == []
+        assert "cytoscape" in httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=20)
+    assert f"http://127.0.0.1:{port}/" in stderr.decode()
