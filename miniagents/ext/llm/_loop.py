@@ -347,6 +347,7 @@ class AgentLoop:
             provider=self.adapter.provider,
             model=self.adapter.model,
             stream=request.stream,
+            request_parameters=getattr(self.adapter, "kwargs", None),  # (the provider's request keyword arguments)
             prompt=lambda: openai_chat_messages(request.system, request.messages),
         )
 
