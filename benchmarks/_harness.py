@@ -123,6 +123,11 @@ def build_measurements(args: argparse.Namespace) -> list[Measurement]:
         Measurement("W5", "w5_tool_round_trip", "ours", "plain", {"n": args.w5_n}, {"n": 50}),
         Measurement("W5 answer", "w5_tool_round_trip", "ours_answer", "plain_answer", {"n": args.w5_n}, {"n": 50}),
     )
+    add(
+        "W6",
+        Measurement("W6", "w6_cancellation", "ours", "plain", {"n": args.w6_n}, {"n": 20}),
+        Measurement("W6 last token", "w6_cancellation", "ours_last_token", "plain_last_token", {"n": 50}, {"n": 2}),
+    )
     return measurements
 
 
@@ -264,6 +269,20 @@ def build_rows(measurements: list[Measurement]) -> list[Row]:
             rows.append(
                 Row("W5 overhead of the tool call alone", "µs (minus no-tool answer)", extra, None, "", "", None)
             )
+    if "W6" in by_name:
+        m = by_name["W6"]
+        rows.append(
+            _ratio_row(
+                f"W6 cancel a tree of N={m.params['n']} running calls", "ms until every task is done", m,
+                "ms_to_cancel", "< 100 ms", lambda ours, plain, ratio: ours < 100,
+            )
+        )  # fmt: skip
+        last = by_name.get("W6 last token")
+        if last is not None:
+            worst = max(run["tokens_after_cancel"] for run in last.results["ours"])
+            rows.append(
+                Row("W6 tokens yielded after cancel()", "worst of 50 x reps", worst, None, "", "≤ 1", worst <= 1)
+            )
     return rows
 
 
@@ -299,7 +318,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="miniagents vs plain asyncio: W1 round trips, W2 fan-out, W3 token relay, W4 parallel LLM calls, "
-        "W5 tool round trips.",
+        "W5 tool round trips, W6 cancellation.",
     )
     parser.add_argument("-r", "--repetitions", type=int, default=5, help="measurements per side (median; default 5)")
     parser.add_argument("--only", default="", help="comma-separated workloads to run, e.g. W1,W3")
@@ -312,6 +331,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--w4-latency", type=float, default=0.1, help="W4 sleep before the first token (0.1 s)")
     parser.add_argument("--w4-token-interval", type=float, default=0.001, help="W4 token interval (0.001 s)")
     parser.add_argument("--w5-n", type=int, default=3000, help="W5 sequential tool round trips (default 3000)")
+    parser.add_argument("--w6-n", type=int, default=1000, help="W6 running agent calls cancelled (default 1000)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per child process (default 600)")
     parser.add_argument("--json", type=Path, help="also write all raw results to this file")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 if a target is missed")

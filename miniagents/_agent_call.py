@@ -217,6 +217,7 @@ class AgentCall(WorkScope):
     _input_read = True  # only observed calls wait for their input to be read to the end
     _children: dict[AgentCall, None] | None = None
     _call_id: str | None = None
+    _agent_task: asyncio.Task[Any] | None = None
     _observers: Sequence[Any] = ()
     _reply_count = 0
     _input_count = 0
@@ -261,15 +262,13 @@ class AgentCall(WorkScope):
             # iterable, an exception) and takes over from there. An agent that only replies messages needs no
             # second task at all.
             reply_promise = self._reply_promise = MessageSequencePromise(start_asap=False)
-            reply_promise.produce_elsewhere()
+            reply_promise.produce_for(self, self._on_replies_ended, self._on_replies_resolved, elsewhere=True)
             self._reply_appender.set_direct_taker(self)
         else:
             reply_promise = self._reply_promise = MessageSequence.light_sequence_promise(
                 self._start_agent, start_asap=False
             )
-        reply_promise.belong_to(self, self)
-        reply_promise.set_on_end(self._on_replies_ended)
-        reply_promise.set_on_resolved(self._on_replies_resolved)
+            reply_promise.produce_for(self, self._on_replies_ended, self._on_replies_resolved, elsewhere=False)
         owner_of_input: Any = mini_agents if owner is None or owner._done else owner  # (`MiniAgents` or a ctx)
         owner_of_input.unfinished_agent_calls[self] = None
         self._owner = owner_of_input
@@ -341,6 +340,9 @@ class AgentCall(WorkScope):
             return
         error = AgentCallCancelledError(f"the agent call {self.agent.alias} was cancelled", self.agent.alias)
         self.cancel_tasks(error)
+        agent_task = self._agent_task
+        if agent_task is not None and agent_task is not current_task():  # (from its own task: it is handling it)
+            self.cancel_one(agent_task, self._on_cancelled_before_start, error)
         for child in list(self._children or ()):
             child.cancel()
         if not self._agent_started:
@@ -396,7 +398,7 @@ class AgentCall(WorkScope):
             # Like `MiniAgents.start_soon(self._arun_agent())`, without its wrapper coroutine (see the end there).
             task = asyncio.get_running_loop().create_task(self._arun_agent(), name=self.agent.alias)
             self._mini_agents.track_agent_task(task)
-            self.adopt_task(task, self._on_cancelled_before_start)
+            self._agent_task = task  # (cancelled by `cancel`, apart from the scope's other tasks: no dict per call)
         return self._reply_appender
 
     def _start_cancelled(self) -> None:
@@ -456,7 +458,8 @@ class AgentCall(WorkScope):
                         self._input_read = True
                     else:
                         mini_agents.start_soon(self._aread_input(), scope=None)
-                self._maybe_end()
+                if self._replies_ended:
+                    self._maybe_end()
             if self._resolve_replies_later:
                 await self._aresolve_replies()
         except BaseException as error:  # what `PromisingContext._arun_own` does for background work
@@ -470,7 +473,7 @@ class AgentCall(WorkScope):
         finally:
             task = current_task()
             mini_agents.forget_agent_task(task)
-            self.release_task(task)
+            self._agent_task = None
 
     def _cancelled_from_outside(self) -> BaseException:
         """Our task was cancelled: by `cancel`, or directly (then it is a cancel too). Handle it and say with what.
@@ -543,8 +546,9 @@ class AgentCall(WorkScope):
             self.status = AgentCallStatus.FINISHED
         self.ended_at = time.time()
         self._reply_promise.belong_to(None, None)  # (no cycle once ended: cancelling it does nothing now)
-        if self._request_promise is not None:
-            self._request_promise.belong_to(None, None)
+        request_promise = self._request_promise
+        if request_promise is not None and not request_promise.is_ended:  # (the end lets go of the scope itself)
+            request_promise.belong_to(None, None)
         parent = self.parent_call
         if parent is not None and parent._children:
             parent._children.pop(self, None)

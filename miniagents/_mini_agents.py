@@ -69,6 +69,7 @@ class MiniAgents(PromisingContext):
         if store is not None:
             self._observers.append(store)
         self._failed_observers: set[tuple[int, str]] = set()
+        self._observers_everywhere: list[Any] | None = None  # this context's and its parents' (see `call_started`)
         self.interrupted = False
         """Whether the context is being interrupted: agent calls made from now on are cancelled at once."""
         self._persist_queue: deque[tuple[MessagePromise, Message]] = deque()
@@ -81,19 +82,27 @@ class MiniAgents(PromisingContext):
     def add_observer(self, observer: RunObserver) -> RunObserver:
         """Let ``observer`` see every agent call made in this context from now on; returns it."""
         self._observers.append(observer)
+        self._observers_everywhere = None
         return observer
+
+    def activate(self) -> MiniAgents:
+        """See `PromisingContext.activate`; the observers of enclosing contexts are looked up again too."""
+        self._observers_everywhere = None
+        return super().activate()
 
     def call_started(self, call: AgentCall) -> list[Any]:
         """Register a new agent call; return the observers that watch it (this context's and its parents')."""
         if call.parent_call is None:
             self._root_calls[call] = None
-        observers: list[Any] = self._observers
-        context = self.parent
-        while context is not None:
-            if isinstance(context, MiniAgents) and context._observers:
-                observers = [*observers, *context._observers]
-            context = context.parent
-        return observers
+        if self._observers_everywhere is None:
+            observers: list[Any] = self._observers
+            context = self.parent
+            while context is not None:
+                if isinstance(context, MiniAgents) and context._observers:
+                    observers = [*observers, *context._observers]
+                context = context.parent
+            self._observers_everywhere = observers
+        return self._observers_everywhere
 
     def call_ended(self, call: AgentCall) -> None:
         """Unregister an agent call that ended."""

@@ -18,7 +18,7 @@ from miniagents.promising._streamed_promise import PENDING
 from miniagents.promising._tasks import is_own_cancellation
 from miniagents.promising.ext.frozen import Frozen
 from miniagents.promising.promising import Promise, StreamAppender, StreamedPromise
-from miniagents.promising.sentinels import DEFAULT, END_OF_QUEUE, Sentinel
+from miniagents.promising.sentinels import DEFAULT, END_OF_QUEUE, NO_VALUE, Sentinel
 from miniagents.promising.sequence import FlatSequence
 
 __all__ = [
@@ -269,10 +269,8 @@ class MessageSequencePromise(StreamedPromise[MessagePromise, tuple[Message, ...]
                     message_promise = await iterator.__anext__()
             except StopAsyncIteration:
                 return tuple(messages)
-            if isinstance(message_promise, Promise) and message_promise.is_resolved:
-                messages.append(message_promise.result_nowait())  # type: ignore[arg-type]
-            else:
-                messages.append(await message_promise)
+            message = message_promise.result_nowait() if isinstance(message_promise, Promise) else NO_VALUE
+            messages.append(await message_promise if message is NO_VALUE else message)  # type: ignore[arg-type]
 
     def _resolve_now(self) -> bool:
         if type(self)._resolver is not MessageSequencePromise._resolver:

@@ -20,6 +20,7 @@ from benchmarks import w2_fan_out as w2  # noqa: E402
 from benchmarks import w3_token_relay as w3  # noqa: E402
 from benchmarks import w4_parallel_llm as w4  # noqa: E402
 from benchmarks import w5_tool_round_trip as w5  # noqa: E402
+from benchmarks import w6_cancellation as w6  # noqa: E402
 from benchmarks._common import check_sequence  # noqa: E402
 from benchmarks._harness import build_rows, format_table, main, parse_args  # noqa: E402
 
@@ -51,6 +52,14 @@ async def test_w4_parallel_llm_calls() -> None:
 async def test_w5_tool_round_trip() -> None:
     for run in (w5.ours, w5.plain, w5.ours_answer, w5.plain_answer):
         assert (await run(n=10))["us_per_round_trip"] > 0
+
+
+async def test_w6_cancellation() -> None:
+    for run in (w6.ours, w6.plain):
+        result = await run(n=25)
+        assert result["ms_to_cancel"] > 0 and result["tasks"] >= 25
+    for run in (w6.ours_last_token, w6.plain_last_token):
+        assert (await run(n=3))["tokens_after_cancel"] <= 1
 
 
 def test_a_wrong_result_fails_loudly() -> None:

@@ -199,6 +199,25 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
         self._scope = scope
         self._work_owner = owner
 
+    def produce_for(
+        self,
+        owner: Any,
+        on_end: Callable[[], None],
+        on_resolved: Callable[[], None],
+        elsewhere: bool,
+    ) -> None:
+        """Set up a promise that ``owner`` (a `WorkScope` with ``cancel()`` and ``is_running``) produces.
+
+        One call for what an agent call does with its reply sequence: `belong_to` ``owner``, `set_on_end`,
+        `set_on_resolved` and, if ``elsewhere``, `produce_elsewhere`. The promise must not have ended yet.
+        """
+        if elsewhere:
+            self._producing = True
+            self._drained_in_background = True
+        self._scope = self._work_owner = owner
+        self._on_end = on_end
+        self._on_resolved = on_resolved
+
     def start_draining(self) -> None:
         """Turn a lazy promise into one drained in the background from here (if nobody is pulling right now)."""
         if self._producing or self.is_ended:
@@ -214,10 +233,6 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
         """
         self._producing = True
         self._drained_in_background = True
-
-    def append_piece(self, piece: Any) -> None:
-        """Record the next piece (a `Failure` for an error, `END_OF_QUEUE` for the end) and wake the consumers."""
-        self._append(piece)
 
     def end_stream(self, error: BaseException | None = None) -> None:
         """Record ``error`` (if any) and the end, unless the stream has ended already."""
@@ -408,6 +423,10 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
                 on_end()
         elif type(piece) is Failure and self._end_waiters:
             self._wake_end_waiters()
+
+    append_piece = _append
+    """``append_piece(piece)``: record the next piece (a `Failure` for an error, `END_OF_QUEUE` for the end) and
+    wake the consumers (for code that produces the pieces elsewhere, see `produce_elsewhere`)."""
 
     def _wake_end_waiters(self) -> None:
         waiters = self._end_waiters
