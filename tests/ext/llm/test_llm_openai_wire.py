@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from miniagents import MiniAgents
+from miniagents import AgentCallCancelledError, MiniAgents
 from miniagents.ext.llm import (
     AssistantMessage,
     LLMAPIStatusError,
@@ -304,3 +304,45 @@ async def test_missing_api_key_is_an_llm_error_at_token_level(monkeypatch: pytes
         with pytest.raises(LLMError) as raised:
             await asyncio.wait_for(message_promise.aresolve(), NO_HANG)
     assert isinstance(raised.value.__cause__, openai.OpenAIError)
+
+
+async def test_cancelling_the_call_closes_the_http_stream(openai_mock: Any) -> None:
+    """`cancel()` stops the agent mid-answer: the response body is closed, no more chunks are read."""
+    import json as json_module
+
+    sent: list[int] = []
+    closed = asyncio.Event()
+
+    class SlowBody:
+        def __aiter__(self) -> Any:
+            return self.chunks()
+
+        async def chunks(self) -> Any:
+            try:
+                for index in range(1000):
+                    sent.append(index)
+                    payload = json_module.dumps(chunk({"content": f"t{index} "}))
+                    yield f"data: {payload}\n\n".encode()
+                    await asyncio.sleep(0.005)
+            finally:
+                closed.set()  # httpx closes the body it reads when the response is closed
+
+    def respond(request: Any) -> Any:
+        return openai_mock.http.Response(200, headers={"content-type": "text/event-stream"}, content=SlowBody())
+
+    agent = openai_agent.fork(model="gpt-test", async_client=openai_mock.client(respond))
+    async with asyncio.timeout(NO_HANG), MiniAgents():
+        replies = agent.inquire("count")
+        message_promise = await anext(aiter(replies))
+        tokens = []
+        async for token in message_promise:
+            tokens.append(token)
+            if len(tokens) == 3:
+                replies.cancel()
+                break
+        await asyncio.wait_for(closed.wait(), NO_HANG)
+        with pytest.raises(AgentCallCancelledError):
+            await message_promise
+        with pytest.raises(AgentCallCancelledError):
+            await replies
+    assert len(sent) < 20  # the stream stopped being read at the cancel, not after 1000 chunks
