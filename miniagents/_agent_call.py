@@ -348,15 +348,19 @@ class AgentCall(WorkScope):
         if not self._agent_started:
             self._start_cancelled()
 
-    def describe_failure(self) -> str:
-        """Name this call and its callers, for error reports: ``the agent B (called by A) failed``."""
+    def describe_location(self) -> str:
+        """Name this call and its callers, for error reports: ``the agent C (called by B <- A)``."""
         chain = []
         parent = self.parent_call
         while parent is not None:
             chain.append(parent.agent.alias)
             parent = parent.parent_call
         called_by = f" (called by {' <- '.join(chain)})" if chain else ""
-        return f"the agent {self.agent.alias}{called_by} failed"
+        return f"the agent {self.agent.alias}{called_by}"
+
+    def describe_failure(self) -> str:
+        """`describe_location` followed by ``failed``, for the report of the agent's own error."""
+        return f"{self.describe_location()} failed"
 
     def __repr__(self) -> str:
         return f"AgentCall({self.agent.alias}, {self.status.value})"

@@ -302,3 +302,25 @@ async def test_cancellation_of_the_context_reaches_a_call_made_at_top_level() ->
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_a_background_task_of_an_agent_that_fails_is_logged_naming_the_agent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def side_job() -> None:
+        raise OSError("disk full")
+
+    @miniagent
+    async def worker(ctx: InteractionContext) -> None:
+        ctx.wait_for(side_job())
+
+    @miniagent
+    async def boss(ctx: InteractionContext) -> None:
+        await worker.inquire()
+
+    with caplog.at_level(logging.DEBUG, logger="miniagents"):
+        async with MiniAgents():
+            await boss.inquire()
+    (logged,) = [record for record in caplog.records if record.exc_info]
+    assert logged.getMessage() == "an error occurred in an async background task of the agent WORKER (called by BOSS)"
+    assert isinstance(logged.exc_info[1], OSError)  # type: ignore[index]

@@ -9,9 +9,9 @@ from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
 from miniagents.promising._context import PromisingContext, active_context
-from miniagents.promising._failures import Failure, cancelled_work_error, log_error_once
+from miniagents.promising._failures import Failure, cancelled_work_error, log_error_once, where
 from miniagents.promising._streamed_promise import PENDING
-from miniagents.promising._tasks import is_own_cancellation
+from miniagents.promising._tasks import current_scope, is_own_cancellation
 from miniagents.promising.errors import AppenderClosedError, AppenderNotOpenError
 from miniagents.promising.sentinels import DEFAULT, END_OF_QUEUE, Sentinel
 
@@ -151,7 +151,11 @@ class StreamAppender(Generic[PieceT]):
             self.close()
             return False
         if self._closed:  # closed early (finish_early): nobody can receive the error any more
-            log_error_once(exc_value, self._log_level_for_errors, "an error occurred after the stream was closed")
+            log_error_once(
+                exc_value,
+                self._log_level_for_errors,
+                where(current_scope.get(), "an error occurred after the stream was closed"),
+            )
         else:
             failure = Failure(cancelled_work_error(exc_value))
             if self._direct is None or not self._direct.take_directly(failure):

@@ -19,6 +19,7 @@ from miniagents.promising._failures import (
     log_error_once,
     logger,
     mark_unretrieved,
+    where,
 )
 from miniagents.promising._tasks import WorkScope, current_scope, current_task, is_own_cancellation
 from miniagents.promising._tasks import require_coroutine_function as _require_coroutine_function
@@ -185,7 +186,7 @@ class PromisingContext:
         if not task.cancelled():
             error = task.exception()  # marks it as retrieved: it is logged here, once
             if error is not None:
-                log_error_once(error, log_level_for_errors)
+                log_error_once(error, log_level_for_errors, where(scope))
 
     def start_soon(
         self,
@@ -218,7 +219,7 @@ class PromisingContext:
         except BaseException as error:
             if is_own_cancellation(error):
                 raise
-            log_error_once(error, self.log_level_for_errors)  # a bug of ours or a handler's: nobody else sees it
+            log_error_once(error, self.log_level_for_errors, where(scope))  # a bug of ours or a handler's
         finally:
             task = current_task()
             self.child_tasks.discard(task)
@@ -235,7 +236,7 @@ class PromisingContext:
         Args:
             error: the failure (only ``Exception``s are ever logged).
             origin: an object with a ``describe_failure() -> str`` method that names where the error happened;
-                a report with an origin replaces an earlier one.
+                only a ``fresh`` report replaces an earlier one.
             fresh: the error failed something new (an agent that received it and did not handle it): forget that
                 it was retrieved before.
         """
@@ -245,8 +246,8 @@ class PromisingContext:
         elif isinstance(error, Exception) and not isinstance(error, WorkCancelledError):  # (whoever cancels knows)
             if fresh:
                 mark_unretrieved(error)
-            elif origin is None and id(error) in self._unretrieved_errors:
-                return  # keep the origin reported first
+            elif id(error) in self._unretrieved_errors:
+                return  # keep the origin reported first (where it happened)
             self._unretrieved_errors[id(error)] = (error, origin)
 
     def _log_unretrieved(self) -> None:
@@ -408,7 +409,7 @@ async def _suppress_errors(awaitable: Awaitable[WholeT], log_level_for_errors: i
     except BaseException as error:
         if is_own_cancellation(error):
             raise
-        log_error_once(error, log_level_for_errors)
+        log_error_once(error, log_level_for_errors, where(current_scope.get()))
         return None
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "logger",
     "mark_unretrieved",
     "raise_stored",
+    "where",
 ]
 
 logger = logging.getLogger("miniagents")
@@ -92,6 +93,15 @@ def cancelled_work_error(cancellation: BaseException) -> BaseException:
     error = WorkCancelledError("the work producing this stream was cancelled before it finished")
     error.__cause__ = cancellation
     return error
+
+
+def where(scope: object | None, what: str = BACKGROUND_ERROR_MESSAGE) -> str:
+    """``what``, naming the agent call (and its callers) that ``scope`` is, if it is one.
+
+    An agent call describes itself (``describe_location()``: ``the agent B (called by A)``).
+    """
+    describe = getattr(scope, "describe_location", None)
+    return what if describe is None else f"{what} of {describe()}"
 
 
 def log_error_once(error: BaseException, level: int, message: str = BACKGROUND_ERROR_MESSAGE) -> None:

@@ -91,7 +91,7 @@ class Promise(Generic[WholeT]):
         except BaseException as error:
             if is_own_cancellation(error):
                 raise
-            self._context.report_unretrieved(error)
+            self._context.report_unretrieved(error, current_scope.get())  # (an agent call names itself)
         finally:
             in_framework_work.reset(token)
 
