@@ -437,19 +437,21 @@ class AgentCall(WorkScope):
             _current_interaction.set(ctx)
             try:
                 with self._reply_appender:  # records what the function raised into the replies, then closes them
+                    cancel_error: BaseException | None = None
                     try:
                         await agent.func(ctx, **self._function_kwargs)
                     except BaseException as error:
-                        if is_own_cancellation(error):
-                            cancel_error = self._cancelled_from_outside()
-                            raise cancel_error from None  # recorded as the end of the replies
-                        self._function_error = error
-                        mini_agents.report_unretrieved(error, self, fresh=True)
-                        raise
+                        if not is_own_cancellation(error):
+                            self._function_error = error
+                            mini_agents.report_unretrieved(error, self, fresh=True)
+                            raise
+                        cancel_error = self._cancelled_from_outside()
                     finally:
                         if ctx._awaited_tasks:
                             await ctx._await_waited_for()
                         self._returning = True
+                    if cancel_error is not None:  # recorded as the end of the replies; raised outside the
+                        raise cancel_error  # `except`, so it is not chained to the cancellation
             finally:
                 ctx._finish()
                 self._function_done = True

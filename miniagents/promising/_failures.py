@@ -18,6 +18,7 @@ from miniagents.promising.errors import WorkCancelledError
 
 __all__ = [
     "Failure",
+    "stored_traceback",
     "cancelled_work_error",
     "in_framework_work",
     "is_retrieved",
@@ -72,11 +73,24 @@ class Failure:
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
-        self.traceback = error.__traceback__
+        self.traceback = stored_traceback(error)
 
     def raise_error(self) -> NoReturn:
         """Raise the error to a consumer (see `raise_stored`)."""
         raise_stored(self.error, self.traceback)
+
+
+def stored_traceback(error: BaseException) -> TracebackType | None:
+    """The traceback to store with ``error``: its own, except for a cancellation marker, which keeps none.
+
+    A `WorkCancelledError` says where work was stopped, not where something went wrong; its traceback (and the
+    `asyncio.CancelledError` it was raised in) would only keep the frames of every cancelled task alive.
+    """
+    if isinstance(error, WorkCancelledError):
+        error.__traceback__ = None
+        error.__context__ = None
+        return None
+    return error.__traceback__
 
 
 def cancelled_work_error(cancellation: BaseException) -> BaseException:
@@ -90,9 +104,7 @@ def cancelled_work_error(cancellation: BaseException) -> BaseException:
         return cancellation
     if cancellation.args and isinstance(cancellation.args[0], WorkCancelledError):
         return cancellation.args[0]
-    error = WorkCancelledError("the work producing this stream was cancelled before it finished")
-    error.__cause__ = cancellation
-    return error
+    return WorkCancelledError("the work producing this stream was cancelled before it finished")
 
 
 def where(scope: object | None, what: str = BACKGROUND_ERROR_MESSAGE) -> str:

@@ -9,7 +9,7 @@ from types import CoroutineType, TracebackType
 from typing import Any, Generic, TypeVar
 
 from miniagents.promising._context import PromisingContext, active_context, fire_promise_resolved
-from miniagents.promising._failures import in_framework_work, raise_stored
+from miniagents.promising._failures import in_framework_work, raise_stored, stored_traceback
 from miniagents.promising._tasks import WorkScope, current_scope, is_own_cancellation
 from miniagents.promising.errors import FunctionNotProvidedError
 from miniagents.promising.sentinels import DEFAULT, NO_VALUE, Sentinel
@@ -143,7 +143,7 @@ class Promise(Generic[WholeT]):
 
     def _set_error(self, error: BaseException) -> None:
         self._failed = True
-        self._traceback = error.__traceback__
+        self._traceback = stored_traceback(error)
         self._result = error
         fire_promise_resolved(self, error)
         if self._on_resolved is not None:

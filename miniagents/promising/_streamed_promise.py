@@ -11,7 +11,7 @@ from typing import Any, Generic, TypeVar
 from miniagents.promising._context import PromisingContext
 from miniagents.promising._failures import Failure, cancelled_work_error
 from miniagents.promising._promise import Promise
-from miniagents.promising._tasks import is_own_cancellation
+from miniagents.promising._tasks import current_task, is_own_cancellation
 from miniagents.promising.errors import FunctionNotProvidedError, WorkCancelledError
 from miniagents.promising.sentinels import DEFAULT, END_OF_QUEUE, NO_VALUE, Sentinel
 
@@ -391,7 +391,8 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
                         append(_END)  # the only producer is gone: terminate so nobody waits forever
                         if self._resolve_after_stream:
                             self.resolve_after_the_end()
-                        raise
+                        _handled_own_cancellation()
+                        return
                     append(Failure(error))
                     continue
                 if self.is_ended:
@@ -552,7 +553,7 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
         except BaseException as error:
             if is_own_cancellation(error):  # the producing scope was cancelled (or the context interrupted)
                 self._end_cancelled(error)
-                raise
+                _handled_own_cancellation()
             if not self.is_ended:
                 self._append(Failure(error))
         else:
@@ -572,6 +573,16 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
                 if not waiter.done():
                     waiter.set_result(None)
         self._wake_end_waiters()
+
+
+def _handled_own_cancellation() -> None:
+    """The producer recorded its own cancellation in the stream: the task ends normally, keeping no exception.
+
+    (A task that ends cancelled keeps its `asyncio.CancelledError`, and with it the frames of its traceback.)
+    """
+    task = current_task()
+    if task is not None and hasattr(task, "uncancel"):
+        task.uncancel()
 
 
 def _forget_task(context: PromisingContext, scope: Any, task: asyncio.Task[Any]) -> None:
