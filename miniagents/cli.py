@@ -141,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PORT",
         help=f"the TCP port (default: {DEFAULT_VIEW_PORT})",
     )
+    view.add_argument(
+        "--store",
+        metavar="LOCATION",
+        help="also show the newest stored runs of a message store: a SQLite file (e.g. runs.db) or a postgresql:// URL",
+    )
     return parser
 
 
@@ -433,11 +438,12 @@ def run_chat(
     return EXIT_OK
 
 
-def run_view(port: int) -> int:
+def run_view(port: int, store: str | None = None) -> int:
     """Serve ``miniagents view`` on 127.0.0.1 until interrupted; returns the exit code.
 
-    Exit codes: 0 after Ctrl+C, 2 when the view's extra is not installed, 1 when the server could not start
-    (e.g. the port is taken).
+    With ``store``, the newest runs recorded in that message store are shown too (read once, at the start).
+    Exit codes: 0 after Ctrl+C, 2 when the view's extra is not installed or the store cannot be read, 1 when the
+    server could not start (e.g. the port is taken).
     """
     try:
         _require_module("starlette", "view", "miniagents view")
@@ -445,11 +451,18 @@ def run_view(port: int) -> int:
     except CliError as error:
         print(f"miniagents: {error}", file=sys.stderr)
         return EXIT_USAGE
-    from miniagents.ext.view import serve
+    from miniagents.ext.view import LiveRuns, aload_stored_runs, serve
 
+    source = LiveRuns()
+    if store is not None:
+        try:
+            asyncio.run(aload_stored_runs(store, source=source))
+        except Exception as error:  # noqa: BLE001 - any reason the store cannot be read is the user's to fix
+            print(f"miniagents: --store {store}: {error}", file=sys.stderr)
+            return EXIT_USAGE
     print(f"miniagents view: http://127.0.0.1:{port}/ (Ctrl+C to stop)", file=sys.stderr, flush=True)
     try:
-        serve(port)
+        serve(port, source)
     except KeyboardInterrupt:
         return EXIT_OK
     except (OSError, SystemExit) as error:
@@ -463,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "view":
-        return run_view(args.port)
+        return run_view(args.port, args.store)
     if args.command != "chat":
         parser.print_help()
         return EXIT_USAGE

@@ -116,6 +116,10 @@ class RecordingStore(RunObserver, abc.ABC):
         """See `MessageStore.aread_calls`."""
 
     @abc.abstractmethod
+    async def aread_root_calls(self, limit: int = 100) -> list[str]:
+        """See `MessageStore.aread_root_calls`."""
+
+    @abc.abstractmethod
     async def aread_slots(self, owner_ids: Collection[str]) -> list[SlotRow]:
         """See `MessageStore.aread_slots`."""
 

@@ -36,6 +36,9 @@ class MessageStore(Protocol):
     async def aread_calls(self, root_call_id: str) -> list[CallRow]:
         """The call ``root_call_id`` and all its descendants, in the order they started (empty if unknown)."""
 
+    async def aread_root_calls(self, limit: int = 100) -> list[str]:
+        """The ids of the top-level calls (runs), newest first, at most ``limit`` of them."""
+
     async def aread_slots(self, owner_ids: Collection[str]) -> list[SlotRow]:
         """The slots of ``owner_ids`` (calls or histories), ordered by owner, kind and position."""
 

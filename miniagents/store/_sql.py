@@ -51,6 +51,10 @@ SELECT_CALL_TREE = (
     " SELECT c.call_id, c.parent_call_id, c.agent_alias, c.kwargs, c.status, c.started_at, c.ended_at, c.error"
     " FROM {p}calls c JOIN tree t ON c.call_id = t.call_id ORDER BY c.started_at, c.call_id"
 )
+SELECT_ROOT_CALLS = (  # (`call_id <> ?` with "": every query of a backend takes parameters)
+    "SELECT call_id FROM {p}calls WHERE parent_call_id IS NULL AND call_id <> ?"
+    " ORDER BY started_at DESC, call_id LIMIT {limit}"
+)
 SELECT_SLOTS = (
     "SELECT owner_id, kind, position, hash_key, partial_id FROM {p}slots WHERE owner_id IN ({marks})"
     " ORDER BY owner_id, kind, position"

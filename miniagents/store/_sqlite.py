@@ -16,6 +16,7 @@ from miniagents.store._sql import (
     SELECT_CALL_TREE,
     SELECT_MESSAGES,
     SELECT_PARTIALS,
+    SELECT_ROOT_CALLS,
     SELECT_SLOTS,
     UPSERTS,
     check_prefix,
@@ -179,6 +180,11 @@ class SQLiteMessageStore(RecordingStore):
     async def aread_calls(self, root_call_id: str) -> list[CallRow]:
         """See `MessageStore.aread_calls`."""
         return [CallRow(*row) for row in await self._aquery(SELECT_CALL_TREE, [root_call_id])]
+
+    async def aread_root_calls(self, limit: int = 100) -> list[str]:
+        """See `MessageStore.aread_root_calls`."""
+        template = SELECT_ROOT_CALLS.replace("{limit}", str(max(0, int(limit))))
+        return [row[0] for row in await self._aquery(template, [""])]
 
     async def aread_slots(self, owner_ids: Collection[str]) -> list[SlotRow]:
         """See `MessageStore.aread_slots`."""

@@ -318,3 +318,35 @@ def test_the_view_command_serves_on_127_0_0_1() -> None:
         process.terminate()
         _, stderr = process.communicate(timeout=20)
     assert f"http://127.0.0.1:{port}/" in stderr.decode()
+
+
+async def test_a_run_recorded_in_a_store_opens_in_the_view(tmp_path: Path) -> None:
+    from miniagents.ext.view import aload_stored_runs
+    from miniagents.store import open_store
+
+    @miniagent
+    async def helper_agent(ctx: InteractionContext) -> None:
+        ctx.reply(f"helped with {len(await ctx.message_promises)} message(s)")
+
+    @miniagent
+    async def main_agent(ctx: InteractionContext) -> None:
+        ctx.reply(helper_agent.inquire(ctx.message_promises))
+
+    location = str(tmp_path / "runs.db")
+    async with MiniAgents(store=open_store(location)):
+        await main_agent.inquire("question")
+    live = await aload_stored_runs(location)
+    async with client_for(live) as client:
+        (run,) = (await client.get("/api/runs")).json()
+        detail = (await client.get(f"/api/runs/{run['id']}")).json()
+        assert [(call["alias"], call["status"]) for call in detail["calls"]] == [
+            ("MAIN_AGENT", "finished"),
+            ("HELPER_AGENT", "finished"),
+        ]
+        root = (await client.get(f"/api/runs/{run['id']}/calls/{run['id']}")).json()
+        assert [message["preview"] for message in root["replies"]] == ["helped with 1 message(s)"]
+
+
+def test_view_rejects_a_store_it_cannot_read(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert cli_main(["view", "--port", "0", "--store", str(tmp_path)]) == 2  # a directory is not a database
+    assert "--store" in capsys.readouterr().err

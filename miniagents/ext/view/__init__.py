@@ -25,7 +25,16 @@ from miniagents.ext.view._runs import EventError, LiveRuns, RunSource
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
-__all__ = ["DEFAULT_PORT", "EventError", "LiveRuns", "RunSource", "ViewPublisher", "create_app", "serve"]
+__all__ = [
+    "DEFAULT_PORT",
+    "EventError",
+    "LiveRuns",
+    "RunSource",
+    "ViewPublisher",
+    "aload_stored_runs",
+    "create_app",
+    "serve",
+]
 
 
 def create_app(source: RunSource | None = None) -> Starlette:
@@ -39,6 +48,33 @@ def create_app(source: RunSource | None = None) -> Starlette:
     from miniagents.ext.view._app import create_app as _create_app
 
     return _create_app(LiveRuns() if source is None else source)
+
+
+async def aload_stored_runs(location: str, limit: int = 50, source: LiveRuns | None = None) -> LiveRuns:
+    """Read the newest runs of a message store into a `LiveRuns` (what ``miniagents view --store`` shows).
+
+    Args:
+        location: the store, as `miniagents.store.open_store` takes it (a SQLite file or a ``postgresql://`` URL).
+        limit: how many runs (top-level agent calls), the newest first.
+        source: the `LiveRuns` to add them to (a new one by default); live runs can still be published to it.
+
+    Returns:
+        The `LiveRuns`, with one run per stored top-level call. A call interrupted by a crash shows as running.
+
+    Raises:
+        ImportError: the store's driver is not installed (the message names the ``pip install`` command).
+        ValueError: the location names no store (see `miniagents.store.open_store`).
+    """
+    from miniagents.store import open_store
+
+    runs = LiveRuns() if source is None else source
+    store = open_store(location)
+    try:
+        for root_call_id in reversed(await store.aread_root_calls(limit)):  # (oldest first: the newest is shown)
+            runs.add_call_tree(await store.aload_call_tree(root_call_id))
+    finally:
+        await store.aclose()
+    return runs
 
 
 def serve(port: int = DEFAULT_PORT, source: RunSource | None = None) -> None:
