@@ -457,7 +457,7 @@ def run_view(port: int, store: str | None = None) -> int:
     if store is not None:
         try:
             asyncio.run(aload_stored_runs(store, source=source))
-        except Exception as error:  # noqa: BLE001 - any reason the store cannot be read is the user's to fix
+        except Exception as error:  # any reason the store cannot be read is for the user to fix
             print(f"miniagents: --store {store}: {error}", file=sys.stderr)
             return EXIT_USAGE
     print(f"miniagents view: http://127.0.0.1:{port}/ (Ctrl+C to stop)", file=sys.stderr, flush=True)
