@@ -12,14 +12,15 @@ import os
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from miniagents.errors import MiniAgentsError
 from miniagents.ext._chat_md import ROLES, ContentEscaper, format_header, format_message, parse_chat_md
 from miniagents.ext._chat_md_file import close_cut_write
 from miniagents.messages import Message
 
-__all__ = ["AnswerWriter", "ChatLog", "ChatLogError", "MarkdownChatLog", "open_chat_log"]
+__all__ = ["AnswerWriter", "ChatLog", "ChatLogError", "MarkdownChatLog"]
 
 
-class ChatLogError(Exception):
+class ChatLogError(MiniAgentsError):
     """The history file cannot be used; the message is one line that names the file and the problem."""
 
 
@@ -198,25 +199,6 @@ class ChatLog(Protocol):
 
     def answer_writer(self, role: str, model: str | None) -> Any:
         """A writer (``write(token)``, ``finish(mark) -> text or None``) for a message that arrives token by token."""
-
-
-STORE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
-"""File suffixes that name a SQLite message store rather than a Markdown file."""
-
-
-def open_chat_log(location: str | os.PathLike[str]) -> ChatLog:
-    """The chat history at ``location``.
-
-    Args:
-        location: a ``postgresql://`` URL or a file ending in ``.db``, ``.sqlite`` or ``.sqlite3`` (a message store,
-            `miniagents.store.StoreChatLog`), or any other file (CHAT.md format, `MarkdownChatLog`).
-    """
-    text = os.fspath(location)
-    if text.startswith(("postgresql://", "postgres://")) or text.lower().endswith(STORE_SUFFIXES):
-        from miniagents.store._chat_log import StoreChatLog
-
-        return StoreChatLog(text)
-    return MarkdownChatLog(text)
 
 
 def _heading_model(model: str | None) -> str | None:

@@ -32,10 +32,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from miniagents._chat_log import ChatLog, ChatLogError, open_chat_log
+from miniagents._chat_log import ChatLog, ChatLogError
 from miniagents.errors import MiniAgentsError
 from miniagents.messages import Message, MessageSequencePromise
 from miniagents.miniagents import InteractionContext, MiniAgent, MiniAgents, miniagent
+from miniagents.store._chat_log import open_chat_log
 
 __all__ = [
     "CliError",

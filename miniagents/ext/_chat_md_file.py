@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from miniagents.errors import MiniAgentsError
 from miniagents.ext._chat_md import ROLES, parse_chat_md_entries
 from miniagents.messages import Message
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["ChatMdDecodeError", "chat_md_lock", "close_cut_write", "read_messages"]
 
 
-class ChatMdDecodeError(ValueError):
+class ChatMdDecodeError(MiniAgentsError, ValueError):
     """A CHAT.md file holds bytes that are not UTF-8; nothing is written to it until they are fixed.
 
     Attributes:

@@ -8,14 +8,14 @@ from __future__ import annotations
 import asyncio
 import os
 
-from miniagents._chat_log import ChatLogError
+from miniagents._chat_log import ChatLog, ChatLogError, MarkdownChatLog
 from miniagents.messages import Message
 from miniagents.promising.ext.frozen import Frozen
 from miniagents.store._base import RecordingStore
 from miniagents.store._open import open_store
 from miniagents.store._recorder import PartialMessage
 
-__all__ = ["StoreChatLog"]
+__all__ = ["STORE_SUFFIXES", "StoreChatLog", "open_chat_log"]
 
 INTERRUPTED_MARK = "[interrupted]"
 """Ends the text of an answer that a crash cut short, when it is read back (as the chat marks Ctrl+C)."""
@@ -155,3 +155,20 @@ async def _acheck(store: RecordingStore) -> None:
         await store.aopen()
     finally:
         await store.aclose()
+
+
+STORE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+"""File suffixes that name a SQLite message store rather than a Markdown file."""
+
+
+def open_chat_log(location: str | os.PathLike[str]) -> ChatLog:
+    """The chat history at ``location``.
+
+    Args:
+        location: a ``postgresql://`` URL or a file ending in ``.db``, ``.sqlite`` or ``.sqlite3`` (a message store,
+            `miniagents.store.StoreChatLog`), or any other file (CHAT.md format, `MarkdownChatLog`).
+    """
+    text = os.fspath(location)
+    if text.startswith(("postgresql://", "postgres://")) or text.lower().endswith(STORE_SUFFIXES):
+        return StoreChatLog(text)
+    return MarkdownChatLog(text)

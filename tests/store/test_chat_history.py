@@ -20,9 +20,10 @@ from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
 from miniagents import MiniAgents, cli
-from miniagents._chat_log import MarkdownChatLog, open_chat_log
+from miniagents._chat_log import MarkdownChatLog
 from miniagents.ext.llm.testing import scripted_llm_agent
 from miniagents.store import StoreChatLog, open_store
+from miniagents.store._chat_log import open_chat_log
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTER = "\r"

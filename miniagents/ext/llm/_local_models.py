@@ -30,6 +30,8 @@ import zipfile
 from pathlib import Path
 from typing import TextIO
 
+from miniagents.errors import MiniAgentsError
+
 __all__ = [
     "CACHE_DIR_ENV",
     "SMOLLM2",
@@ -46,7 +48,7 @@ CACHE_DIR_ENV = "MINIAGENTS_CACHE_DIR"
 _CHUNK = 1 << 20
 
 
-class LocalModelError(RuntimeError):
+class LocalModelError(MiniAgentsError, RuntimeError):
     """The model file is not in the cache and cannot be fetched (the message is one line that says why)."""
 
 

@@ -11,6 +11,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol, runtime_checkable
 
+from miniagents.errors import MiniAgentsError
+
 __all__ = ["EventError", "LiveRuns", "RunSource"]
 
 _STATUSES = frozenset({"running", "finished", "failed", "cancelled"})
@@ -18,7 +20,7 @@ _MAX_RUNS = 100  # the oldest runs are forgotten beyond this
 _MAX_BATCH = 5000  # call events per server-sent event
 
 
-class EventError(ValueError):
+class EventError(MiniAgentsError, ValueError):
     """A published event is malformed (the ingest endpoint answers 400 with this message)."""
 
 
