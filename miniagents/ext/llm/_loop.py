@@ -258,87 +258,84 @@ class AgentLoop:
 
     async def arun(self) -> None:
         """Run turns until the model answers without tool calls; reply every message on the way."""
-        try:
-            await self._arun()
+        try:  # (one coroutine, not two: every token of the model resumes this frame)
+            options = self.options
+            try:
+                tools = await aresolve_tools(options.tools)
+            except Exception as error:
+                self._reply_failure(self._wrap(error, "could not list the tools"))
+                return
+            if self.output_via_tool and OUTPUT_TOOL_NAME in tools:
+                raise ValueError(f"the tool name {OUTPUT_TOOL_NAME!r} is reserved for structured output")
+            choice = options.tool_choice
+            if choice not in (None, "auto", "required", "none") and choice not in tools:
+                raise ValueError(f"tool_choice={choice!r} names no tool of this agent; its tools are: {', '.join(tools)}")
+            conversation: list[Message] = self._prompt(await self.ctx.message_promises)
+            tool_specs = [ToolSpec(t.name, t.description, t.parameters) for t in tools.values()]
+            if self.output_via_tool and self.output is not None:
+                tool_specs.append(
+                    ToolSpec(OUTPUT_TOOL_NAME, f"Give the final answer as {self.output.name}.", self.output.schema)
+                )
+            json_tools = options.tool_calling == "json" and bool(tools)
+            if json_tools and not self.adapter.native_output:
+                raise ValueError(
+                    f"tool_calling='json' needs a JSON-schema response format, which {self.adapter.provider} lacks"
+                )
+            tool_choice = options.tool_choice
+            output = ResponseFormat(self.output.name, self.output.schema) if self.output is not None else None
+            for turn in range(1, options.max_turns + 1):
+                if options.max_tool_rounds is not None and turn > options.max_tool_rounds and tools:
+                    tool_choice = "none"  # the tool rounds are used up: the model must answer now
+                if self.output_via_tool:
+                    turn_choice: ToolChoice = OUTPUT_TOOL_NAME if not tools or tool_choice == "none" else "required"
+                else:
+                    turn_choice = tool_choice
+                if json_tools:
+                    request = TurnRequest(
+                        system=self._json_tools_system(tool_specs, turn_choice),
+                        messages=_json_tools_conversation(conversation),
+                        tools=(),
+                        tool_choice=None,
+                        parallel_tool_calls=None,
+                        output=_json_tools_format(tool_specs, turn_choice, options.parallel_tool_calls, output),
+                        stream=options.stream,
+                    )
+                    events = self._decode_json_tools(self._astream(request), structured=output is not None)
+                else:
+                    request = TurnRequest(
+                        system=options.system,
+                        messages=conversation,
+                        tools=tool_specs,
+                        tool_choice=turn_choice,
+                        parallel_tool_calls=options.parallel_tool_calls,
+                        output=output if not self.output_via_tool else None,
+                        stream=options.stream,
+                    )
+                    events = self._astream(request)
+                turn_messages = await self._aturn(events)
+                if turn_messages is None:
+                    return  # failed: the error is in the open message
+                calls = [m for m in turn_messages if m.kind == "call"]
+                if not calls or not tools or any(m.kind == "output" for m in turn_messages):
+                    self._finish_final(turn_messages)
+                    return
+                if turn == options.max_turns:
+                    self._finish_all(None, turn_messages)
+                    raise LLMMaxTurnsError(
+                        f"{self.adapter.provider} model {self.adapter.model!r} still called tools after "
+                        f"max_turns={options.max_turns} turns",
+                        provider=self.adapter.provider,
+                        model=self.adapter.model,
+                        max_turns=options.max_turns,
+                    )
+                self._finish_all(None, turn_messages)
+                conversation.extend(await self._aas_conversation(turn_messages))
+                conversation.extend(await self._arun_tools(calls, tools))
+                if tool_choice not in (None, "auto", "none"):
+                    tool_choice = "auto"  # a forced call is forced once, or the model could never answer
         except BaseException as error:
             self._finish_all(error)
             raise
-
-    async def _arun(self) -> None:
-        options = self.options
-        try:
-            tools = await aresolve_tools(options.tools)
-        except Exception as error:
-            self._reply_failure(self._wrap(error, "could not list the tools"))
-            return
-        if self.output_via_tool and OUTPUT_TOOL_NAME in tools:
-            raise ValueError(f"the tool name {OUTPUT_TOOL_NAME!r} is reserved for structured output")
-        choice = options.tool_choice
-        if choice not in (None, "auto", "required", "none") and choice not in tools:
-            raise ValueError(f"tool_choice={choice!r} names no tool of this agent; its tools are: {', '.join(tools)}")
-        conversation: list[Message] = self._prompt(await self.ctx.message_promises)
-        tool_specs = [ToolSpec(t.name, t.description, t.parameters) for t in tools.values()]
-        if self.output_via_tool and self.output is not None:
-            tool_specs.append(
-                ToolSpec(OUTPUT_TOOL_NAME, f"Give the final answer as {self.output.name}.", self.output.schema)
-            )
-        json_tools = options.tool_calling == "json" and bool(tools)
-        if json_tools and not self.adapter.native_output:
-            raise ValueError(
-                f"tool_calling='json' needs a JSON-schema response format, which {self.adapter.provider} lacks"
-            )
-        tool_choice = options.tool_choice
-        for turn in range(1, options.max_turns + 1):
-            if options.max_tool_rounds is not None and turn > options.max_tool_rounds and tools:
-                tool_choice = "none"  # the tool rounds are used up: the model must answer now
-            if self.output_via_tool:
-                turn_choice: ToolChoice = OUTPUT_TOOL_NAME if not tools or tool_choice == "none" else "required"
-            else:
-                turn_choice = tool_choice
-            output = ResponseFormat(self.output.name, self.output.schema) if self.output is not None else None
-            if json_tools:
-                request = TurnRequest(
-                    system=self._json_tools_system(tool_specs, turn_choice),
-                    messages=_json_tools_conversation(conversation),
-                    tools=(),
-                    tool_choice=None,
-                    parallel_tool_calls=None,
-                    output=_json_tools_format(tool_specs, turn_choice, options.parallel_tool_calls, output),
-                    stream=options.stream,
-                )
-                events = self._decode_json_tools(self._astream(request), structured=output is not None)
-            else:
-                request = TurnRequest(
-                    system=options.system,
-                    messages=conversation,
-                    tools=tool_specs,
-                    tool_choice=turn_choice,
-                    parallel_tool_calls=options.parallel_tool_calls,
-                    output=output if not self.output_via_tool else None,
-                    stream=options.stream,
-                )
-                events = self._astream(request)
-            turn_messages = await self._aturn(events)
-            if turn_messages is None:
-                return  # failed: the error is in the open message
-            calls = [m for m in turn_messages if m.kind == "call"]
-            if not calls or not tools or any(m.kind == "output" for m in turn_messages):
-                self._finish_final(turn_messages)
-                return
-            if turn == options.max_turns:
-                self._finish_all(None, turn_messages)
-                raise LLMMaxTurnsError(
-                    f"{self.adapter.provider} model {self.adapter.model!r} still called tools after "
-                    f"max_turns={options.max_turns} turns",
-                    provider=self.adapter.provider,
-                    model=self.adapter.model,
-                    max_turns=options.max_turns,
-                )
-            self._finish_all(None, turn_messages)
-            conversation.extend(self._as_conversation(turn_messages))
-            conversation.extend(await self._arun_tools(calls, tools))
-            if tool_choice not in (None, "auto", "none"):
-                tool_choice = "auto"  # a forced call is forced once, or the model could never answer
 
     def _astream(self, request: TurnRequest) -> AsyncGenerator[Event, None]:
         """One model request (a ``chat {model}`` span around it when tracing is on)."""
@@ -534,22 +531,13 @@ class AgentLoop:
             message.finish(error)
         self._open.clear()
 
-    def _as_conversation(self, turn_messages: list[_OpenMessage]) -> list[Message]:
-        """Plain messages of a turn for the next request (without waiting for the reply promises)."""
-        conversation: list[Message] = []
-        for message in turn_messages:
-            if message.kind == "call":
-                conversation.append(
-                    ToolCallMessage(
-                        text=message.text,
-                        tool_call_id=message.call_id,
-                        tool_name=message.name,
-                        agent_alias=self.alias,
-                    )
-                )
-            elif message.text:
-                conversation.append(AssistantMessage(text=message.text, agent_alias=self.alias))
-        return conversation
+    async def _aas_conversation(self, turn_messages: list[_OpenMessage]) -> list[Message]:
+        """The messages of a finished turn for the next request: the reply messages themselves.
+
+        They are complete (their appenders are closed), so resolving them does not wait; the caller and the
+        persistence get the same objects, so no message is built twice.
+        """
+        return [await message.promise for message in turn_messages if message.kind == "call" or message.parts]
 
     # --- tools -----------------------------------------------------------------------------------------------
 
