@@ -22,7 +22,7 @@ import pydantic
 import pydantic_core
 
 from miniagents.ext.llm._support import merge_metadata
-from miniagents.ext.llm._tracing import trace_llm_events, trace_tool_call
+from miniagents.ext.llm._tracing import trace_llm_events, trace_tool_call, tracing_is_on
 from miniagents.ext.llm.errors import LLMError, LLMMaxTurnsError, LLMResponseError, LLMToolError
 from miniagents.ext.llm.llm_common import (
     AssistantMessage,
@@ -329,7 +329,7 @@ class AgentLoop:
                         max_turns=options.max_turns,
                     )
                 self._finish_all(None, turn_messages)
-                conversation.extend(await self._aas_conversation(turn_messages))
+                conversation.extend(self._as_conversation(turn_messages))
                 conversation.extend(await self._arun_tools(calls, tools))
                 if tool_choice not in (None, "auto", "none"):
                     tool_choice = "auto"  # a forced call is forced once, or the model could never answer
@@ -339,6 +339,8 @@ class AgentLoop:
 
     def _astream(self, request: TurnRequest) -> AsyncGenerator[Event, None]:
         """One model request (a ``chat {model}`` span around it when tracing is on)."""
+        if not tracing_is_on():
+            return self.adapter.astream(request)
         return trace_llm_events(
             self.adapter.astream(request),
             provider=self.adapter.provider,
@@ -439,7 +441,7 @@ class AgentLoop:
         turn_metadata: dict[str, Any] = {}
         start = len(self._open)
         try:
-            async with contextlib.aclosing(events):  # a cancelled turn closes the provider's stream at once
+            try:
                 async for event in events:
                     if type(event) is TextDelta:
                         if text_message is None:
@@ -453,6 +455,9 @@ class AgentLoop:
                         message.append(event.arguments)
                     elif type(event) is MetadataDelta:
                         merge_metadata(turn_metadata, event.metadata)
+            except BaseException:  # a failed or cancelled turn closes the provider's stream at once (`aclosing`
+                await events.aclose()  # without its context manager: an exhausted stream needs no closing)
+                raise
         except Exception as error:
             wrap = self.adapter.wrap_errors and not isinstance(error, LLMError)
             failure = self._wrap(error, "failed while streaming") if wrap else error
@@ -531,13 +536,22 @@ class AgentLoop:
             message.finish(error)
         self._open.clear()
 
-    async def _aas_conversation(self, turn_messages: list[_OpenMessage]) -> list[Message]:
-        """The messages of a finished turn for the next request: the reply messages themselves.
-
-        They are complete (their appenders are closed), so resolving them does not wait; the caller and the
-        persistence get the same objects, so no message is built twice.
-        """
-        return [await message.promise for message in turn_messages if message.kind == "call" or message.parts]
+    def _as_conversation(self, turn_messages: list[_OpenMessage]) -> list[Message]:
+        """Plain messages of a turn for the next request (without waiting for the reply promises)."""
+        conversation: list[Message] = []
+        for message in turn_messages:
+            if message.kind == "call":
+                conversation.append(
+                    ToolCallMessage(
+                        text=message.text,
+                        tool_call_id=message.call_id,
+                        tool_name=message.name,
+                        agent_alias=self.alias,
+                    )
+                )
+            elif message.text:
+                conversation.append(AssistantMessage(text=message.text, agent_alias=self.alias))
+        return conversation
 
     # --- tools -----------------------------------------------------------------------------------------------
 
@@ -565,18 +579,18 @@ class AgentLoop:
         try:
             if tool is None:
                 raise LookupError(f"there is no tool named {call.name!r}; the tools are: {', '.join(tools)}")
+            text = call.text
             try:
-                arguments = json.loads(call.text) if call.text.strip() else {}
+                arguments = json.loads(text) if text and not text.isspace() else {}
             except json.JSONDecodeError as error:
                 raise ValueError(f"the arguments are not valid JSON: {error}") from error
-            if not isinstance(arguments, dict):
-                raise ValueError(f"the arguments must be a JSON object, got {call.text!r}")
+            if type(arguments) is not dict:
+                raise ValueError(f"the arguments must be a JSON object, got {text!r}")
             kwargs = tool.validate_arguments(arguments)
-            with trace_tool_call(
-                call.name, call_id=call.call_id, description=tool.description, arguments=call.text
-            ) as span:
-                replies = await tool.agent.inquire(**kwargs)
-                result = "\n\n".join(str(reply) for reply in replies)
+            if not tracing_is_on():
+                return _result_text(await tool.agent.inquire(**kwargs)), False
+            with trace_tool_call(call.name, call_id=call.call_id, description=tool.description, arguments=text) as span:
+                result = _result_text(await tool.agent.inquire(**kwargs))
                 span.set_result(result)
             return result, False
         except Exception as error:
@@ -603,6 +617,13 @@ class AgentLoop:
 def _chained(error: LLMError, cause: BaseException) -> LLMError:
     error.__cause__ = cause
     return error
+
+
+def _result_text(replies: Sequence[Message]) -> str:
+    """The text of a tool's replies, joined with blank lines."""
+    if len(replies) == 1:
+        return str(replies[0])
+    return "\n\n".join([str(reply) for reply in replies])
 
 
 def _error_result(error: Exception) -> str:

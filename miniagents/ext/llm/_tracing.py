@@ -32,11 +32,18 @@ from typing import Any
 
 from miniagents.miniagents import current_agent_call
 
-__all__ = ["ToolCallSpan", "trace_llm_streamer", "trace_tool_call"]
+__all__ = ["ToolCallSpan", "trace_llm_streamer", "trace_tool_call", "tracing_is_on"]
 
 _TRACING_MODULE = "miniagents.ext.tracing"
 
 TokenStreamer = Callable[[dict[str, Any]], AsyncIterator[str]]
+
+
+def tracing_is_on() -> bool:
+    """Whether an application made a tracing observer (if not, both hooks return at once; checking first saves
+    building their arguments)."""
+    tracing = sys.modules.get(_TRACING_MODULE)
+    return tracing is not None and bool(tracing._observers)
 
 
 def trace_llm_streamer(

@@ -218,26 +218,27 @@ class _FakeAdapter:
         reply = self.function([dict(message) for message in prompt])
         if inspect.isawaitable(reply):
             reply = await reply
-        parts: Sequence[Any] = [reply] if isinstance(reply, (str, ScriptedToolCall)) else reply
-        if not isinstance(parts, Sequence) or not all(isinstance(p, (str, ScriptedToolCall)) for p in parts):
+        parts: Sequence[Any] = (reply,) if isinstance(reply, (str, ScriptedToolCall)) else reply
+        if not isinstance(parts, Sequence) or not all([isinstance(p, (str, ScriptedToolCall)) for p in parts]):
             raise TypeError(
                 f"the function of {self.agent.alias} returned {type(reply).__name__}: a fake LLM answers with a "
                 "str, a ScriptedToolCall or a list of them"
             )
+        delay, stream = self.delay, request.stream
         call_index = 0
         for part in parts:
             if isinstance(part, str):
-                for token in split_into_tokens(part) if request.stream else [part] if part else []:
-                    await asyncio.sleep(self.delay)
+                for token in split_into_tokens(part) if stream else (part,) if part else ():
+                    await asyncio.sleep(delay)
                     yield TextDelta(token)
             else:
                 call_id = part.call_id or f"call_{next(self.ids)}"
                 arguments = part.arguments if isinstance(part.arguments, str) else json.dumps(part.arguments)
-                await asyncio.sleep(self.delay)
-                yield ToolCallDelta(index=call_index, call_id=call_id, name=part.name)
-                for token in split_into_tokens(arguments) if request.stream else [arguments]:
-                    await asyncio.sleep(self.delay)
-                    yield ToolCallDelta(index=call_index, arguments=token)
+                await asyncio.sleep(delay)
+                yield ToolCallDelta(call_index, "", call_id, part.name)
+                for token in split_into_tokens(arguments) if stream else (arguments,):
+                    await asyncio.sleep(delay)
+                    yield ToolCallDelta(call_index, token)
                 call_index += 1
         finish_reason = "tool_calls" if call_index else "stop"
         yield MetadataDelta({"choices": [{"index": 0, "finish_reason": finish_reason}]})
