@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -58,12 +59,20 @@ class _LookupArguments(pydantic.BaseModel):
     key: str
 
 
+_TOKEN_BOUNDARY = re.compile(r"(?<=\s)(?=\S)")  # the fake's word-like tokens (`split_into_tokens`)
+
+
 async def _plain_model(prompt: list[dict[str, Any]]) -> AsyncIterator[tuple[str, Any]]:
-    """The fake model as events: ("call", (id, name)), ("args", piece), ("text", token)."""
+    """The fake model as events: ("call", (id, name)), ("args", piece), ("text", token).
+
+    The same tokens as the fake: the answer ``"value of k<i>"`` in three (``"value "``, ``"of "``, ``"k<i>"``),
+    the arguments in two.
+    """
     last = prompt[-1]
     if last["role"] == "tool":
-        await asyncio.sleep(0)
-        yield ("text", last["content"])
+        for token in _TOKEN_BOUNDARY.split(last["content"]):
+            await asyncio.sleep(0)
+            yield ("text", token)
         return
     await asyncio.sleep(0)
     yield ("call", ("call_1", "lookup"))
