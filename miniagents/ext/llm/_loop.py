@@ -269,7 +269,9 @@ class AgentLoop:
                 raise ValueError(f"the tool name {OUTPUT_TOOL_NAME!r} is reserved for structured output")
             choice = options.tool_choice
             if choice not in (None, "auto", "required", "none") and choice not in tools:
-                raise ValueError(f"tool_choice={choice!r} names no tool of this agent; its tools are: {', '.join(tools)}")
+                raise ValueError(
+                    f"tool_choice={choice!r} names no tool of this agent; its tools are: {', '.join(tools)}"
+                )
             conversation: list[Message] = self._prompt(await self.ctx.message_promises)
             tool_specs = [ToolSpec(t.name, t.description, t.parameters) for t in tools.values()]
             if self.output_via_tool and self.output is not None:

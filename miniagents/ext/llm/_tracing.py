@@ -40,8 +40,10 @@ TokenStreamer = Callable[[dict[str, Any]], AsyncIterator[str]]
 
 
 def tracing_is_on() -> bool:
-    """Whether an application made a tracing observer (if not, both hooks return at once; checking first saves
-    building their arguments)."""
+    """Whether an application made a tracing observer.
+
+    When it did not, both hooks return at once; checking this first also saves building their arguments.
+    """
     tracing = sys.modules.get(_TRACING_MODULE)
     return tracing is not None and bool(tracing._observers)
 

@@ -219,7 +219,7 @@ class _FakeAdapter:
         if inspect.isawaitable(reply):
             reply = await reply
         parts: Sequence[Any] = (reply,) if isinstance(reply, (str, ScriptedToolCall)) else reply
-        if not isinstance(parts, Sequence) or not all([isinstance(p, (str, ScriptedToolCall)) for p in parts]):
+        if not isinstance(parts, Sequence) or not all(isinstance(p, (str, ScriptedToolCall)) for p in parts):
             raise TypeError(
                 f"the function of {self.agent.alias} returned {type(reply).__name__}: a fake LLM answers with a "
                 "str, a ScriptedToolCall or a list of them"
