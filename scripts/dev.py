@@ -28,7 +28,13 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".miniagents-installed"
-EXTRAS = {"chat": "local,openai,anthropic,sqlite,postgres", "test": "all,dev,test-servers", "check": "all,dev", "bench": "dev", "fetch-model": "local"}
+EXTRAS = {
+    "chat": "local,openai,anthropic,sqlite,postgres",
+    "test": "all,dev,test-servers",
+    "check": "all,dev",
+    "bench": "dev",
+    "fetch-model": "local",
+}
 USAGE = """usage: python scripts/dev.py COMMAND [ARGS...]
 
 commands:
