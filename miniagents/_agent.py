@@ -23,6 +23,8 @@ else:  # pragma: no cover - Python 3.10
 
 __all__ = ["MiniAgent", "miniagent"]
 
+_IMMUTABLE_LEAVES = frozenset({str, int, float, bool, type(None)})
+
 
 class MiniAgent:
     """An agent: an ``async def`` function you talk to through `inquire`, `initiate_inquiry` and `fork`.
@@ -140,7 +142,10 @@ class MiniAgent:
         mini_agents = MiniAgents.get_current()
         if function_kwargs:
             frozen_kwargs: Frozen | None = Frozen(**function_kwargs)
-            kwargs = {**self._partial_kwargs, **copy.deepcopy(function_kwargs)}
+            if all(type(value) in _IMMUTABLE_LEAVES for value in function_kwargs.values()):
+                kwargs = {**self._partial_kwargs, **function_kwargs}  # (nothing to copy: deepcopy would return them)
+            else:
+                kwargs = {**self._partial_kwargs, **copy.deepcopy(function_kwargs)}
         else:
             frozen_kwargs = None
             kwargs = self._partial_kwargs
