@@ -12,8 +12,8 @@ import contextvars
 import enum
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple, Protocol
 
 from miniagents._nodes import NODE_FIELDS, AgentCallNode, AgentReplyNode
 from miniagents.errors import AgentCallCancelledError
@@ -33,7 +33,7 @@ from miniagents.promising.ext.frozen import Frozen
 from miniagents.promising.promising import StreamAppender
 from miniagents.promising.sentinels import DEFAULT, END_OF_QUEUE, Sentinel
 
-__all__ = ["AgentCall", "AgentCallStatus", "InteractionContext", "current_agent_call"]
+__all__ = ["AgentCall", "AgentCallStatus", "InteractionContext", "ObserverMethods", "current_agent_call"]
 
 _current_interaction: contextvars.ContextVar[InteractionContext | None] = contextvars.ContextVar(
     "miniagents_current_interaction", default=None
@@ -67,6 +67,15 @@ class Agent(Protocol):
         ...
 
 
+class ObserverMethods(NamedTuple):
+    """The observer methods that want each event of a call (only those an observer overrides)."""
+
+    started: tuple[Callable[..., Any], ...]
+    input: tuple[Callable[..., Any], ...]
+    reply: tuple[Callable[..., Any], ...]
+    ended: tuple[Callable[..., Any], ...]
+
+
 class CallHost(Protocol):
     """What an agent call needs of its context (`MiniAgents` is one)."""
 
@@ -96,8 +105,8 @@ class CallHost(Protocol):
         """The agent's task ended."""
         ...
 
-    def call_started(self, call: AgentCall) -> Sequence[Any]:
-        """Register a new call; return the observers that watch it."""
+    def call_started(self, call: AgentCall) -> ObserverMethods | None:
+        """Register a new call; return the observer methods that watch it (None when nobody observes)."""
         ...
 
     def call_ended(self, call: AgentCall) -> None:
@@ -218,7 +227,7 @@ class AgentCall(WorkScope):
     _children: dict[AgentCall, None] | None = None
     _call_id: str | None = None
     _agent_task: asyncio.Task[Any] | None = None
-    _observers: Sequence[Any] = ()
+    _observers: ObserverMethods | None = None
     _reply_count = 0
     _input_count = 0
     status = AgentCallStatus.RUNNING
@@ -272,11 +281,14 @@ class AgentCall(WorkScope):
         owner_of_input: Any = mini_agents if owner is None or owner._done else owner  # (`MiniAgents` or a ctx)
         owner_of_input.unfinished_agent_calls[self] = None
         self._owner = owner_of_input
-        if observers:
+        if observers is not None:
             self._observers = observers
-            self._input_read = False
-            reply_promise.set_on_piece(self._on_reply_piece)
-            self._notify("on_call_started", self)
+            if observers.input:
+                self._input_read = False
+            if observers.reply:
+                reply_promise.set_on_piece(self._on_reply_piece)
+            if observers.started:
+                self._notify(observers.started, self)
         if mini_agents.interrupted:  # the context is being interrupted: nothing new may run
             self.cancel()
         elif reply_promise.is_drained_in_background:
@@ -431,7 +443,7 @@ class AgentCall(WorkScope):
             request_promise = self._request_promise = MessageSequence.light_sequence_promise(
                 self._request_appender, start_asap=False
             )
-            if self._observers:
+            if self._observers is not None and self._observers.input:
                 request_promise.set_on_piece(self._on_input_piece)
             ctx = InteractionContext(agent, request_promise, self._reply_appender, mini_agents, self)
             _current_interaction.set(ctx)
@@ -559,8 +571,8 @@ class AgentCall(WorkScope):
         if parent is not None and parent._children:
             parent._children.pop(self, None)
         self._mini_agents.call_ended(self)
-        if self._observers:
-            self._notify("on_call_ended", self)
+        if self._observers is not None and self._observers.ended:
+            self._notify(self._observers.ended, self)
 
     # --- observation --------------------------------------------------------------------------------------------
 
@@ -568,25 +580,25 @@ class AgentCall(WorkScope):
         if isinstance(piece, MessagePromise):
             index = self._reply_count
             self._reply_count = index + 1
-            self._notify("on_call_reply", self, index, piece)
+            self._notify(self._observers.reply, self, index, piece)  # type: ignore[union-attr]  # (set with the hook)
 
     def _on_input_piece(self, piece: Any) -> None:
         if isinstance(piece, MessagePromise):
             index = self._input_count
             self._input_count = index + 1
-            self._notify("on_call_input", self, index, piece)
+            self._notify(self._observers.input, self, index, piece)  # type: ignore[union-attr]  # (set with the hook)
 
-    def _notify(self, method: str, *args: Any) -> None:
+    def _notify(self, methods: tuple[Callable[..., Any], ...], *args: Any) -> None:
         # Observers run outside this call's scope (what they start is not cancelled with the call) and as the
         # framework's own work (what they await does not count as retrieved by the agents' code).
         scope_token = current_scope.set(None)
         work_token = in_framework_work.set(True)
         try:
-            for observer in self._observers:
+            for method in methods:
                 try:
-                    getattr(observer, method)(*args)
+                    method(*args)
                 except Exception as error:  # an observer's bug must not break the run
-                    self._mini_agents.observer_failed(observer, method, error)
+                    self._mini_agents.observer_failed(method.__self__, method.__name__, error)  # type: ignore[attr-defined]
         finally:
             in_framework_work.reset(work_token)
             current_scope.reset(scope_token)

@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from miniagents._agent_call import AgentCall
+from miniagents._agent_call import AgentCall, ObserverMethods
 from miniagents._observer import RunObserver
 from miniagents.errors import AgentCallCancelledError
 from miniagents.messages import Message, MessagePromise
@@ -69,7 +69,7 @@ class MiniAgents(PromisingContext):
         if store is not None:
             self._observers.append(store)
         self._failed_observers: set[tuple[int, str]] = set()
-        self._observers_everywhere: list[Any] | None = None  # this context's and its parents' (see `call_started`)
+        self._observer_methods: ObserverMethods | object | None = _NOT_COLLECTED  # (see `call_started`)
         self.interrupted = False
         """Whether the context is being interrupted: agent calls made from now on are cancelled at once."""
         self._persist_queue: deque[tuple[MessagePromise, Message]] = deque()
@@ -82,27 +82,32 @@ class MiniAgents(PromisingContext):
     def add_observer(self, observer: RunObserver) -> RunObserver:
         """Let ``observer`` see every agent call made in this context from now on; returns it."""
         self._observers.append(observer)
-        self._observers_everywhere = None
+        self._observer_methods = _NOT_COLLECTED
         return observer
 
     def activate(self) -> MiniAgents:
         """See `PromisingContext.activate`; the observers of enclosing contexts are looked up again too."""
-        self._observers_everywhere = None
+        self._observer_methods = _NOT_COLLECTED
         return super().activate()
 
-    def call_started(self, call: AgentCall) -> list[Any]:
-        """Register a new agent call; return the observers that watch it (this context's and its parents')."""
+    def call_started(self, call: AgentCall) -> ObserverMethods | None:
+        """Register a new agent call; return the observer methods that watch it (this context's and its parents').
+
+        Only the methods an observer overrides are called: an observer of starts and ends alone costs nothing
+        per message.
+        """
         if call.parent_call is None:
             self._root_calls[call] = None
-        if self._observers_everywhere is None:
-            observers: list[Any] = self._observers
+        methods = self._observer_methods
+        if methods is _NOT_COLLECTED:
+            observers: list[Any] = list(self._observers)
             context = self.parent
             while context is not None:
-                if isinstance(context, MiniAgents) and context._observers:
-                    observers = [*observers, *context._observers]
+                if isinstance(context, MiniAgents):
+                    observers += context._observers
                 context = context.parent
-            self._observers_everywhere = observers
-        return self._observers_everywhere
+            methods = self._observer_methods = _observer_methods(observers)
+        return methods  # type: ignore[return-value]
 
     def call_ended(self, call: AgentCall) -> None:
         """Unregister an agent call that ended."""
@@ -298,3 +303,18 @@ class MiniAgents(PromisingContext):
     def _deactivate(self) -> None:
         super()._deactivate()
         self.interrupted = False
+
+
+_NOT_COLLECTED = object()
+_EVENTS = ("on_call_started", "on_call_input", "on_call_reply", "on_call_ended")
+
+
+def _observer_methods(observers: list[Any]) -> ObserverMethods | None:
+    """The bound methods of ``observers`` for each event, leaving out `RunObserver`'s own (no-op) methods."""
+    if not observers:
+        return None
+    lists: list[tuple[Any, ...]] = []
+    for event in _EVENTS:
+        no_op = getattr(RunObserver, event)
+        lists.append(tuple(getattr(o, event) for o in observers if getattr(type(o), event, no_op) is not no_op))
+    return ObserverMethods(*lists)

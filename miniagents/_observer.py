@@ -14,6 +14,8 @@ __all__ = ["RunObserver"]
 class RunObserver:
     """Override what you need; register with ``MiniAgents(observers=[...])`` or `MiniAgents.add_observer`.
 
+    Only the methods an observer overrides are called (an observer of starts and ends costs nothing per message).
+
     A context notifies its own observers and those of every enclosing context. The methods are called
     synchronously on the event loop, in the task that caused the event: keep them fast and do any I/O in a task
     of your own (`MiniAgents.start_asap` makes leaving the context wait for it). Such a task is not cancelled with

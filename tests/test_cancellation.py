@@ -340,3 +340,24 @@ async def test_cancellation_errors_are_one_tree() -> None:
     assert issubclass(AgentCallCancelledError, WorkCancelledError)
     assert issubclass(WorkCancelledError, MiniAgentsError) and issubclass(MiniAgentsError, Exception)
     assert not issubclass(AgentCallCancelledError, asyncio.CancelledError)
+
+
+async def test_only_the_events_an_observer_defines_are_delivered() -> None:
+    ended: list[str] = []
+
+    class EndsOnly(RunObserver):
+        def on_call_ended(self, call: Any) -> None:
+            ended.append(call.agent_alias)
+
+    @miniagent
+    async def echo(ctx: InteractionContext) -> None:
+        ctx.reply(await ctx.message_promises)
+
+    observer = EndsOnly()
+    async with MiniAgents(observers=[observer]) as context:
+        agent_call = echo.initiate_inquiry()
+        assert [message.text for message in await agent_call.send_message(["a", "b"]).reply_sequence()] == ["a", "b"]
+        methods = context.call_started(agent_call)  # (what a new call would be watched by)
+        assert methods is not None and methods.ended == (observer.on_call_ended,)
+        assert methods.started == methods.input == methods.reply == ()
+    assert ended == ["ECHO"]

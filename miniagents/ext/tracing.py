@@ -93,6 +93,18 @@ class OpenTelemetryObserver(RunObserver):
         >>> observer = OpenTelemetryObserver(tracer_provider=TracerProvider())
     """
 
+    def __new__(
+        cls, tracer_provider: TracerProvider | None = None, capture_message_content: bool | None = None
+    ) -> OpenTelemetryObserver:
+        """Make the observer: one that records message content also follows each call's messages.
+
+        Without content the framework skips the per-message events altogether (it calls only the methods an
+        observer defines), so tracing costs nothing per message.
+        """
+        if cls is OpenTelemetryObserver and _captures_content(capture_message_content):
+            cls = _ContentCapturingObserver
+        return super().__new__(cls)
+
     def __init__(
         self, tracer_provider: TracerProvider | None = None, capture_message_content: bool | None = None
     ) -> None:
@@ -100,9 +112,7 @@ class OpenTelemetryObserver(RunObserver):
             raise TypeError(
                 f"tracer_provider must be an opentelemetry TracerProvider, got {type(tracer_provider).__name__}"
             )
-        if capture_message_content is None:
-            capture_message_content = os.environ.get(CAPTURE_CONTENT_ENV_VAR, "").strip().lower() in ("true", "1")
-        self.capture_message_content: bool = capture_message_content
+        self.capture_message_content: bool = _captures_content(capture_message_content)
         self.tracer: Tracer = trace.get_tracer(_INSTRUMENTATION_NAME, tracer_provider=tracer_provider)
         self._spans: dict[AgentCall, Span] = {}
         self._content: dict[AgentCall, tuple[list[MessagePromise], list[MessagePromise]]] = {}
@@ -134,18 +144,6 @@ class OpenTelemetryObserver(RunObserver):
         )
         if self.capture_message_content:
             self._content[call] = ([], [])
-
-    def on_call_input(self, call: AgentCall, index: int, message_promise: MessagePromise) -> None:
-        """Keep the input for the span (only when content is captured)."""
-        content = self._content.get(call)
-        if content is not None:
-            content[0].append(message_promise)
-
-    def on_call_reply(self, call: AgentCall, index: int, message_promise: MessagePromise) -> None:
-        """Keep the reply for the span (only when content is captured)."""
-        content = self._content.get(call)
-        if content is not None:
-            content[1].append(message_promise)
 
     def on_call_ended(self, call: AgentCall) -> None:
         """Set the span status from the call's and end the span (after its messages, when content is captured)."""
@@ -250,6 +248,28 @@ def _find_call_span(call: AgentCall | None) -> tuple[OpenTelemetryObserver, Span
         if span is not None:
             return observer, span
     return None
+
+
+class _ContentCapturingObserver(OpenTelemetryObserver):
+    """`OpenTelemetryObserver` with message content: it also keeps each call's messages for its span."""
+
+    def on_call_input(self, call: AgentCall, index: int, message_promise: MessagePromise) -> None:
+        """Keep the input for the span (only when content is captured)."""
+        content = self._content.get(call)
+        if content is not None:
+            content[0].append(message_promise)
+
+    def on_call_reply(self, call: AgentCall, index: int, message_promise: MessagePromise) -> None:
+        """Keep the reply for the span (only when content is captured)."""
+        content = self._content.get(call)
+        if content is not None:
+            content[1].append(message_promise)
+
+
+def _captures_content(capture_message_content: bool | None) -> bool:
+    if capture_message_content is None:
+        return os.environ.get(CAPTURE_CONTENT_ENV_VAR, "").strip().lower() in ("true", "1")
+    return capture_message_content
 
 
 def wrap_llm_streamer(

@@ -140,8 +140,8 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
     _source: AsyncIterator[Any] | None = None
     _drained_in_background = False  # a dedicated task (`_adrain`) or other code is the producer
     _on_end: Callable[[], None] | None = None
-    _on_piece: Callable[[Any], None] | None = None
     _work_owner: Any = None  # what `cancel` and `async with` stop (an agent call), see `belong_to`
+    _drainer: asyncio.Task[None] | None = None  # the task of `_adrain`, when there is one
 
     def __init__(
         self,
@@ -188,8 +188,18 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
             self._on_end = callback
 
     def set_on_piece(self, callback: Callable[[Any], None]) -> None:
-        """Call ``callback(piece)`` synchronously for every piece recorded from now on (errors and the end too)."""
-        self._on_piece = callback
+        """Call ``callback(piece)`` synchronously for every piece recorded from now on (errors and the end too).
+
+        Set it before the stream is produced: the hook wraps this promise's own ``_append`` (so promises nobody
+        observes pay nothing per piece).
+        """
+        append = type(self)._append
+
+        def append_and_notify(piece: Any) -> None:
+            append(self, piece)
+            callback(piece)
+
+        self._append = self.append_piece = append_and_notify  # type: ignore[method-assign]
 
     def belong_to(self, scope: Any, owner: Any) -> None:
         """Make ``scope`` own the work of this promise and ``owner`` what `cancel` and ``async with`` stop.
@@ -224,7 +234,7 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
             return
         self._producing = True
         self._drained_in_background = True
-        self._context.start_soon(self._adrain(), scope=self._scope, fallback=self._end_cancelled)
+        self._drainer = self._context.start_soon(self._adrain(), scope=self._scope, fallback=self._end_cancelled)
 
     def produce_elsewhere(self) -> None:
         """Instead of draining a streamer: other code appends every piece (`append_piece`), consumers only wait.
@@ -245,7 +255,7 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
     def drain_in_background(self, streamer: Callable[[Any], AsyncIterator[PieceT]]) -> None:
         """Hand production over to a background task that drains ``streamer`` (after `produce_elsewhere`)."""
         self._streamer_function = streamer
-        self._context.start_soon(self._adrain(), fallback=self._end_cancelled)
+        self._drainer = self._context.start_soon(self._adrain(), fallback=self._end_cancelled)
 
     def _end_cancelled(self, error: BaseException) -> None:
         """The fallback of a producer task that was cancelled before it could end the stream itself."""
@@ -281,8 +291,12 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
         if self.is_ended:
             return
         error = WorkCancelledError(f"this {type(self).__name__} was cancelled")
-        source, self._source = self._source, None
+        drainer = self._drainer
         self._end_cancelled(error)
+        if drainer is not None and not drainer.done():
+            drainer.cancel(error)  # (it stops awaiting the source; the end is recorded already)
+            return
+        source, self._source = self._source, None
         if source is not None and hasattr(source, "aclose"):
             self._context.start_soon(_aclose_quietly(source))
 
@@ -303,7 +317,7 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
             return
         self._producing = True
         self._drained_in_background = True
-        context.start_soon(self._adrain(), fallback=self._end_cancelled)
+        self._drainer = context.start_soon(self._adrain(), fallback=self._end_cancelled)
         if not self._resolve_after_stream:
             context.start_soon(self.aresolve_in_background())
 
@@ -368,44 +382,45 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
 
     async def _adrain(self) -> None:
         """Background producer (start_asap): drain the whole streamer, then resolve if the value needs it."""
-        if self.is_ended:  # cancelled before it ran
-            return
-        source = self._source or self._open_source()
-        if source is not None:
-            append = self._append
-            next_piece = type(source).__anext__
-            next_nowait = getattr(source, "_next_nowait", None)
-            while True:  # like `_apull`, but as the only producer (so its own cancellation ends the stream)
-                try:
-                    if next_nowait is None or (piece := next_nowait()) is PENDING:
-                        piece = await next_piece(source)
-                except StopAsyncIteration:
-                    if not self._pieces or self._pieces[-1] is not _END:  # (the source may have ended us already)
-                        append(_END)
-                    break
-                except BaseException as error:
-                    if self.is_ended:  # ended from outside (`cancel`) while we waited
+        try:
+            if self.is_ended:  # cancelled before it ran
+                return
+            source = self._source or self._open_source()
+            if source is not None:
+                append = self._append
+                pieces = self._pieces
+                next_piece = type(source).__anext__
+                next_nowait = getattr(source, "_next_nowait", None)
+                while True:  # like `_apull`, but as the only producer (so its own cancellation ends the stream)
+                    try:
+                        if next_nowait is None or (piece := next_nowait()) is PENDING:
+                            piece = await next_piece(source)
+                    except StopAsyncIteration:
+                        if not pieces or pieces[-1] is not _END:  # (the source may have ended us already)
+                            append(_END)
                         break
-                    if is_own_cancellation(error):
-                        append(Failure(cancelled_work_error(error)))
-                        append(_END)  # the only producer is gone: terminate so nobody waits forever
-                        if self._resolve_after_stream:
-                            self.resolve_after_the_end()
-                        _handled_own_cancellation()
-                        return
-                    append(Failure(error))
-                    continue
-                if self.is_ended:
-                    break
-                append(piece)
-        if self._resolve_after_stream:
-            await self.aresolve_in_background()
+                    except BaseException as error:
+                        if pieces and pieces[-1] is _END:  # ended from outside (`cancel`): we were cancelled with it
+                            if is_own_cancellation(error):
+                                _handled_own_cancellation()
+                            return
+                        if is_own_cancellation(error):
+                            append(Failure(cancelled_work_error(error)))
+                            append(_END)  # the only producer is gone: terminate so nobody waits forever
+                            if self._resolve_after_stream:
+                                self.resolve_after_the_end()
+                            _handled_own_cancellation()
+                            return
+                        append(Failure(error))
+                        continue
+                    append(piece)  # (`cancel` ends the stream from outside only together with cancelling us)
+            if self._resolve_after_stream:
+                await self.aresolve_in_background()
+        finally:
+            self._drainer = None  # (a finished task is not kept alive by the promise)
 
     def _append(self, piece: Any) -> None:
         self._pieces.append(piece)
-        on_piece = self._on_piece
-        if on_piece is not None:
-            on_piece(piece)
         waiters = self._waiters
         if waiters:
             self._waiters = None
