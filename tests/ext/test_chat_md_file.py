@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from miniagents import MiniAgents
+from miniagents.ext import _chat_md_file
 from miniagents.ext._chat_md import format_message, parse_chat_md
 from miniagents.ext._chat_md_file import close_cut_write, read_messages
 from miniagents.ext.history_agents import ChatHistoryMD, ChatMdDecodeError, markdown_history_agent
@@ -216,3 +217,21 @@ def test_the_chats_log_closes_a_cut_write_and_locks_each_message(tmp_path: Path)
         ("assistant", "m", "streaming"),
         NEXT,
     ]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5])
+def test_decoding_in_chunks_keeps_characters_and_error_offsets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    """Characters split between chunks decode whole; an invalid byte is reported at its offset in the file."""
+    monkeypatch.setattr(_chat_md_file, "_DECODE_CHUNK", chunk)
+    path = tmp_path / "CHAT.md"
+    messages = [("user", None, "é — 😀 ünï"), ("assistant", "m", "ok 😀")]
+    data = "".join(format_message(*message) for message in messages).encode()
+    path.write_bytes(data + "😀".encode()[:3])  # and a character cut at the end, left out
+    assert _fields(read_messages(path, "assistant")) == messages
+    damaged = data.replace(b"ok", b"o\xe9k")
+    path.write_bytes(damaged)
+    with pytest.raises(ChatMdDecodeError) as caught:
+        read_messages(path, "assistant")
+    assert caught.value.offset == damaged.index(b"\xe9")

@@ -3,6 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from miniagents.ext import _chat_md
 from miniagents.ext._chat_md import (
     HEADER_UNDERLINE,
     ROLES,
@@ -300,3 +301,16 @@ def test_the_line_scanner_decides_long_clean_stretches_and_hands_over_the_rest()
     damaged = source.replace("\ncode\n", "\n```\ncode\n", 1)  # an unescaped fence that swallows headings …
     damaged = damaged.replace("#39", "```\n~~~")  # … and an unclosed one in the last message
     assert parse_chat_md_entries(damaged) == parse_chat_md_entries_markdown_it(damaged)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_DOCUMENT, st.integers(1, 12))
+def test_the_line_scanner_reads_in_chunks_like_at_once(source, chunk):
+    """Split a few characters at a time (a megabyte in use): the same reading, "\\r\\n" and lone "\\r" included."""
+    expected = parse_chat_md_entries_markdown_it(source)
+    original = _chat_md._SCAN_CHUNK
+    _chat_md._SCAN_CHUNK = chunk
+    try:
+        assert parse_chat_md_entries(source) == expected
+    finally:
+        _chat_md._SCAN_CHUNK = original
