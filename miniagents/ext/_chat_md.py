@@ -256,7 +256,8 @@ def parse_chat_md_entries(source: str) -> ParsedChatMd:
     The result is exactly `parse_chat_md_entries_markdown_it`'s (the CommonMark reading), found faster: a line
     scanner takes the file apart at the headings a writer writes (a blank line, a role line at column 0, a line
     of ``=``) as long as no line between them could open a block that spans blank lines or hide a heading (a
-    fence, an HTML block, a ``#`` or ``=`` line, after any indentation and container markers). Only the stretches
+    fence, an HTML block of CommonMark's types 1-5, a ``#`` or ``=`` line, after any indentation and container
+    markers). Only the stretches
     where such a line occurs are given to markdown-it-py, from the last heading known to be top-level to the
     first one that it confirms as top-level. A text with a lone ``\r`` line break or a NUL is read by
     markdown-it-py as a whole.
@@ -316,6 +317,10 @@ _SCAN_CHUNK = 1 << 20
 _SCAN_FIRST = frozenset(" \t>*+-0123456789.)`~<#=")
 _CONTAINER_PREFIX = " \t>*+-0123456789.)"
 _UNDERLINE_LINE = re.compile(r" {0,3}=+[ \t]*\r?")
+# The HTML blocks that do not end at a blank line (CommonMark types 1-5), a superset of markdown-it-py's patterns
+# (same flags); the others end at the blank line before a role heading and hold no heading (a heading line is
+# suspicious by itself).
+_SPANNING_HTML = re.compile(r"<(?:[!?]|script|pre|style|textarea)", re.IGNORECASE)
 _ESCAPED_REST = re.compile(r"\\| {0,3}(?ai:# |#\t|=|```|~~~|<!|<\?|<script|<pre|<style|<textarea)")
 
 
@@ -340,7 +345,8 @@ def _scan_lines(lines: list[str]) -> tuple[list[tuple[int, str, str | None]], li
     Returns:
         ``(role line, role, model)`` per candidate, and the indexes of the lines that might open a block spanning
         blank lines or be (part of) a heading: after any indentation and container markers (``>``, list markers),
-        they start with a fence, ``<``, ``=`` or ``#`` followed by a space, a tab or the line's end.
+        they start with a fence, an HTML block that does not end at a blank line, ``=``, or ``#`` followed by a
+        space, a tab or the line's end.
     """
     candidates: list[tuple[int, str, str | None]] = []
     suspicious: list[int] = []
@@ -349,7 +355,11 @@ def _scan_lines(lines: list[str]) -> tuple[list[tuple[int, str, str | None]], li
     for index in [index for index, line in enumerate(lines) if line[:1] in first]:
         line = lines[index]
         rest = line.lstrip(_CONTAINER_PREFIX)
-        if rest.startswith(("```", "~~~", "<", "=")) or (rest[:1] == "#" and rest[1:2] in ("", " ", "\t", "\r")):
+        if (
+            rest.startswith(("```", "~~~", "="))
+            or (rest[:1] == "#" and rest[1:2] in ("", " ", "\t", "\r"))
+            or (rest[:1] == "<" and _SPANNING_HTML.match(rest))
+        ):
             if index and rest[:1] == "=" and (line == HEADER_UNDERLINE or _UNDERLINE_LINE.fullmatch(line)):
                 heading = _role_candidate(lines, index - 1, known)
                 if heading is not None:

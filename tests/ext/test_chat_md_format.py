@@ -267,6 +267,7 @@ _MD_LINES = (  # lines that open, close or hide blocks, headings and containers 
     "   # user", "\\# user", "```", "```python", "~~~", "````", "   ```", "    ```", "- ```", "> ```", "1. ```",
     "\\```", "` ``", "- a", "* b", "1. c", "10) d", "-", "> a", ">", "> # user", "- # user", ">>", "    code", "\tcode",
     "<!--", "-->", "<pre>", "</pre>", "<div>", "</div>", "<?", "?>", "<!X", "<![CDATA[", "]]>", "<a>", "<script>",
+    "<\u017fcript>", "<Pre>", "<details>", "<!x", "a <b>",
     "</script>", "***", "---", "___", "[a]: /u", "\\", "\\\\", "\\ ", "\ufeffuser", "\u212a", "\u212auser",
 )  # fmt: skip
 _BLOCK = st.one_of(
