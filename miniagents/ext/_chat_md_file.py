@@ -8,7 +8,9 @@
 - **Reading.** `read_messages` decodes strictly (an invalid byte is a `ChatMdDecodeError` naming its offset; an
   incomplete character at the very end is a cut write in progress and is left out) and parses incrementally: the
   entries that later appends cannot change (all but the last, see `parse_chat_md_entries`) are cached with the
-  bytes they came from, and the next read parses only what follows them, if those bytes are unchanged.
+  bytes they came from, and the next read parses only what follows them, if those bytes are unchanged. Decoding
+  goes a megabyte at a time and parsing is mostly a line scanner, so the thread that reads never holds the GIL
+  for long (the event loop keeps running).
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ class _Cache:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+_DECODE_CHUNK = 1 << 20
 _caches: dict[tuple[str, str], _Cache] = {}
 _caches_lock = threading.Lock()
 
@@ -130,11 +133,20 @@ def read_messages(path: Path, default_role: str) -> tuple[Message, ...]:
             cache.prefix, cache.messages = b"", ()
         start = len(cache.prefix)
         decoder = codecs.getincrementaldecoder("utf-8")("strict")
-        try:
-            source = decoder.decode(data[start:], final=False)  # a partial character at the end is left out
-        except UnicodeDecodeError as exc:
-            offset = start + exc.start
-            raise ChatMdDecodeError(path, offset, data.count(b"\n", 0, offset) + 1, exc.reason) from None
+        try:  # a megabyte at a time, so that no single call holds the GIL for long (the event loop keeps running)
+            source = "".join(
+                decoder.decode(data[offset : offset + _DECODE_CHUNK], final=False)  # a cut character stays pending
+                for offset in range(start, len(data), _DECODE_CHUNK)
+            )
+        except UnicodeDecodeError:
+            try:
+                data[start:].decode("utf-8")
+            except UnicodeDecodeError as exc:
+                if exc.end < len(data) - start or exc.reason != "unexpected end of data":
+                    offset = start + exc.start
+                    raise ChatMdDecodeError(path, offset, data.count(b"\n", 0, offset) + 1, exc.reason) from None
+            raise  # not reached: the incremental decoder fails only where the whole one does
+        decoded = len(data) - start - len(decoder.getstate()[0])  # the bytes of `source`
         parsed = parse_chat_md_entries(source)
         messages = tuple(
             Message(text=text, role=role if role in ROLES else default_role, model=model)
@@ -143,5 +155,5 @@ def read_messages(path: Path, default_role: str) -> tuple[Message, ...]:
         result = cache.messages + messages
         if parsed.stable_entries:
             cache.messages += messages[: parsed.stable_entries]
-            cache.prefix = data[: start + len(source[: parsed.stable_chars].encode("utf-8"))]
+            cache.prefix = data[: start + decoded - len(source[parsed.stable_chars :].encode("utf-8"))]
         return result

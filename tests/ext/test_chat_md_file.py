@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -14,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from miniagents import MiniAgents
+from miniagents.ext import _chat_md_file
 from miniagents.ext._chat_md import format_message, parse_chat_md
 from miniagents.ext._chat_md_file import close_cut_write, read_messages
 from miniagents.ext.history_agents import ChatHistoryMD, ChatMdDecodeError, markdown_history_agent
@@ -37,13 +39,22 @@ def _append_like_the_agent(path: Path, role: str, model: str | None, text: str) 
         stream.write(format_message(role, model, text))
 
 
+def _as_not_last(text: str) -> tuple[str, ...]:
+    """The ways an entry's text can start once a fragment of a cut header follows it: as written, or (when its last
+    line is blank) with that line's escape kept, since a blank line is unescaped only as the entry's last line."""
+    *rest, last = re.split(r"(\r\n|\r|\n)", text)
+    return (text, "".join(rest) + "\\" + last) if rest and not last.strip(" \t") else (text,)
+
+
 def _check_after_cut(path: Path, earlier: list[tuple[str, str | None, str]]) -> None:
     entries = _fields(read_messages(path, "assistant"))
     assert entries[-1] == NEXT  # the next message is an entry of its own, whole
     assert entries[: len(earlier) - 1] == earlier[:-1]  # earlier entries are intact …
     role, model, text = entries[len(earlier) - 1]
     assert (role, model) == earlier[-1][:2]
-    assert isinstance(text, str) and text.startswith(earlier[-1][2])  # … but for a fragment of a cut header
+    assert isinstance(text, str) and text.startswith(
+        _as_not_last(earlier[-1][2])
+    )  # … but for a fragment of a cut header
     assert len(entries) - len(earlier) in (1, 2)  # at most one entry for what the cut left
 
 
@@ -206,3 +217,21 @@ def test_the_chats_log_closes_a_cut_write_and_locks_each_message(tmp_path: Path)
         ("assistant", "m", "streaming"),
         NEXT,
     ]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5])
+def test_decoding_in_chunks_keeps_characters_and_error_offsets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    """Characters split between chunks decode whole; an invalid byte is reported at its offset in the file."""
+    monkeypatch.setattr(_chat_md_file, "_DECODE_CHUNK", chunk)
+    path = tmp_path / "CHAT.md"
+    messages = [("user", None, "é — 😀 ünï"), ("assistant", "m", "ok 😀")]
+    data = "".join(format_message(*message) for message in messages).encode()
+    path.write_bytes(data + "😀".encode()[:3])  # and a character cut at the end, left out
+    assert _fields(read_messages(path, "assistant")) == messages
+    damaged = data.replace(b"ok", b"o\xe9k")
+    path.write_bytes(damaged)
+    with pytest.raises(ChatMdDecodeError) as caught:
+        read_messages(path, "assistant")
+    assert caught.value.offset == damaged.index(b"\xe9")

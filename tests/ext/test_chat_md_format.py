@@ -3,6 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from miniagents.ext import _chat_md
 from miniagents.ext._chat_md import (
     HEADER_UNDERLINE,
     ROLES,
@@ -11,6 +12,7 @@ from miniagents.ext._chat_md import (
     format_message,
     parse_chat_md,
     parse_chat_md_entries,
+    parse_chat_md_entries_markdown_it,
 )
 
 SPEC_EXAMPLE = "\nuser\n" + "=" * 40 + "\nhi\n" + "\nassistant / claude-3-5-sonnet-20240620\n" + "=" * 40 + "\nHello!\n"
@@ -257,3 +259,59 @@ def test_plain_text_is_written_verbatim(lines, line_break):
     lines = ["a", *lines, "z"]  # blank first or last lines are escaped
     text = line_break.join(lines)
     assert format_message("user", None, text) == format_header("user", None) + text + "\n"
+
+
+_MD_LINES = (  # lines that open, close or hide blocks, headings and containers (CommonMark), and plain ones
+    "", "", "  ", "\t", "text", "more text", "user", "assistant / m", "System", "tool", "user / a b", " user",
+    "user\x0b", "=", "===", "  ===", "    ===", "= =", "\t===", "# user", "#", "# assistant / m", "## user",
+    "   # user", "\\# user", "```", "```python", "~~~", "````", "   ```", "    ```", "- ```", "> ```", "1. ```",
+    "\\```", "` ``", "- a", "* b", "1. c", "10) d", "-", "> a", ">", "> # user", "- # user", ">>", "    code", "\tcode",
+    "<!--", "-->", "<pre>", "</pre>", "<div>", "</div>", "<?", "?>", "<!X", "<![CDATA[", "]]>", "<a>", "<script>",
+    "<\u017fcript>", "<Pre>", "<details>", "<!x", "a <b>",
+    "</script>", "***", "---", "___", "[a]: /u", "\\", "\\\\", "\\ ", "\ufeffuser", "\u212a", "\u212auser",
+)  # fmt: skip
+_BLOCK = st.one_of(
+    st.lists(st.sampled_from(_MD_LINES) | st.text(max_size=4), min_size=1, max_size=6),  # raw lines
+    st.tuples(st.sampled_from([*ROLES, "Tool"]), st.none() | st.just("m"), _TEXT).map(  # a written message
+        lambda message: format_message(*message).split("\n")
+    ),
+    st.tuples(st.sampled_from(["user", "assistant / m", "tool", "user / a b", "# user"]), st.integers(0, 2)).map(
+        lambda heading: ["", heading[0], "=" * 40][heading[1] :] if not heading[0].startswith("#") else [heading[0]]
+    ),
+)
+_DOCUMENT = st.tuples(
+    st.lists(_BLOCK, max_size=12).map(lambda blocks: [line for block in blocks for line in block]),
+    st.sampled_from(["\n", "\n", "\r\n", "\r"]),
+    st.booleans(),
+).map(lambda doc: ("\ufeff" if doc[2] else "") + doc[1].join(doc[0]))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_DOCUMENT)
+def test_the_line_scanner_reads_exactly_as_markdown_it(source):
+    """The fast reader gives the same entries and the same stable part as markdown-it-py's, on random documents."""
+    assert parse_chat_md_entries(source) == parse_chat_md_entries_markdown_it(source)
+
+
+def test_the_line_scanner_decides_long_clean_stretches_and_hands_over_the_rest():
+    messages = [
+        ("user" if index % 2 else "assistant", None, f"#{index}\n```\ncode\n```\n- a\n\n<b>") for index in range(40)
+    ]
+    source = "".join(format_message(*message) for message in messages)
+    assert parse_chat_md(source) == messages
+    damaged = source.replace("\ncode\n", "\n```\ncode\n", 1)  # an unescaped fence that swallows headings …
+    damaged = damaged.replace("#39", "```\n~~~")  # … and an unclosed one in the last message
+    assert parse_chat_md_entries(damaged) == parse_chat_md_entries_markdown_it(damaged)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_DOCUMENT, st.integers(1, 12))
+def test_the_line_scanner_reads_in_chunks_like_at_once(source, chunk):
+    """Split a few characters at a time (a megabyte in use): the same reading, "\\r\\n" and lone "\\r" included."""
+    expected = parse_chat_md_entries_markdown_it(source)
+    original = _chat_md._SCAN_CHUNK
+    _chat_md._SCAN_CHUNK = chunk
+    try:
+        assert parse_chat_md_entries(source) == expected
+    finally:
+        _chat_md._SCAN_CHUNK = original
