@@ -85,7 +85,7 @@ class SQLiteMessageStore(RecordingStore):
     def _sql(self, template: str, marks: int = 0) -> str:
         return template.format(p=self._prefix, marks=", ".join("?" * marks), without_rowid=" WITHOUT ROWID")
 
-    async def _aconnect(self) -> aiosqlite.Connection:
+    async def _aconnect(self, for_writing: bool = False) -> aiosqlite.Connection:
         driver = _import_aiosqlite()
         if not self._schema_ready:
             # Checked here: a failed aiosqlite connect leaves its thread to report to our loop after we return.
@@ -96,8 +96,12 @@ class SQLiteMessageStore(RecordingStore):
         try:
             # One script, one round trip to the connection's thread: each costs an event-loop iteration.
             script = [f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)};"]
+            if for_writing:
+                # Only the writer switches the file to WAL (it persists): a journal-mode change does not wait for
+                # other connections, so a reader doing it at the same moment failed with "database is locked".
+                script += ["PRAGMA journal_mode = WAL;"]
             if not self._schema_ready:
-                script += ["PRAGMA journal_mode = WAL;", "BEGIN IMMEDIATE;"]
+                script += ["BEGIN IMMEDIATE;"]
                 script += [self._sql(statement) + ";" for statement in CREATE_TABLES]
                 script += ["COMMIT;"]
             script += ["PRAGMA synchronous = NORMAL;"]
@@ -111,7 +115,7 @@ class SQLiteMessageStore(RecordingStore):
     async def awrite(self, batch: StoreBatch) -> None:
         """Write ``batch`` in one transaction (see `MessageStore.awrite`)."""
         if self._writing is None:
-            self._writing = await self._aconnect()
+            self._writing = await self._aconnect(for_writing=True)
         connection = self._writing
         await connection.execute("BEGIN IMMEDIATE")
         try:
