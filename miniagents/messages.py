@@ -93,8 +93,7 @@ class Message(Frozen):
 
     def sub_messages(self) -> Iterator[Message]:
         """Yield every message nested in this one (at any depth), depth-first, children before their parent."""
-        for name in self.frozen_fields():
-            yield from _sub_messages_of(getattr(self, name))
+        return _nested_messages(self)
 
     @property
     def as_promise(self) -> MessagePromise:
@@ -172,16 +171,28 @@ def _serialize_fields(frozen: Frozen) -> dict[str, Any]:
     return result
 
 
+_LEAF_TYPES = (str, int, float, bool, type(None))
+
+
+def _nested_messages(frozen: Frozen) -> Iterator[Message]:
+    """The messages nested in ``frozen``'s values, depth-first, children before their parent."""
+    extra = frozen.__pydantic_extra__
+    for values in (frozen.__dict__.values(), extra.values() if extra else ()):
+        for value in values:
+            if not isinstance(value, _LEAF_TYPES):  # (most values are: no generator for them)
+                yield from _sub_messages_of(value)
+
+
 def _sub_messages_of(value: Any) -> Iterator[Message]:
     if isinstance(value, Message):
-        yield from value.sub_messages()
+        yield from _nested_messages(value)
         yield value
     elif isinstance(value, Frozen):
-        for name in value.frozen_fields():
-            yield from _sub_messages_of(getattr(value, name))
+        yield from _nested_messages(value)
     elif isinstance(value, tuple):
         for item in value:
-            yield from _sub_messages_of(item)
+            if not isinstance(item, _LEAF_TYPES):
+                yield from _sub_messages_of(item)
 
 
 class MessagePromise(StreamedPromise[str, Message]):

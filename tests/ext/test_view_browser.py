@@ -133,6 +133,10 @@ async def test_page_shows_the_live_call_tree_and_streams_tokens() -> None:
                     timeout=15000,
                 )
                 await page.wait_for_selector("#calls li[data-status='finished']", timeout=15000)
+                await page.wait_for_function(  # every call's end reaches the page (events arrive in batches)
+                    "() => document.querySelectorAll(\"#calls li[data-status='running']\").length === 0",
+                    timeout=15000,
+                )
                 assert await page.locator("#calls li[data-status='running']").count() == 0
                 colors = await page.evaluate(
                     "() => Object.fromEntries(window.miniagentsView.cy.nodes().map(n => [n.data('label'),"
