@@ -145,3 +145,38 @@ async def test_clashing_inquire_kwargs_are_renamed() -> None:
     assert node.agent_alias == "TAKING"
     assert node.kwarg_agent_alias == "clash" and node.kwarg_text == "clash too"  # type: ignore[attr-defined]
     assert node.text is None
+
+
+async def test_nested_contexts_each_persist_their_own_view_of_the_messages() -> None:
+    outer_seen: list[str] = []
+    inner_seen: list[str] = []
+
+    async def outer_handler(_: Any, message: Message) -> None:
+        outer_seen.append(str(message))
+
+    async def inner_handler(_: Any, message: Message) -> None:
+        inner_seen.append(str(message))
+
+    async with MiniAgents(on_persist_message=outer_handler):
+        Message("before").as_promise  # noqa: B018
+        async with MiniAgents(on_persist_message=inner_handler):
+            Message("inside").as_promise  # noqa: B018
+    assert inner_seen == ["inside"]
+    assert outer_seen == ["before", "inside"]  # the outer handler sees the inner context's messages too
+
+
+async def test_a_hanging_persist_handler_cannot_keep_the_context_forever(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import miniagents._mini_agents as mini_agents_module
+
+    monkeypatch.setattr(mini_agents_module, "PERSIST_HANDLER_GRACE_SECONDS", 0.2)
+    never = asyncio.Event()
+
+    async def hanging(_: Any, message: Message) -> None:
+        await never.wait()
+
+    with caplog.at_level(logging.WARNING, logger="miniagents"):
+        async with asyncio.timeout(5), MiniAgents(on_persist_message=hanging):
+            Message("stuck").as_promise  # noqa: B018
+    assert any("did not return" in r.getMessage() or "has not returned" in r.getMessage() for r in caplog.records)
