@@ -328,3 +328,41 @@ async def test_appender_is_a_single_consumer_queue_ending_forever() -> None:
         appender.append("a").append("b")
     assert [piece async for piece in appender] == ["a", "b"]
     assert [piece async for piece in appender] == []
+
+
+async def test_cancel_stops_the_producer_and_ends_the_stream_with_an_error() -> None:
+    from miniagents import PromisingContext, StreamedPromise, WorkCancelledError
+
+    produced: list[int] = []
+    closed = asyncio.Event()
+
+    async def endless(_: object):  # type: ignore[no-untyped-def]
+        try:
+            index = 0
+            while True:
+                produced.append(index)
+                yield index
+                index += 1
+                await asyncio.sleep(0.001)
+        finally:
+            closed.set()
+
+    async with asyncio.timeout(5), PromisingContext():
+        for start_asap in (True, False):
+            produced.clear()
+            closed.clear()
+            promise: StreamedPromise[int, object] = StreamedPromise(streamer=endless, start_asap=start_asap)
+            seen = []
+            with pytest.raises(WorkCancelledError):
+                async for piece in promise:
+                    seen.append(piece)
+                    if len(seen) == 3:
+                        promise.cancel()
+            assert seen[:3] == [0, 1, 2] and len(produced) <= 5
+            await asyncio.wait_for(closed.wait(), 5)  # the source was closed (its `finally` ran)
+            promise.cancel()  # a second time: nothing
+            replay = []
+            with pytest.raises(WorkCancelledError):
+                async for piece in promise:
+                    replay.append(piece)
+            assert replay == seen
