@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -12,6 +12,7 @@ from miniagents.messages import Message, MessagePromise
 from miniagents.store._loading import MessageRegistry, StoredCall, aload_call_tree, aload_history, aload_message
 from miniagents.store._recorder import StoreRecorder
 from miniagents.store._rows import CallRow, MessageRow, PartialRow, SlotRow, StoreBatch
+from miniagents.store._sql import SELECT_CALL_TREE, SELECT_MESSAGES, SELECT_PARTIALS, SELECT_ROOT_CALLS, SELECT_SLOTS
 
 __all__ = ["RecordingStore"]
 
@@ -104,24 +105,30 @@ class RecordingStore(RunObserver, abc.ABC):
         """See `MessageStore.awrite`."""
 
     @abc.abstractmethod
+    async def _aquery(self, template: str, keys: Sequence[str]) -> list[Any]:
+        """Run a query of `miniagents.store._sql` with ``keys`` as its parameters (none when ``keys`` is empty)."""
+
     async def aread_messages(self, hash_keys: Collection[str]) -> dict[str, MessageRow]:
         """See `MessageStore.aread_messages`."""
+        return {row[0]: MessageRow(*row) for row in await self._aquery(SELECT_MESSAGES, list(hash_keys))}
 
-    @abc.abstractmethod
     async def aread_partials(self, partial_ids: Collection[str]) -> dict[str, PartialRow]:
         """See `MessageStore.aread_partials`."""
+        return {row[0]: PartialRow(*row) for row in await self._aquery(SELECT_PARTIALS, list(partial_ids))}
 
-    @abc.abstractmethod
     async def aread_calls(self, root_call_id: str) -> list[CallRow]:
         """See `MessageStore.aread_calls`."""
+        return [CallRow(*row) for row in await self._aquery(SELECT_CALL_TREE, [root_call_id])]
 
-    @abc.abstractmethod
     async def aread_root_calls(self, limit: int = 100) -> list[str]:
         """See `MessageStore.aread_root_calls`."""
+        template = SELECT_ROOT_CALLS.replace("{limit}", str(max(0, int(limit))))
+        return [row[0] for row in await self._aquery(template, [""])]
 
-    @abc.abstractmethod
     async def aread_slots(self, owner_ids: Collection[str]) -> list[SlotRow]:
         """See `MessageStore.aread_slots`."""
+        rows = await self._aquery(SELECT_SLOTS, list(owner_ids))
+        return [SlotRow(*row) for row in sorted(rows, key=lambda row: (row[0], row[1], row[2]))]
 
     @abc.abstractmethod
     async def aclose(self) -> None:

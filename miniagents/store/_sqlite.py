@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from miniagents.store._base import RecordingStore
-from miniagents.store._rows import CallRow, MessageRow, PartialRow, SlotRow, StoreBatch
+from miniagents.store._rows import StoreBatch
 from miniagents.store._sql import (
     CREATE_TABLES,
     DEFAULT_PREFIX,
     SELECT_CALL_TREE,
-    SELECT_MESSAGES,
-    SELECT_PARTIALS,
-    SELECT_ROOT_CALLS,
-    SELECT_SLOTS,
     UPSERTS,
     check_prefix,
 )
@@ -172,28 +168,6 @@ class SQLiteMessageStore(RecordingStore):
             return rows
         finally:
             await connection.close()
-
-    async def aread_messages(self, hash_keys: Collection[str]) -> dict[str, MessageRow]:
-        """See `MessageStore.aread_messages`."""
-        return {row[0]: MessageRow(*row) for row in await self._aquery(SELECT_MESSAGES, list(hash_keys))}
-
-    async def aread_partials(self, partial_ids: Collection[str]) -> dict[str, PartialRow]:
-        """See `MessageStore.aread_partials`."""
-        return {row[0]: PartialRow(*row) for row in await self._aquery(SELECT_PARTIALS, list(partial_ids))}
-
-    async def aread_calls(self, root_call_id: str) -> list[CallRow]:
-        """See `MessageStore.aread_calls`."""
-        return [CallRow(*row) for row in await self._aquery(SELECT_CALL_TREE, [root_call_id])]
-
-    async def aread_root_calls(self, limit: int = 100) -> list[str]:
-        """See `MessageStore.aread_root_calls`."""
-        template = SELECT_ROOT_CALLS.replace("{limit}", str(max(0, int(limit))))
-        return [row[0] for row in await self._aquery(template, [""])]
-
-    async def aread_slots(self, owner_ids: Collection[str]) -> list[SlotRow]:
-        """See `MessageStore.aread_slots`."""
-        rows = await self._aquery(SELECT_SLOTS, list(owner_ids))
-        return [SlotRow(*row) for row in sorted(rows, key=lambda row: (row[0], row[1], row[2]))]
 
     async def aclose(self) -> None:
         """Close the writing connection (it is opened again on the next write)."""
