@@ -91,14 +91,8 @@ class PostgresMessageStore(RecordingStore):
             self._writing = await self._aconnect()
         connection = self._writing
         async with connection.transaction():
-            for table, rows in (
-                ("messages", batch.messages),
-                ("partials", batch.partials),
-                ("calls", batch.calls),
-                ("slots", batch.slots),
-            ):
-                if rows:
-                    await connection.executemany(self._sql(UPSERTS[table]), rows)
+            for table, rows in batch.tables():
+                await connection.executemany(self._sql(UPSERTS[table]), rows)
 
     async def _aquery(self, template: str, keys: Sequence[str]) -> list[Any]:
         if not keys:

@@ -16,8 +16,9 @@ Tables (every backend keeps the same five, prefixed ``miniagents_``):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 __all__ = ["SCHEMA_VERSION", "CallRow", "MessageRow", "PartialRow", "SlotRow", "StoreBatch"]
 
@@ -86,3 +87,14 @@ class StoreBatch:
 
     def __len__(self) -> int:
         return len(self.messages) + len(self.partials) + len(self.calls) + len(self.slots)
+
+    def tables(self) -> Iterator[tuple[str, list[Any]]]:
+        """``(table, rows)`` for every table with rows, in the order they are written (messages first)."""
+        for table, rows in (
+            ("messages", self.messages),
+            ("partials", self.partials),
+            ("calls", self.calls),
+            ("slots", self.slots),
+        ):
+            if rows:
+                yield table, rows

@@ -115,14 +115,8 @@ class SQLiteMessageStore(RecordingStore):
         connection = self._writing
         await connection.execute("BEGIN IMMEDIATE")
         try:
-            for table, rows in (
-                ("messages", batch.messages),
-                ("partials", batch.partials),
-                ("calls", batch.calls),
-                ("slots", batch.slots),
-            ):
-                if rows:
-                    await self._ainsert(connection, table, rows)
+            for table, rows in batch.tables():
+                await self._ainsert(connection, table, rows)
             await connection.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(Exception):
