@@ -128,13 +128,6 @@ class Promise(Generic[WholeT]):
             raise_stored(self._result, self._traceback)
         return self._result  # type: ignore[no-any-return]
 
-    def set_on_resolved(self, callback: Callable[[], None]) -> None:
-        """Call ``callback()`` (once, synchronously) when the promise gets its value or error; at once if it has."""
-        if self._result is not NO_VALUE:
-            callback()
-        else:
-            self._on_resolved = callback
-
     def _set_result(self, result: Any) -> None:
         self._result = result
         fire_promise_resolved(self, result)

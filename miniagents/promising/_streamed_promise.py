@@ -121,7 +121,7 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
     pulled                True                another consumer's pull or fetch task is running: waits for
                                               the next append
     drained               True                a background task (``_adrain``) or other code
-                                              (`produce_elsewhere`) appends every piece: waits
+                                              (``produce_for(elsewhere=True)``) appends every piece: waits
     ended                 True                ``pieces[-1]`` is the end: raises ``StopAsyncIteration``
     ====================  ==================  ===========================================================
 
@@ -180,13 +180,6 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
         """The pieces recorded so far, errors as `Failure` records and the end as `END_OF_QUEUE` (do not change)."""
         return self._pieces
 
-    def set_on_end(self, callback: Callable[[], None]) -> None:
-        """Call ``callback()`` (once, synchronously) when the stream ends; at once if it has ended already."""
-        if self.is_ended:
-            callback()
-        else:
-            self._on_end = callback
-
     def set_on_piece(self, callback: Callable[[Any], None]) -> None:
         """Call ``callback(piece)`` synchronously for every piece recorded from now on (errors and the end too).
 
@@ -218,8 +211,11 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
     ) -> None:
         """Set up a promise that ``owner`` (a `WorkScope` with ``cancel()`` and ``is_running``) produces.
 
-        One call for what an agent call does with its reply sequence: `belong_to` ``owner``, `set_on_end`,
-        `set_on_resolved` and, if ``elsewhere``, `produce_elsewhere`. The promise must not have ended yet.
+        ``owner`` owns its work (see `belong_to`); ``on_end()`` is called when the stream ends and
+        ``on_resolved()`` when the promise gets its value or error (once each, synchronously). With ``elsewhere``,
+        no streamer is drained: other code appends every piece (`append_piece`) and consumers only wait; that
+        code ends the stream eventually (`end_stream`) or hands over to `drain_in_background`. The promise must
+        not have ended or been resolved yet.
         """
         if elsewhere:
             self._producing = True
@@ -236,14 +232,6 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
         self._drained_in_background = True
         self._drainer = self._context.start_soon(self._adrain(), scope=self._scope, fallback=self._end_cancelled)
 
-    def produce_elsewhere(self) -> None:
-        """Instead of draining a streamer: other code appends every piece (`append_piece`), consumers only wait.
-
-        That code ends the stream eventually (`end_stream`), or hands over to `drain_in_background`.
-        """
-        self._producing = True
-        self._drained_in_background = True
-
     def end_stream(self, error: BaseException | None = None) -> None:
         """Record ``error`` (if any) and the end, unless the stream has ended already."""
         if self.is_ended:
@@ -253,7 +241,7 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
         self._append(_END)
 
     def drain_in_background(self, streamer: Callable[[Any], AsyncIterator[PieceT]]) -> None:
-        """Hand production over to a background task that drains ``streamer`` (after `produce_elsewhere`)."""
+        """Hand production over to a background task that drains ``streamer`` (after `produce_for`)."""
         self._streamer_function = streamer
         self._drainer = self._context.start_soon(self._adrain(), fallback=self._end_cancelled)
 
@@ -442,7 +430,7 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
 
     append_piece = _append
     """``append_piece(piece)``: record the next piece (a `Failure` for an error, `END_OF_QUEUE` for the end) and
-    wake the consumers (for code that produces the pieces elsewhere, see `produce_elsewhere`)."""
+    wake the consumers (for code that produces the pieces elsewhere, see `produce_for`)."""
 
     def _wake_end_waiters(self) -> None:
         waiters = self._end_waiters
