@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import enum
+import random
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, Protocol
 
@@ -200,6 +200,18 @@ class InteractionContext:
             agent_call.finish()
 
 
+_UUID4_MASK = ~((0xF << 76) | (0x3 << 62))  # the version and variant bits of a UUID (RFC 9562, section 4)
+_UUID4_BITS = (0x4 << 76) | (0x2 << 62)  # version 4, variant 0b10
+
+
+def random_uuid_hex() -> str:
+    """A random version 4 UUID as 32 lowercase hex digits, like ``uuid.uuid4().hex`` at a third of the cost.
+
+    Its 122 random bits come from `random.getrandbits` (unique ids, not secrets; reseeded in forked children).
+    """
+    return f"{random.getrandbits(128) & _UUID4_MASK | _UUID4_BITS:032x}"
+
+
 class AgentCall(WorkScope):
     """An inquiry in progress: send input messages, then get the reply sequence; or cancel it.
 
@@ -298,10 +310,10 @@ class AgentCall(WorkScope):
 
     @property
     def call_id(self) -> str:
-        """A unique id of this call (32 hex digits, a random UUID, made on first use)."""
+        """A unique id of this call (32 hex digits: a random version 4 UUID, RFC 9562; made on first use)."""
         call_id = self._call_id
         if call_id is None:
-            call_id = self._call_id = uuid.uuid4().hex
+            call_id = self._call_id = random_uuid_hex()
         return call_id
 
     @property

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 
 import pytest
 from pydantic import ValidationError
@@ -352,3 +353,20 @@ async def test_transparent_agent_and_messages_alias() -> None:
 
     async with MiniAgents():
         assert [m.text for m in await transparent.inquire(echo_agent.inquire(["a"]))] == ["You said: a"]
+
+
+async def test_call_ids_are_distinct_random_version_4_uuids() -> None:
+    @miniagent
+    async def quiet_agent(ctx: InteractionContext) -> None:
+        pass
+
+    async with MiniAgents():
+        calls = [quiet_agent.initiate_inquiry() for _ in range(2000)]
+        ids = [call.call_id for call in calls]
+        for call in calls:
+            call.finish()
+    assert len(set(ids)) == len(ids)
+    assert ids[0] == calls[0].call_id  # made once
+    for call_id in ids:
+        parsed = uuid.UUID(call_id)
+        assert (parsed.hex, parsed.version, parsed.variant) == (call_id, 4, uuid.RFC_4122)
