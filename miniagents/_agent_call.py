@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, Protocol
 
-from miniagents._nodes import NODE_FIELDS, AgentCallNode, AgentReplyNode
+from miniagents._nodes import NODE_FIELDS, AgentCallNode, AgentReplyNode, build_node
 from miniagents.errors import AgentCallCancelledError
 from miniagents.messages import (
     Message,
@@ -30,7 +30,7 @@ from miniagents.messages import (
 from miniagents.promising._failures import Failure, in_framework_work, log_error_once
 from miniagents.promising._tasks import WorkScope, current_scope, current_task, is_own_cancellation
 from miniagents.promising.ext.frozen import Frozen
-from miniagents.promising.promising import StreamAppender
+from miniagents.promising.promising import Promise, StreamAppender
 from miniagents.promising.sentinels import DEFAULT, END_OF_QUEUE, Sentinel
 
 __all__ = ["AgentCall", "AgentCallStatus", "InteractionContext", "ObserverMethods", "current_agent_call"]
@@ -236,6 +236,7 @@ class AgentCall(WorkScope):
     _function_error: BaseException | None = None
     _replies_ended = False
     _input_read = True  # only observed calls wait for their input to be read to the end
+    _nodes_at_end = False  # the interaction nodes are built when the call ends (see `_build_interaction_nodes`)
     _children: dict[AgentCall, None] | None = None
     _call_id: str | None = None
     _agent_task: asyncio.Task[Any] | None = None
@@ -482,7 +483,10 @@ class AgentCall(WorkScope):
                 if self._cancel_error is not None and not self._reply_promise.is_drained_in_background:
                     self._reply_promise.start_draining()  # a cancelled lazy call ends without waiting for pulls
                 if mini_agents.wants_interaction_nodes():
-                    mini_agents.start_soon(self._abuild_interaction_nodes(), scope=None)
+                    if self._reply_promise.is_drained_in_background and self._cancel_error is None:
+                        self._nodes_at_end = True  # built when the call ends, mostly with everything at hand
+                    else:
+                        mini_agents.start_soon(self._abuild_interaction_nodes(), scope=None)
                 if not self._input_read:
                     if request_promise.is_ended:  # (the agent read all of it: the usual case)
                         self._input_read = True
@@ -585,6 +589,8 @@ class AgentCall(WorkScope):
         self._mini_agents.call_ended(self)
         if self._observers is not None and self._observers.ended:
             self._notify(self._observers.ended, self)
+        if self._nodes_at_end:
+            self._build_interaction_nodes()
 
     # --- observation --------------------------------------------------------------------------------------------
 
@@ -617,6 +623,24 @@ class AgentCall(WorkScope):
 
     # --- interaction nodes --------------------------------------------------------------------------------------
 
+    def _build_interaction_nodes(self) -> None:
+        """Build the nodes of a call that ended, without a task when its input and replies are all resolved.
+
+        That is the usual case (the input was read, the replies were resolved in the background); otherwise, and
+        for a cancelled call, `_abuild_interaction_nodes` waits for what is missing.
+        """
+        messages = _resolved_messages(self._request_promise)
+        status = self.status
+        replies = _resolved_messages(self._reply_promise) if status is AgentCallStatus.FINISHED else ()
+        if messages is None or replies is None or status is AgentCallStatus.CANCELLED:
+            self._mini_agents.start_soon(self._abuild_interaction_nodes(), scope=None)
+            return
+        call_node = self._call_node(messages)
+        Promise(prefill_result=call_node)  # resolving the node's promise is what persists it
+        if status is AgentCallStatus.FINISHED:
+            nested = {"replies": replies, "agent_call": call_node}
+            Promise(prefill_result=build_node(AgentReplyNode, self.agent.alias, nested, {}))
+
     async def _abuild_interaction_nodes(self) -> None:
         messages = []
         assert self._request_promise is not None  # (made when the agent started)
@@ -626,12 +650,8 @@ class AgentCall(WorkScope):
         except BaseException as error:  # the node records the input that could be read
             if is_own_cancellation(error):
                 raise
-        fields = self.agent.interaction_metadata.frozen_fields_and_values()
-        if self.kwargs is not None:
-            for name, value in self.kwargs.frozen_fields_and_values().items():
-                fields[f"kwarg_{name}" if name in NODE_FIELDS else name] = value
-        call_node = AgentCallNode(messages=tuple(messages), agent_alias=self.agent.alias, **fields)
-        call_node.as_promise  # noqa: B018 - resolving the node's promise is what persists it
+        call_node = self._call_node(tuple(messages))
+        Promise(prefill_result=call_node)
         try:
             replies = await self._reply_promise
         except BaseException as error:
@@ -640,13 +660,35 @@ class AgentCall(WorkScope):
             if self._cancel_error is None:
                 return  # no reply node for a failed call
             replies = await _completed_replies(self._reply_promise)
-            cancelled: dict[str, Any] = {"cancelled": True}  # (an extra field: finished calls' nodes keep their keys)
-            reply_node = AgentReplyNode(
-                replies=replies, agent_call=call_node, agent_alias=self.agent.alias, **cancelled
-            )
+            cancelled = {"cancelled": True}  # (an extra field: finished calls' nodes keep their keys)
         else:
-            reply_node = AgentReplyNode(replies=replies, agent_call=call_node, agent_alias=self.agent.alias)
-        reply_node.as_promise  # noqa: B018
+            cancelled = {}
+        nested = {"replies": replies, "agent_call": call_node}
+        Promise(prefill_result=build_node(AgentReplyNode, self.agent.alias, nested, cancelled))
+
+    def _call_node(self, messages: tuple[Message, ...]) -> AgentCallNode:
+        fields = self.agent.interaction_metadata.frozen_fields_and_values()
+        if self.kwargs is not None:
+            for name, value in self.kwargs.frozen_fields_and_values().items():
+                fields[f"kwarg_{name}" if name in NODE_FIELDS else name] = value
+        return build_node(AgentCallNode, self.agent.alias, {"messages": messages}, fields)
+
+
+def _resolved_messages(sequence: MessageSequencePromise | None) -> tuple[Message, ...] | None:
+    """The messages of a sequence that ended without error and whose messages are all resolved, else None."""
+    if sequence is None:
+        return None
+    if sequence.is_resolved:
+        return None if sequence.has_failed else sequence.result_nowait()  # type: ignore[return-value]
+    pieces = sequence.produced_pieces()
+    if not pieces or pieces[-1] is not END_OF_QUEUE:
+        return None
+    messages = []
+    for piece in pieces[:-1]:
+        if not isinstance(piece, MessagePromise) or not piece.is_resolved or piece.has_failed:
+            return None
+        messages.append(piece.result_nowait())
+    return tuple(messages)  # type: ignore[arg-type]
 
 
 async def _completed_replies(replies: MessageSequencePromise) -> tuple[Message, ...]:

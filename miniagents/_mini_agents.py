@@ -10,7 +10,7 @@ from typing import Any
 from miniagents._agent_call import AgentCall, ObserverMethods
 from miniagents._observer import RunObserver
 from miniagents.errors import AgentCallCancelledError
-from miniagents.messages import Message, MessagePromise
+from miniagents.messages import Message, MessagePromise, nested_messages
 from miniagents.miniagent_typing import PersistMessageEventHandler
 from miniagents.promising._context import PromiseResolvedHandler, PromisingContext, as_handler_list
 from miniagents.promising._failures import log_error_once, logger
@@ -72,7 +72,7 @@ class MiniAgents(PromisingContext):
         self._observer_methods: ObserverMethods | object | None = _NOT_COLLECTED  # (see `call_started`)
         self.interrupted = False
         """Whether the context is being interrupted: agent calls made from now on are cancelled at once."""
-        self._persist_queue: deque[tuple[MessagePromise, Message]] = deque()
+        self._persist_queue: deque[Any] = deque()  # promise, message, promise, message … (no tuple per message)
         self._persist_task: asyncio.Task[None] | None = None
         self._persist_wakeup: asyncio.Future[None] | None = None
         self._persist_drained: asyncio.Future[None] | None = None
@@ -159,17 +159,24 @@ class MiniAgents(PromisingContext):
 
     def dispatch_promise_resolved(self, promise: Any, result: Any) -> None:
         """Schedule the handlers of this context for a resolved promise (and persist a resolved message)."""
-        super().dispatch_promise_resolved(promise, result)
+        if self._on_promise_resolved_handlers:
+            super().dispatch_promise_resolved(promise, result)
         if self._on_persist_message_handlers and isinstance(result, Message) and not result.persisted_by(self):
             queue = self._persist_queue
-            for sub_message in result.sub_messages():
-                if not sub_message.persisted_by(self):
+            # A message this context persisted had its own nested messages persisted first: not visited again.
+            for sub_message in nested_messages(result, prune=self._persisted_here):
+                if not sub_message.persisted_by(self):  # (it may occur twice in ``result``)
                     sub_message.mark_persisted_by(self)  # before `as_promise`: its own event must not persist it
-                    queue.append((sub_message.as_promise, sub_message))
+                    queue.append(sub_message.as_promise)
+                    queue.append(sub_message)
             if not result.persisted_by(self):
                 result.mark_persisted_by(self)
-                queue.append((promise, result))
+                queue.append(promise)
+                queue.append(result)
             self._wake_persist_worker()
+
+    def _persisted_here(self, message: Message) -> bool:
+        return message.persisted_by(self)
 
     def _wake_persist_worker(self) -> None:
         if self._persist_task is None:
@@ -187,7 +194,7 @@ class MiniAgents(PromisingContext):
         try:
             while True:
                 while queue:
-                    promise, message = queue.popleft()
+                    promise, message = queue.popleft(), queue.popleft()
                     for handler in self._on_persist_message_handlers:
                         try:
                             await handler(promise, message)
@@ -220,7 +227,7 @@ class MiniAgents(PromisingContext):
                 "an on_persist_message handler has not returned for %s s while the context is left: cancelled, "
                 "%d message(s) not persisted",
                 PERSIST_HANDLER_GRACE_SECONDS,
-                len(self._persist_queue),
+                len(self._persist_queue) // 2,
             )
             self._persist_queue.clear()
             task.cancel()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from miniagents.messages import Message
 
-__all__ = ["NODE_FIELDS", "AgentCallNode", "AgentInteractionNode", "AgentReplyNode"]
+__all__ = ["NODE_FIELDS", "AgentCallNode", "AgentInteractionNode", "AgentReplyNode", "build_node"]
 
 NODE_FIELDS = frozenset({"class_", "text", "text_template", "agent_alias", "messages", "replies", "agent_call"})
 """Field names an inquire kwarg cannot take in a node (it is stored as ``kwarg_<name>`` instead)."""
@@ -35,3 +37,24 @@ class AgentReplyNode(AgentInteractionNode):
 
     replies: tuple[Message, ...]
     agent_call: AgentCallNode
+
+
+NodeT = TypeVar("NodeT", bound=AgentInteractionNode)
+
+
+def build_node(cls: type[NodeT], agent_alias: str, nested: dict[str, Any], extra: dict[str, Any]) -> NodeT:
+    """``cls(agent_alias=..., **nested, **extra)`` as validation makes it, without validating what is valid already.
+
+    The framework's nodes hold values that are frozen already: messages (``nested``: the node's own fields) and
+    the values of `Frozen` models (``extra``: interaction metadata and inquire kwargs), so validation would only
+    copy them. With an ``extra`` name that is a field of the node, it validates as usual.
+    """
+    if not NODE_FIELDS.isdisjoint(extra):
+        return cls(agent_alias=agent_alias, **nested, **extra)
+    node = cls.__new__(cls)
+    fields = {"class_": cls.__name__, "text": None, "text_template": None, "agent_alias": agent_alias, **nested}
+    object.__setattr__(node, "__dict__", fields)
+    object.__setattr__(node, "__pydantic_extra__", extra)
+    object.__setattr__(node, "__pydantic_fields_set__", {"class_", "agent_alias", *nested, *extra})
+    node.model_post_init(None)
+    return node

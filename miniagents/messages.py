@@ -55,19 +55,23 @@ class Message(Frozen):
     text_template: str | None = None
 
     _as_promise_cache: MessagePromise | None = PrivateAttr(default=None)
-    _persisted: Any = PrivateAttr(default=False)  # False, True (everywhere) or a tuple of the contexts that did
+    _persisted: Any = PrivateAttr(default=False)  # False, the context that did (usually one), or a tuple of them
 
     def persisted_by(self, context: Any) -> bool:
         """Whether ``context`` (a `MiniAgents`) has persisted this very instance (see ``on_persist_message``)."""
         persisted = self.__pydantic_private__["_persisted"]  # type: ignore[index]  # (faster than `self._persisted`)
-        return persisted is True or (persisted is not False and context in persisted)
+        return persisted is context or (type(persisted) is tuple and context in persisted)
 
     def mark_persisted_by(self, context: Any) -> None:
         """Record that ``context`` persisted this very instance."""
         private: dict[str, Any] = self.__pydantic_private__  # type: ignore[assignment]
         persisted = private["_persisted"]
-        if persisted is not True:
-            private["_persisted"] = (*persisted, context) if persisted is not False else (context,)
+        if persisted is False:
+            private["_persisted"] = context  # (no tuple per message for the usual single context)
+        elif type(persisted) is tuple:
+            private["_persisted"] = (*persisted, context)
+        else:
+            private["_persisted"] = (persisted, context)
 
     def __init__(self, text: str | None = None, /, **data: Any) -> None:
         if text is not None:
@@ -94,7 +98,7 @@ class Message(Frozen):
 
     def sub_messages(self) -> Iterator[Message]:
         """Yield every message nested in this one (at any depth), depth-first, children before their parent."""
-        return _nested_messages(self)
+        return nested_messages(self)
 
     @property
     def as_promise(self) -> MessagePromise:
@@ -175,25 +179,29 @@ def _serialize_fields(frozen: Frozen) -> dict[str, Any]:
 _LEAF_TYPES = (str, int, float, bool, type(None))
 
 
-def _nested_messages(frozen: Frozen) -> Iterator[Message]:
-    """The messages nested in ``frozen``'s values, depth-first, children before their parent."""
+def nested_messages(frozen: Frozen, prune: Callable[[Message], bool] | None = None) -> Iterator[Message]:
+    """The messages nested in ``frozen``'s values, depth-first, children before their parent.
+
+    A message for which ``prune(message)`` is true is left out with everything nested in it.
+    """
     extra = frozen.__pydantic_extra__
     for values in (frozen.__dict__.values(), extra.values() if extra else ()):
         for value in values:
             if not isinstance(value, _LEAF_TYPES):  # (most values are: no generator for them)
-                yield from _sub_messages_of(value)
+                yield from _sub_messages_of(value, prune)
 
 
-def _sub_messages_of(value: Any) -> Iterator[Message]:
+def _sub_messages_of(value: Any, prune: Callable[[Message], bool] | None) -> Iterator[Message]:
     if isinstance(value, Message):
-        yield from _nested_messages(value)
-        yield value
+        if prune is None or not prune(value):
+            yield from nested_messages(value, prune)
+            yield value
     elif isinstance(value, Frozen):
-        yield from _nested_messages(value)
+        yield from nested_messages(value, prune)
     elif isinstance(value, tuple):
         for item in value:
             if not isinstance(item, _LEAF_TYPES):
-                yield from _sub_messages_of(item)
+                yield from _sub_messages_of(item, prune)
 
 
 class MessagePromise(StreamedPromise[str, Message]):

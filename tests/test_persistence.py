@@ -180,3 +180,24 @@ async def test_a_hanging_persist_handler_cannot_keep_the_context_forever(
         async with asyncio.timeout(5), MiniAgents(on_persist_message=hanging):
             Message("stuck").as_promise  # noqa: B018
     assert any("did not return" in r.getMessage() or "has not returned" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"team": "blue", "tags": ("a", "b"), "limits": Frozen(n=1)}, {"cancelled": True}, {"text": "clash"}],
+)
+def test_nodes_built_without_validation_are_what_validation_builds(extra: dict[str, Any]) -> None:
+    from miniagents._nodes import build_node
+
+    messages = (Message("hi", role="user"), Message("again"))
+    fast_call = build_node(AgentCallNode, "ECHO", {"messages": messages}, dict(extra))
+    call = AgentCallNode(agent_alias="ECHO", messages=messages, **extra)
+    fast_reply = build_node(AgentReplyNode, "ECHO", {"replies": messages[::-1], "agent_call": call}, dict(extra))
+    reply = AgentReplyNode(agent_alias="ECHO", replies=messages[::-1], agent_call=call, **extra)
+    for fast, validated in ((fast_call, call), (fast_reply, reply)):
+        assert type(fast) is type(validated) and fast == validated
+        assert fast.__dict__ == validated.__dict__ and list(fast.__dict__) == list(validated.__dict__)
+        assert fast.__pydantic_extra__ == validated.__pydantic_extra__
+        assert fast.__pydantic_fields_set__ == validated.__pydantic_fields_set__
+        assert fast.__pydantic_private__ == validated.__pydantic_private__
+        assert (fast.hash_key, str(fast)) == (validated.hash_key, str(validated))
