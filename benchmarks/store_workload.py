@@ -6,6 +6,7 @@
   replies with one message), then all replies are awaited, inside one ``MiniAgents`` context whose exit waits
   for the store's writer (so the time includes writing every call and message). Measured without a store and
   with ``MiniAgents(store=SQLiteMessageStore(path))`` on a fresh SQLite file; the ratio is the cost of the store.
+  Also with a no-op ``on_persist_message`` handler (target: at most 1.5x) and a no-op `RunObserver`.
   Each measurement runs in a fresh process, alternating sides. Target (issue 11): at most 2x at N = 10,000.
 * **Write rate.** M distinct messages recorded at once with `StoreRecorder.record_message`, then `aflush`: the
   time from the first record to the last commit. Target: at least 20,000 messages/s.
@@ -45,7 +46,11 @@ def _count(path: Path, table: str) -> int:
         return int(connection.execute(f"SELECT count(*) FROM miniagents_{table}").fetchone()[0])
 
 
-async def echo(n: int, with_store: bool, noop_observer: bool = False) -> dict[str, Any]:
+async def _noop_persist(_promise: Any, _message: Message) -> None:
+    """An ``on_persist_message`` handler that does nothing (what the hook itself costs)."""
+
+
+async def echo(n: int, with_store: bool, noop_observer: bool = False, noop_persist: bool = False) -> dict[str, Any]:
     from miniagents import RunObserver
     from miniagents.store import SQLiteMessageStore
 
@@ -54,7 +59,8 @@ async def echo(n: int, with_store: bool, noop_observer: bool = False) -> dict[st
         store = SQLiteMessageStore(path)
         start = time.perf_counter()
         observers = [RunObserver()] if noop_observer else []
-        async with MiniAgents(store=store if with_store else None, observers=observers):
+        handlers = [_noop_persist] if noop_persist else []
+        async with MiniAgents(store=store if with_store else None, observers=observers, on_persist_message=handlers):
             replies = [echo_agent.inquire(f"msg {i}") for i in range(n)]
             texts = [(await reply)[0].text for reply in replies]
         elapsed = time.perf_counter() - start
@@ -116,17 +122,21 @@ def main() -> None:
     without: list[float] = []
     noop: list[float] = []
     with_store: list[float] = []
+    persist: list[float] = []
     rates: list[dict[str, Any]] = []
     for repetition in range(args.repetitions):
         sides = [({"with_store": False}, without), ({"with_store": False, "noop_observer": True}, noop)]
+        sides.append(({"with_store": False, "noop_persist": True}, persist))
         sides.append(({"with_store": True}, with_store))
         for params, results in sides[:: -1 if repetition % 2 else 1]:
             results.append(_child("echo", n=args.n, **params)["seconds"])
         rates.append(_child("write_rate", messages=args.messages))
     plain, bare, stored = statistics.median(without), statistics.median(noop), statistics.median(with_store)
+    hooked = statistics.median(persist)
     print(f"echo N={args.n}, medians of {args.repetitions}:")
     print(f"  no observer          {plain:.3f} s")
     print(f"  a no-op RunObserver  {bare:.3f} s  ({bare / plain:.2f}x: the core's observation cost)")
+    print(f"  a no-op on_persist_message handler  {hooked:.3f} s  ({hooked / plain:.2f}x, target <= 1.5x)")
     print(
         f"  the SQLite store     {stored:.3f} s  ({stored / plain:.2f}x, target <= 2x; {stored / bare:.2f}x the no-op)"
     )

@@ -583,6 +583,10 @@ class AgentCall(WorkScope):
         request_promise = self._request_promise
         if request_promise is not None and not request_promise.is_ended:  # (the end lets go of the scope itself)
             request_promise.belong_to(None, None)
+        if self._observers is not None:  # the pieces are all there: the hooks would keep this call alive
+            self._reply_promise.clear_on_piece()
+            if request_promise is not None and request_promise.is_ended:
+                request_promise.clear_on_piece()
         parent = self.parent_call
         if parent is not None and parent._children:
             parent._children.pop(self, None)

@@ -165,8 +165,15 @@ def _serialize_value(value: Any) -> Any:
 
 
 def _serialize_fields(frozen: Frozen) -> dict[str, Any]:
+    fields = frozen.frozen_fields_and_values(exclude_class=False)
+    leaf_types = _PLAIN_LEAF_TYPES
+    for value in fields.values():
+        if type(value) not in leaf_types:
+            break
+    else:
+        return fields  # only plain values (most messages): nothing to replace
     result: dict[str, Any] = {}
-    for name, value in frozen.frozen_fields_and_values(exclude_class=False).items():
+    for name, value in fields.items():
         if isinstance(value, Message):
             result[f"{name}__hash_key"] = value.hash_key
         elif isinstance(value, tuple) and any(isinstance(item, Message) for item in value):
@@ -177,6 +184,7 @@ def _serialize_fields(frozen: Frozen) -> dict[str, Any]:
 
 
 _LEAF_TYPES = (str, int, float, bool, type(None))
+_PLAIN_LEAF_TYPES = frozenset(_LEAF_TYPES)
 
 
 def nested_messages(frozen: Frozen, prune: Callable[[Message], bool] | None = None) -> Iterator[Message]:

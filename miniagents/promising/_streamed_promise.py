@@ -194,6 +194,11 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
 
         self._append = self.append_piece = append_and_notify  # type: ignore[method-assign]
 
+    def clear_on_piece(self) -> None:
+        """Stop calling the `set_on_piece` callback, and let go of it (the hook refers to this promise: a cycle)."""
+        self.__dict__.pop("_append", None)
+        self.__dict__.pop("append_piece", None)
+
     def belong_to(self, scope: Any, owner: Any) -> None:
         """Make ``scope`` own the work of this promise and ``owner`` what `cancel` and ``async with`` stop.
 

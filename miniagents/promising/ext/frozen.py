@@ -29,6 +29,8 @@ FrozenType = Union[str, int, float, bool, None, "Frozen", tuple["FrozenType", ..
 
 _LEAF_TYPES = (str, int, float, bool, type(None))
 _PLAIN_LEAF_TYPES = frozenset(_LEAF_TYPES)
+_SORTED_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True)  # `json.dumps(..., ensure_ascii=False,
+# sort_keys=True)` without making an encoder per call
 
 
 def _freeze(value: Any, key: str) -> Any:
@@ -122,7 +124,7 @@ class Frozen(BaseModel):
     @property
     def serialized(self) -> str:
         """``serialize()`` as JSON with sorted keys (what `hash_key` hashes)."""
-        return json.dumps(self.serialize(), ensure_ascii=False, sort_keys=True)
+        return _SORTED_JSON.encode(self.serialize())
 
     @property
     def hash_key(self) -> str:
