@@ -583,16 +583,18 @@ class AgentCall(WorkScope):
         request_promise = self._request_promise
         if request_promise is not None and not request_promise.is_ended:  # (the end lets go of the scope itself)
             request_promise.belong_to(None, None)
-        if self._observers is not None:  # the pieces are all there: the hooks would keep this call alive
-            self._reply_promise.clear_on_piece()
-            if request_promise is not None and request_promise.is_ended:
+        observers = self._observers
+        if observers is not None:  # the pieces are all there: the piece hooks would keep this call alive
+            if observers.reply:
+                self._reply_promise.clear_on_piece()
+            if observers.input and request_promise is not None and request_promise.is_ended:
                 request_promise.clear_on_piece()
         parent = self.parent_call
         if parent is not None and parent._children:
             parent._children.pop(self, None)
         self._mini_agents.call_ended(self)
-        if self._observers is not None and self._observers.ended:
-            self._notify(self._observers.ended, self)
+        if observers is not None and observers.ended:
+            self._notify(observers.ended, self)
         if self._nodes_at_end:
             self._build_interaction_nodes()
 

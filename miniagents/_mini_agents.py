@@ -10,7 +10,7 @@ from typing import Any
 from miniagents._agent_call import AgentCall, ObserverMethods
 from miniagents._observer import RunObserver
 from miniagents.errors import AgentCallCancelledError
-from miniagents.messages import Message, MessagePromise, nested_messages
+from miniagents.messages import Message, nested_messages
 from miniagents.miniagent_typing import PersistMessageEventHandler
 from miniagents.promising._context import PromiseResolvedHandler, PromisingContext, as_handler_list
 from miniagents.promising._failures import log_error_once, logger

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -361,3 +363,30 @@ async def test_only_the_events_an_observer_defines_are_delivered() -> None:
         assert methods is not None and methods.ended == (observer.on_call_ended,)
         assert methods.started == methods.input == methods.reply == ()
     assert ended == ["ECHO"]
+
+
+async def test_an_observed_call_is_let_go_when_it_ends_though_its_replies_are_kept() -> None:
+    started: list[weakref.ref[Any]] = []
+    seen: list[tuple[str, int]] = []
+
+    class Watching(RunObserver):
+        def on_call_started(self, call: Any) -> None:
+            started.append(weakref.ref(call))
+
+        def on_call_input(self, call: Any, index: int, message_promise: MessagePromise) -> None:
+            seen.append(("input", index))
+
+        def on_call_reply(self, call: Any, index: int, message_promise: MessagePromise) -> None:
+            seen.append(("reply", index))
+
+    @miniagent
+    async def echo(ctx: InteractionContext) -> None:
+        ctx.reply(await ctx.message_promises)
+
+    async with MiniAgents(observers=[Watching()]):
+        replies = echo.inquire(["a", "b"])
+        assert [message.text for message in await replies] == ["a", "b"]
+    assert seen == [("input", 0), ("input", 1), ("reply", 0), ("reply", 1)]
+    gc.collect()
+    assert started[0]() is None  # its reply sequence (still held) no longer refers to it through the hooks
+    assert [message.text for message in await replies] == ["a", "b"]

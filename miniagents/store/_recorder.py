@@ -396,20 +396,26 @@ class StoreRecorder(RunObserver):
 
     @staticmethod
     def _add_message(batch: StoreBatch, message: Message, known: set[str]) -> None:
-        hash_key = message.hash_key
-        if hash_key in known:
+        """Add a row for ``message`` and each message nested in it that is not known to be written yet.
+
+        The row's JSON is `Frozen.serialized` (nested messages as hash keys), the text its key is the hash of.
+        """
+        key = message.known_hash_key()
+        if key is not None and key in known:
             return
-        nested = False
+        serialized, key = message.serialized_and_hash_key()
+        if key in known:
+            return
         if not _only_plain_values(message):
             for sub_message in message.sub_messages():
-                nested = True
-                sub_key = sub_message.hash_key
-                if sub_key not in known:
-                    known.add(sub_key)
-                    batch.messages.append(MessageRow(sub_key, sub_message.class_, _json(sub_message)))
-        known.add(hash_key)
-        # Without nested messages, `serialize()` is pydantic's dump: its JSON comes much faster from pydantic-core.
-        batch.messages.append(MessageRow(hash_key, message.class_, _json(message) if nested else message.full_json))
+                sub_key = sub_message.known_hash_key()
+                if sub_key is None or sub_key not in known:
+                    sub_json, sub_key = sub_message.serialized_and_hash_key()
+                    if sub_key not in known:
+                        known.add(sub_key)
+                        batch.messages.append(MessageRow(sub_key, sub_message.class_, sub_json))
+        known.add(key)
+        batch.messages.append(MessageRow(key, message.class_, serialized))
 
     async def _awrite_all(self, batch: StoreBatch) -> None:
         if await self._atry(batch):
@@ -458,13 +464,6 @@ def _only_plain_values(message: Message) -> bool:
     """Whether no field holds a model or a tuple (then nothing can be nested in it): a cheap first check."""
     plain = _PLAIN_TYPES
     return all(type(value) in plain for value in message.frozen_fields_and_values().values())
-
-
-def _json(message: Message) -> str:
-    """The message as stored: its fields as JSON, nested messages replaced by their hash keys (``serialize()``)."""
-    if any(True for _ in message.sub_messages()):
-        return message.serialized
-    return message.full_json
 
 
 def _split(batch: StoreBatch) -> list[StoreBatch]:

@@ -135,12 +135,26 @@ class Frozen(BaseModel):
         private: dict[str, Any] = self.__pydantic_private__  # type: ignore[assignment]  # (always set, see below)
         key = private["_hash_key_cache"]  # the dict behind the private attributes: faster than `self._...`
         if key is None:
-            key = hashlib.sha256(self.serialized.encode("utf-8")).hexdigest()
-            context = _active_context.get()
-            if context is None or not context.longer_hash_keys:
-                key = key[:40]
-            private["_hash_key_cache"] = key
+            key = self._hash_of(self.serialized)
         return key  # type: ignore[no-any-return]
+
+    def known_hash_key(self) -> str | None:
+        """The `hash_key` if it was computed already, else None (computing nothing)."""
+        return self.__pydantic_private__["_hash_key_cache"]  # type: ignore[index, no-any-return]
+
+    def serialized_and_hash_key(self) -> tuple[str, str]:
+        """`serialized` and `hash_key` from one serialization (e.g. to store a message under its key)."""
+        serialized = self.serialized
+        key: str | None = self.__pydantic_private__["_hash_key_cache"]  # type: ignore[index]
+        return serialized, self._hash_of(serialized) if key is None else key
+
+    def _hash_of(self, serialized: str) -> str:
+        key = hashlib.sha256(serialized.encode("utf-8")).hexdigest()
+        context = _active_context.get()
+        if context is None or not context.longer_hash_keys:
+            key = key[:40]
+        self.__pydantic_private__["_hash_key_cache"] = key  # type: ignore[index]
+        return key
 
     @property
     def as_string(self) -> str:
