@@ -673,7 +673,10 @@ class AgentCall(WorkScope):
         Promise(prefill_result=build_node(AgentReplyNode, self.agent.alias, nested, cancelled))
 
     def _call_node(self, messages: tuple[Message, ...]) -> AgentCallNode:
-        fields = self.agent.interaction_metadata.frozen_fields_and_values()
+        metadata = self.agent.interaction_metadata
+        fields = (
+            metadata.frozen_fields_and_values() if len(metadata.__dict__) > 1 or metadata.__pydantic_extra__ else {}
+        )
         if self.kwargs is not None:
             for name, value in self.kwargs.frozen_fields_and_values().items():
                 fields[f"kwarg_{name}" if name in NODE_FIELDS else name] = value

@@ -10,7 +10,7 @@ from typing import Any
 from miniagents._agent_call import AgentCall, ObserverMethods
 from miniagents._observer import RunObserver
 from miniagents.errors import AgentCallCancelledError
-from miniagents.messages import Message, nested_messages
+from miniagents.messages import Message, holds_only_plain_values, nested_messages
 from miniagents.miniagent_typing import PersistMessageEventHandler
 from miniagents.promising._context import PromiseResolvedHandler, PromisingContext, as_handler_list
 from miniagents.promising._failures import log_error_once, logger
@@ -161,19 +161,20 @@ class MiniAgents(PromisingContext):
         """Schedule the handlers of this context for a resolved promise (and persist a resolved message)."""
         if self._on_promise_resolved_handlers:
             super().dispatch_promise_resolved(promise, result)
-        if self._on_persist_message_handlers and isinstance(result, Message) and not result.persisted_by(self):
-            queue = self._persist_queue
+        if not self._on_persist_message_handlers or not isinstance(result, Message) or result.persisted_by(self):
+            return
+        queue = self._persist_queue
+        if not holds_only_plain_values(result):
             # A message this context persisted had its own nested messages persisted first: not visited again.
             for sub_message in nested_messages(result, prune=self._persisted_here):
                 if not sub_message.persisted_by(self):  # (it may occur twice in ``result``)
                     sub_message.mark_persisted_by(self)  # before `as_promise`: its own event must not persist it
                     queue.append(sub_message.as_promise)
                     queue.append(sub_message)
-            if not result.persisted_by(self):
-                result.mark_persisted_by(self)
-                queue.append(promise)
-                queue.append(result)
-            self._wake_persist_worker()
+        result.mark_persisted_by(self)  # (not in the loop above: a message does not hold itself)
+        queue.append(promise)
+        queue.append(result)
+        self._wake_persist_worker()
 
     def _persisted_here(self, message: Message) -> bool:
         return message.persisted_by(self)

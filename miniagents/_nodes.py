@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from miniagents.messages import Message
+from miniagents.promising.ext.frozen import init_fresh_private_attributes
 
 __all__ = ["NODE_FIELDS", "AgentCallNode", "AgentInteractionNode", "AgentReplyNode", "build_node"]
 
@@ -56,5 +57,5 @@ def build_node(cls: type[NodeT], agent_alias: str, nested: dict[str, Any], extra
     object.__setattr__(node, "__dict__", fields)
     object.__setattr__(node, "__pydantic_extra__", extra)
     object.__setattr__(node, "__pydantic_fields_set__", {"class_", "agent_alias", *nested, *extra})
-    node.model_post_init(None)
+    init_fresh_private_attributes(node)
     return node

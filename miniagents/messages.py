@@ -16,7 +16,7 @@ from pydantic import BaseModel, PrivateAttr
 from miniagents.promising._failures import cancelled_work_error
 from miniagents.promising._streamed_promise import PENDING
 from miniagents.promising._tasks import is_own_cancellation
-from miniagents.promising.ext.frozen import Frozen
+from miniagents.promising.ext.frozen import Frozen, init_fresh_private_attributes
 from miniagents.promising.promising import Promise, StreamAppender, StreamedPromise
 from miniagents.promising.sentinels import DEFAULT, END_OF_QUEUE, NO_VALUE, Sentinel
 from miniagents.promising.sequence import FlatSequence
@@ -98,7 +98,7 @@ class Message(Frozen):
 
     def sub_messages(self) -> Iterator[Message]:
         """Yield every message nested in this one (at any depth), depth-first, children before their parent."""
-        return nested_messages(self)
+        return iter(nested_messages(self))
 
     @property
     def as_promise(self) -> MessagePromise:
@@ -151,7 +151,7 @@ def _init_text_only_message(message: Message, text: str) -> None:
     object.__setattr__(message, "__dict__", {**template.__dict__, "text": text})
     object.__setattr__(message, "__pydantic_extra__", {})
     object.__setattr__(message, "__pydantic_fields_set__", set(template.__pydantic_fields_set__))
-    message.model_post_init(None)
+    init_fresh_private_attributes(message)
 
 
 def _serialize_value(value: Any) -> Any:
@@ -187,29 +187,45 @@ _LEAF_TYPES = (str, int, float, bool, type(None))
 _PLAIN_LEAF_TYPES = frozenset(_LEAF_TYPES)
 
 
-def nested_messages(frozen: Frozen, prune: Callable[[Message], bool] | None = None) -> Iterator[Message]:
+def holds_only_plain_values(frozen: Frozen) -> bool:
+    """Whether every value of ``frozen`` is a str, int, float, bool or None (then no message is nested in it)."""
+    plain = _PLAIN_LEAF_TYPES
+    for value in frozen.__dict__.values():
+        if type(value) not in plain:
+            return False
+    extra = frozen.__pydantic_extra__
+    return not extra or all(type(value) in plain for value in extra.values())
+
+
+def nested_messages(frozen: Frozen, prune: Callable[[Message], bool] | None = None) -> list[Message]:
     """The messages nested in ``frozen``'s values, depth-first, children before their parent.
 
     A message for which ``prune(message)`` is true is left out with everything nested in it.
     """
+    found: list[Message] = []
+    _collect_nested(frozen, prune, found)
+    return found
+
+
+def _collect_nested(frozen: Frozen, prune: Callable[[Message], bool] | None, found: list[Message]) -> None:
     extra = frozen.__pydantic_extra__
     for values in (frozen.__dict__.values(), extra.values() if extra else ()):
         for value in values:
-            if not isinstance(value, _LEAF_TYPES):  # (most values are: no generator for them)
-                yield from _sub_messages_of(value, prune)
+            if not isinstance(value, _LEAF_TYPES):  # (most values are)
+                _collect_value(value, prune, found)
 
 
-def _sub_messages_of(value: Any, prune: Callable[[Message], bool] | None) -> Iterator[Message]:
+def _collect_value(value: Any, prune: Callable[[Message], bool] | None, found: list[Message]) -> None:
     if isinstance(value, Message):
         if prune is None or not prune(value):
-            yield from nested_messages(value, prune)
-            yield value
+            _collect_nested(value, prune, found)
+            found.append(value)
     elif isinstance(value, Frozen):
-        yield from nested_messages(value, prune)
+        _collect_nested(value, prune, found)
     elif isinstance(value, tuple):
         for item in value:
             if not isinstance(item, _LEAF_TYPES):
-                yield from _sub_messages_of(item, prune)
+                _collect_value(item, prune, found)
 
 
 class MessagePromise(StreamedPromise[str, Message]):

@@ -26,7 +26,7 @@ from typing import Any
 
 from miniagents import AgentCall, RunObserver
 from miniagents._agent_call import random_uuid_hex
-from miniagents.messages import Message, MessagePromise
+from miniagents.messages import Message, MessagePromise, holds_only_plain_values
 from miniagents.promising.errors import NoActiveContextError
 from miniagents.promising.ext.frozen import Frozen
 from miniagents.promising.promising import PromisingContext
@@ -406,7 +406,7 @@ class StoreRecorder(RunObserver):
         serialized, key = message.serialized_and_hash_key()
         if key in known:
             return
-        if not _only_plain_values(message):
+        if not holds_only_plain_values(message):
             for sub_message in message.sub_messages():
                 sub_key = sub_message.known_hash_key()
                 if sub_key is None or sub_key not in known:
@@ -455,15 +455,6 @@ class StoreRecorder(RunObserver):
     def _forget(self, batch: StoreBatch) -> None:
         for row in batch.messages:
             self._known.discard(row.hash_key)
-
-
-_PLAIN_TYPES = frozenset((str, int, float, bool, type(None)))
-
-
-def _only_plain_values(message: Message) -> bool:
-    """Whether no field holds a model or a tuple (then nothing can be nested in it): a cheap first check."""
-    plain = _PLAIN_TYPES
-    return all(type(value) in plain for value in message.frozen_fields_and_values().values())
 
 
 def _split(batch: StoreBatch) -> list[StoreBatch]:
