@@ -200,16 +200,19 @@ class InteractionContext:
             agent_call.finish()
 
 
-_UUID4_MASK = ~((0xF << 76) | (0x3 << 62))  # the version and variant bits of a UUID (RFC 9562, section 4)
-_UUID4_BITS = (0x4 << 76) | (0x2 << 62)  # version 4, variant 0b10
+_UUID_FIELDS_MASK = ~((0xF << 76) | (0x3 << 62))  # the version and variant bits of a UUID (RFC 9562, section 4)
+_UUID7_BITS = (0x7 << 76) | (0x2 << 62)  # version 7, variant 0b10
 
 
-def random_uuid_hex() -> str:
-    """A random version 4 UUID as 32 lowercase hex digits, like ``uuid.uuid4().hex`` at a third of the cost.
+def new_uuid7_hex() -> str:
+    """A new version 7 UUID (RFC 9562, section 5.7) as 32 lowercase hex digits.
 
-    Its 122 random bits come from `random.getrandbits` (unique ids, not secrets; reseeded in forked children).
+    Its first 48 bits are the Unix time in milliseconds, the other 74 (after version and variant) random (from
+    `random.getrandbits`: unique ids, not secrets; reseeded in forked children). Ids made later sort later
+    (within one millisecond, at random), which keeps the indexes of databases that store them compact.
     """
-    return f"{random.getrandbits(128) & _UUID4_MASK | _UUID4_BITS:032x}"
+    value = (time.time_ns() // 1_000_000) << 80 | random.getrandbits(80)
+    return f"{value & _UUID_FIELDS_MASK | _UUID7_BITS:032x}"
 
 
 class AgentCall(WorkScope):
@@ -311,10 +314,10 @@ class AgentCall(WorkScope):
 
     @property
     def call_id(self) -> str:
-        """A unique id of this call (32 hex digits: a random version 4 UUID, RFC 9562; made on first use)."""
+        """A unique id of this call: a version 7 UUID (RFC 9562; time-ordered) in 32 hex digits, made on first use."""
         call_id = self._call_id
         if call_id is None:
-            call_id = self._call_id = random_uuid_hex()
+            call_id = self._call_id = new_uuid7_hex()
         return call_id
 
     @property

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 
 import pytest
@@ -355,18 +356,23 @@ async def test_transparent_agent_and_messages_alias() -> None:
         assert [m.text for m in await transparent.inquire(echo_agent.inquire(["a"]))] == ["You said: a"]
 
 
-async def test_call_ids_are_distinct_random_version_4_uuids() -> None:
+async def test_call_ids_are_distinct_time_ordered_version_7_uuids() -> None:
     @miniagent
     async def quiet_agent(ctx: InteractionContext) -> None:
         pass
 
+    before_ms = time.time_ns() // 1_000_000
     async with MiniAgents():
         calls = [quiet_agent.initiate_inquiry() for _ in range(2000)]
         ids = [call.call_id for call in calls]
         for call in calls:
             call.finish()
+    after_ms = time.time_ns() // 1_000_000
     assert len(set(ids)) == len(ids)
     assert ids[0] == calls[0].call_id  # made once
     for call_id in ids:
         parsed = uuid.UUID(call_id)
-        assert (parsed.hex, parsed.version, parsed.variant) == (call_id, 4, uuid.RFC_4122)
+        assert (parsed.hex, parsed.version, parsed.variant) == (call_id, 7, uuid.RFC_4122)
+        assert before_ms <= parsed.int >> 80 <= after_ms  # its first 48 bits: the Unix time in milliseconds
+    timestamps = [uuid.UUID(call_id).int >> 80 for call_id in ids]
+    assert timestamps == sorted(timestamps)

@@ -81,7 +81,7 @@ class StoredCall:
     """An agent call read back from a store, with its messages and the calls it made.
 
     Attributes:
-        call_id: the call's id (uuid4 hex).
+        call_id: the call's id (`AgentCall.call_id`: a version 7 UUID in hex).
         parent_call_id: the id of the call whose agent made this call, None at top level.
         agent_alias: the agent's alias.
         kwargs: the inquire kwargs as a `Frozen` (messages in them resolved), None when there were none.

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from miniagents import AgentCall, RunObserver
-from miniagents._agent_call import random_uuid_hex
+from miniagents._agent_call import new_uuid7_hex
 from miniagents.messages import Message, MessagePromise, holds_only_plain_values
 from miniagents.promising.errors import NoActiveContextError
 from miniagents.promising.ext.frozen import Frozen
@@ -222,7 +222,7 @@ class StoreRecorder(RunObserver):
         return partial
 
     def _new_partial(self, class_name: str, metadata: Frozen) -> PartialMessage:
-        partial = PartialMessage(self, random_uuid_hex(), class_name, metadata.serialized)
+        partial = PartialMessage(self, new_uuid7_hex(), class_name, metadata.serialized)
         self._streams[partial.partial_id] = partial
         self._push(("partial", partial, "streaming", None))
         return partial

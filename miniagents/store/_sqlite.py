@@ -24,7 +24,24 @@ if TYPE_CHECKING:
 __all__ = ["SQLiteMessageStore"]
 
 _CHUNK = 500  # keys per `IN (...)` query, well below SQLite's limit on parameters
-_MAX_PARAMETERS = 32_000  # parameters per statement (SQLite allows 32,766 since 3.32)
+_ROWS_PER_STATEMENT = 256  # (at most 2,048 parameters: SQLite allows 32,766 since 3.32)
+
+
+def _statement_sizes(rows: int) -> list[int]:
+    """How many rows each ``INSERT`` of ``rows`` rows takes: full statements, then the rest in powers of two.
+
+    So a handful of statement texts serve every batch: SQLite parses each once and keeps it prepared (a new text
+    per batch size was parsed again every batch).
+    """
+    sizes = [_ROWS_PER_STATEMENT] * (rows // _ROWS_PER_STATEMENT)
+    rest = rows % _ROWS_PER_STATEMENT
+    size = _ROWS_PER_STATEMENT
+    while rest:
+        size //= 2
+        if rest >= size:
+            sizes.append(size)
+            rest -= size
+    return sizes
 
 
 def _import_aiosqlite() -> Any:
@@ -129,12 +146,12 @@ class SQLiteMessageStore(RecordingStore):
         One statement per row (``executemany``) hands the GIL between the database thread and the event loop
         once per row, which is slow while the loop is busy; a few big statements hand it over a few times.
         """
-        columns = len(rows[0])
-        per_statement = min(_MAX_PARAMETERS // columns, len(rows))
-        for start in range(0, len(rows), per_statement):
-            chunk = rows[start : start + per_statement]
+        start = 0
+        for count in _statement_sizes(len(rows)):
+            chunk = rows[start : start + count]
+            start += count
             values = [value for row in chunk for value in row]
-            await connection.execute(self._multi_row_sql(table, len(chunk)), values)
+            await connection.execute(self._multi_row_sql(table, count), values)
 
     def _multi_row_sql(self, table: str, count: int) -> str:
         key = (table, count)
