@@ -13,7 +13,7 @@ import enum
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, cast
 
 from miniagents._nodes import NODE_FIELDS, AgentCallNode, AgentReplyNode, build_node
 from miniagents.errors import AgentCallCancelledError
@@ -27,6 +27,7 @@ from miniagents.messages import (
     freeze_message_type,
     promise_of_leaf,
 )
+from miniagents.promising._context import PromisingContext, active_context
 from miniagents.promising._failures import Failure, in_framework_work, log_error_once
 from miniagents.promising._tasks import WorkScope, current_scope, current_task, is_own_cancellation
 from miniagents.promising.ext.frozen import Frozen
@@ -636,19 +637,27 @@ class AgentCall(WorkScope):
         """Build the nodes of a call that ended, without a task when its input and replies are all resolved.
 
         That is the usual case (the input was read, the replies were resolved in the background); otherwise, and
-        for a cancelled call, `_abuild_interaction_nodes` waits for what is missing.
+        for a cancelled call, `_abuild_interaction_nodes` waits for what is missing. Either way the nodes are
+        resolved in the call's own context (this may run in a task of another one: a caller's that resolved the
+        replies).
         """
-        messages = _resolved_messages(self._request_promise)
-        status = self.status
-        replies = _resolved_messages(self._reply_promise) if status is AgentCallStatus.FINISHED else ()
-        if messages is None or replies is None or status is AgentCallStatus.CANCELLED:
-            self._mini_agents.start_soon(self._abuild_interaction_nodes(), scope=None)
-            return
-        call_node = self._call_node(messages)
-        Promise(prefill_result=call_node)  # resolving the node's promise is what persists it
-        if status is AgentCallStatus.FINISHED:
-            nested = {"replies": replies, "agent_call": call_node}
-            Promise(prefill_result=build_node(AgentReplyNode, self.agent.alias, nested, {}))
+        context = cast(PromisingContext, self._mini_agents)  # (a `MiniAgents`)
+        token = None if active_context.get() is context else active_context.set(context)
+        try:
+            messages = _resolved_messages(self._request_promise)
+            status = self.status
+            replies = _resolved_messages(self._reply_promise) if status is AgentCallStatus.FINISHED else ()
+            if messages is None or replies is None or status is AgentCallStatus.CANCELLED:
+                self._mini_agents.start_soon(self._abuild_interaction_nodes(), scope=None)
+                return
+            call_node = self._call_node(messages)
+            Promise(prefill_result=call_node)  # resolving the node's promise is what persists it
+            if status is AgentCallStatus.FINISHED:
+                nested = {"replies": replies, "agent_call": call_node}
+                Promise(prefill_result=build_node(AgentReplyNode, self.agent.alias, nested, {}))
+        finally:
+            if token is not None:
+                active_context.reset(token)
 
     async def _abuild_interaction_nodes(self) -> None:
         messages = []

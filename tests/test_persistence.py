@@ -201,3 +201,28 @@ def test_nodes_built_without_validation_are_what_validation_builds(extra: dict[s
         assert fast.__pydantic_fields_set__ == validated.__pydantic_fields_set__
         assert fast.__pydantic_private__ == validated.__pydantic_private__
         assert (fast.hash_key, str(fast)) == (validated.hash_key, str(validated))
+
+
+async def test_interaction_nodes_are_persisted_in_the_context_of_their_call() -> None:
+    outer_seen: list[Message] = []
+    inner_seen: list[Message] = []
+
+    async def outer_handler(_: Any, message: Message) -> None:
+        outer_seen.append(message)
+
+    async def inner_handler(_: Any, message: Message) -> None:
+        inner_seen.append(message)
+
+    @miniagent
+    async def echo(ctx: InteractionContext) -> None:
+        ctx.reply(await ctx.message_promises)
+
+    async with MiniAgents(on_persist_message=outer_handler):
+        replies = echo.inquire("hi")  # made in the outer context, resolved (by the caller) in the inner one:
+        async with MiniAgents(on_persist_message=inner_handler):
+            assert [message.text for message in await replies] == ["hi"]
+    assert [type(m) for m in outer_seen if isinstance(m, (AgentCallNode, AgentReplyNode))] == [
+        AgentCallNode,
+        AgentReplyNode,
+    ]
+    assert not [m for m in inner_seen if isinstance(m, (AgentCallNode, AgentReplyNode))]
