@@ -69,12 +69,19 @@ class Agent(Protocol):
 
 
 class ObserverMethods(NamedTuple):
-    """The observer methods that want each event of a call (only those an observer overrides)."""
+    """The observer methods that want each event of a call (only those an observer overrides).
+
+    ``*_isolated``: whether one of them is of an observer that runs isolated (`RunObserver.isolated`).
+    """
 
     started: tuple[Callable[..., Any], ...]
     input: tuple[Callable[..., Any], ...]
     reply: tuple[Callable[..., Any], ...]
     ended: tuple[Callable[..., Any], ...]
+    started_isolated: bool = True
+    input_isolated: bool = True
+    reply_isolated: bool = True
+    ended_isolated: bool = True
 
 
 class CallHost(Protocol):
@@ -305,7 +312,7 @@ class AgentCall(WorkScope):
             if observers.reply:
                 reply_promise.set_on_piece(self._on_reply_piece)
             if observers.started:
-                self._notify(observers.started, self)
+                self._notify(observers.started, observers.started_isolated, self)
         if mini_agents.interrupted:  # the context is being interrupted: nothing new may run
             self.cancel()
         elif reply_promise.is_drained_in_background:
@@ -598,7 +605,7 @@ class AgentCall(WorkScope):
             parent._children.pop(self, None)
         self._mini_agents.call_ended(self)
         if observers is not None and observers.ended:
-            self._notify(observers.ended, self)
+            self._notify(observers.ended, observers.ended_isolated, self)
         if self._nodes_at_end:
             self._build_interaction_nodes()
 
@@ -608,19 +615,25 @@ class AgentCall(WorkScope):
         if isinstance(piece, MessagePromise):
             index = self._reply_count
             self._reply_count = index + 1
-            self._notify(self._observers.reply, self, index, piece)  # type: ignore[union-attr]  # (set with the hook)
+            observers = self._observers
+            assert observers is not None  # (set with the hook)
+            self._notify(observers.reply, observers.reply_isolated, self, index, piece)
 
     def _on_input_piece(self, piece: Any) -> None:
         if isinstance(piece, MessagePromise):
             index = self._input_count
             self._input_count = index + 1
-            self._notify(self._observers.input, self, index, piece)  # type: ignore[union-attr]  # (set with the hook)
+            observers = self._observers
+            assert observers is not None  # (set with the hook)
+            self._notify(observers.input, observers.input_isolated, self, index, piece)
 
-    def _notify(self, methods: tuple[Callable[..., Any], ...], *args: Any) -> None:
+    def _notify(self, methods: tuple[Callable[..., Any], ...], isolated: bool, *args: Any) -> None:
         # Observers run outside this call's scope (what they start is not cancelled with the call) and as the
-        # framework's own work (what they await does not count as retrieved by the agents' code).
-        scope_token = current_scope.set(None)
-        work_token = in_framework_work.set(True)
+        # framework's own work (what they await does not count as retrieved by the agents' code), unless none of
+        # them needs it (`RunObserver.isolated`).
+        if isolated:
+            scope_token = current_scope.set(None)
+            work_token = in_framework_work.set(True)
         try:
             for method in methods:
                 try:
@@ -628,8 +641,9 @@ class AgentCall(WorkScope):
                 except Exception as error:  # an observer's bug must not break the run
                     self._mini_agents.observer_failed(method.__self__, method.__name__, error)  # type: ignore[attr-defined]
         finally:
-            in_framework_work.reset(work_token)
-            current_scope.reset(scope_token)
+            if isolated:
+                in_framework_work.reset(work_token)
+                current_scope.reset(scope_token)
 
     # --- interaction nodes --------------------------------------------------------------------------------------
 

@@ -322,7 +322,11 @@ def _observer_methods(observers: list[Any]) -> ObserverMethods | None:
     if not observers:
         return None
     lists: list[tuple[Any, ...]] = []
+    isolated: list[bool] = []
     for event in _EVENTS:
         no_op = getattr(RunObserver, event)
-        lists.append(tuple(getattr(o, event) for o in observers if getattr(type(o), event, no_op) is not no_op))
-    return ObserverMethods(*lists)
+        watching = [o for o in observers if getattr(type(o), event, no_op) is not no_op]
+        lists.append(tuple(getattr(o, event) for o in watching))
+        isolated.append(any(getattr(o, "isolated", True) for o in watching))
+    started, inputs, replies, ended = lists
+    return ObserverMethods(started, inputs, replies, ended, *isolated)

@@ -390,3 +390,39 @@ async def test_an_observed_call_is_let_go_when_it_ends_though_its_replies_are_ke
     gc.collect()
     assert started[0]() is None  # its reply sequence (still held) no longer refers to it through the hooks
     assert [message.text for message in await replies] == ["a", "b"]
+
+
+@pytest.mark.parametrize("isolated", [True, False])
+async def test_an_isolated_observers_task_outlives_the_call_that_triggered_it(isolated: bool) -> None:
+    outcomes: list[str] = []
+
+    class Starting(RunObserver):
+        def on_call_started(self, call: Any) -> None:
+            if call.agent_alias == "CHILD":  # (made inside the parent's task: the parent's scope is current)
+
+                async def work() -> None:
+                    try:
+                        await asyncio.sleep(0.05)
+                        outcomes.append("done")
+                    except asyncio.CancelledError:
+                        outcomes.append("cancelled")
+                        raise
+
+                MiniAgents.get_current().start_asap(work())
+
+    Starting.isolated = isolated
+
+    @miniagent
+    async def child(ctx: InteractionContext) -> None:
+        await asyncio.sleep(60)
+
+    @miniagent
+    async def parent(ctx: InteractionContext) -> None:
+        ctx.reply(child.inquire())
+        await asyncio.sleep(60)
+
+    async with asyncio.timeout(10), MiniAgents(observers=[Starting()]):
+        replies = parent.inquire()
+        await asyncio.sleep(0.01)
+        replies.cancel()
+    assert outcomes == (["done"] if isolated else ["cancelled"])  # not isolated: it ran in the parent's scope

@@ -93,6 +93,8 @@ class OpenTelemetryObserver(RunObserver):
         >>> observer = OpenTelemetryObserver(tracer_provider=TracerProvider())
     """
 
+    isolated = False  # its methods only start and end spans; its background work is started detached
+
     def __new__(
         cls, tracer_provider: TracerProvider | None = None, capture_message_content: bool | None = None
     ) -> OpenTelemetryObserver:

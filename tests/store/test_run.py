@@ -104,3 +104,27 @@ async def test_open_store_and_a_bad_location_fail_early(tmp_path: Any) -> None:
     with pytest.raises(IsADirectoryError, match="is a directory"):
         async with MiniAgents(store=open_store(tmp_path / "a_directory.db")):
             pass
+
+
+async def test_the_recorder_keeps_writing_when_the_call_it_started_in_is_cancelled(store: RecordingStore) -> None:
+    recorder = store.observer()  # (its methods run in the observed call's own task, see RunObserver.isolated)
+    first = Message("recorded inside an agent")
+    later = Message("recorded after that agent was cancelled")
+
+    @miniagent
+    async def recording_agent(ctx: InteractionContext) -> None:
+        recorder.record_message(first)  # the first record starts the writer task, here
+        ctx.reply("recorded")
+        await asyncio.sleep(60)
+
+    async with asyncio.timeout(10), MiniAgents():
+        replies = recording_agent.inquire()
+        async for message_promise in replies:
+            await message_promise
+            break
+        replies.cancel()
+        await asyncio.sleep(0)
+        recorder.record_message(later)
+        await recorder.aflush()
+    rows = await store.aread_messages([first.hash_key, later.hash_key])
+    assert set(rows) == {first.hash_key, later.hash_key}

@@ -47,6 +47,8 @@ class ViewPublisher(RunObserver):
         ImportError: ``httpx`` is not installed (``pip install "miniagents[view]"``).
     """
 
+    isolated = False  # its methods only queue events; its tasks are started detached (see `_start`)
+
     def __init__(self, url: str | None = None, run_name: str | None = None, flush_interval: float = 0.05) -> None:
         try:
             import httpx
