@@ -16,7 +16,7 @@ from pydantic import BaseModel, PrivateAttr
 from miniagents.promising._failures import cancelled_work_error
 from miniagents.promising._streamed_promise import PENDING
 from miniagents.promising._tasks import is_own_cancellation
-from miniagents.promising.ext.frozen import Frozen, init_fresh_private_attributes
+from miniagents.promising.ext.frozen import _LEAF_TYPES, _PLAIN_LEAF_TYPES, Frozen, init_fresh_private_attributes
 from miniagents.promising.promising import Promise, StreamAppender, StreamedPromise
 from miniagents.promising.sentinels import DEFAULT, END_OF_QUEUE, NO_VALUE, Sentinel
 from miniagents.promising.sequence import FlatSequence
@@ -181,10 +181,6 @@ def _serialize_fields(frozen: Frozen) -> dict[str, Any]:
         else:
             result[name] = _serialize_value(value)
     return result
-
-
-_LEAF_TYPES = (str, int, float, bool, type(None))
-_PLAIN_LEAF_TYPES = frozenset(_LEAF_TYPES)
 
 
 def holds_only_plain_values(frozen: Frozen) -> bool:
