@@ -8,6 +8,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from miniagents.miniagents import MiniAgents
+from miniagents.promising._failures import in_framework_work
 from miniagents.promising.errors import PromisingContextError
 
 __all__ = ["start_detached"]
@@ -20,8 +21,9 @@ def start_detached(coroutine: Coroutine[Any, Any, Any], mini_agents: MiniAgents 
 
     Observer methods run in the task that caused the event, often an agent call's own task; a task started there
     with ``start_asap`` would belong to that call and be cancelled with it (e.g. the task that publishes the call's
-    status "cancelled"). Starting it from an empty `contextvars.Context` gives it no call. Leaving the context still
-    waits for it.
+    status "cancelled"). Starting it from an empty `contextvars.Context` gives it no call. It runs as the
+    framework's own work: an agent's error it awaits still counts as never retrieved (and is reported at the end).
+    Leaving the context still waits for it.
 
     Args:
         coroutine: the work.
@@ -35,11 +37,13 @@ def start_detached(coroutine: Coroutine[Any, Any, Any], mini_agents: MiniAgents 
             mini_agents = MiniAgents.get_current()
         except PromisingContextError:
             mini_agents = None
+    context = contextvars.Context()
+    context.run(in_framework_work.set, True)  # what it awaits does not count as retrieved by the agents' code
     if mini_agents is not None:
-        task: asyncio.Task[Any] = contextvars.Context().run(mini_agents.start_asap, coroutine)
+        task: asyncio.Task[Any] = context.run(mini_agents.start_asap, coroutine)
         return task
     loop = asyncio.get_running_loop()
-    task = contextvars.Context().run(loop.create_task, coroutine)
+    task = context.run(loop.create_task, coroutine)
     _unowned.add(task)
     task.add_done_callback(_unowned.discard)
     return task
