@@ -226,3 +226,31 @@ async def test_interaction_nodes_are_persisted_in_the_context_of_their_call() ->
         AgentReplyNode,
     ]
     assert not [m for m in inner_seen if isinstance(m, (AgentCallNode, AgentReplyNode))]
+
+
+async def test_a_call_node_holds_the_whole_input_also_when_the_agent_did_not_read_it() -> None:
+    persisted: list[Message] = []
+
+    async def persist(_: Any, message: Message) -> None:
+        persisted.append(message)
+
+    @miniagent
+    async def hasty(ctx: InteractionContext, replied: asyncio.Event) -> None:
+        ctx.reply("replied before reading")  # the call ends with its input still open
+        replied.set()
+
+    replied = asyncio.Event()
+    async with MiniAgents(on_persist_message=persist):
+        call = hasty.fork(replied=replied).initiate_inquiry()
+        call.send_message("first")
+        await replied.wait()
+        for _ in range(5):
+            await asyncio.sleep(0)  # (the call ends meanwhile)
+        assert call.status == "finished" and not [m for m in persisted if isinstance(m, AgentCallNode)]
+        call.send_message("second")
+        assert [message.text for message in await call.reply_sequence()] == ["replied before reading"]
+    [call_node] = [m for m in persisted if isinstance(m, AgentCallNode)]
+    [reply_node] = [m for m in persisted if isinstance(m, AgentReplyNode)]
+    assert [m.text for m in call_node.messages] == ["first", "second"]
+    assert [m.text for m in reply_node.replies] == ["replied before reading"]
+    assert reply_node.agent_call is call_node
