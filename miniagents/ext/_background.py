@@ -21,9 +21,7 @@ def start_detached(coroutine: Coroutine[Any, Any, Any], mini_agents: MiniAgents 
 
     Observer methods run in the task that caused the event, often an agent call's own task; a task started there
     with ``start_asap`` would belong to that call and be cancelled with it (e.g. the task that publishes the call's
-    status "cancelled"). Starting it from an empty `contextvars.Context` gives it no call. It runs as the
-    framework's own work: an agent's error it awaits still counts as never retrieved (and is reported at the end).
-    Leaving the context still waits for it.
+    status "cancelled"). See `PromisingContext.start_detached`, which this calls.
 
     Args:
         coroutine: the work.
@@ -37,13 +35,11 @@ def start_detached(coroutine: Coroutine[Any, Any, Any], mini_agents: MiniAgents 
             mini_agents = MiniAgents.get_current()
         except PromisingContextError:
             mini_agents = None
-    context = contextvars.Context()
-    context.run(in_framework_work.set, True)  # what it awaits does not count as retrieved by the agents' code
     if mini_agents is not None:
-        task: asyncio.Task[Any] = context.run(mini_agents.start_asap, coroutine)
-        return task
-    loop = asyncio.get_running_loop()
-    task = context.run(loop.create_task, coroutine)
+        return mini_agents.start_detached(coroutine)
+    context = contextvars.Context()
+    context.run(in_framework_work.set, True)  # (as `start_detached` does)
+    task = context.run(asyncio.get_running_loop().create_task, coroutine)
     _unowned.add(task)
     task.add_done_callback(_unowned.discard)
     return task

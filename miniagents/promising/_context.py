@@ -163,6 +163,31 @@ class PromisingContext:
             return self._create_task(_suppress_errors(awaitable, log_level_for_errors), log_level_for_errors)
         return self._create_task(awaitable, log_level_for_errors)
 
+    def start_detached(
+        self,
+        awaitable: Awaitable[WholeT],
+        suppress_errors: bool = False,
+        log_level_for_errors: int = logging.DEBUG,
+    ) -> asyncio.Task[Any]:
+        """`start_asap` for work that observes the run (an observer's): detached from whatever started it.
+
+        The task starts from an empty `contextvars.Context` with this context active: no agent call owns it (it is
+        not cancelled with the call whose event started it, and it is no caller of the agents it inquires), and it
+        runs as the framework's own work (an agent's error it awaits still counts as never retrieved, so it is
+        reported at the end). Leaving this context waits for it.
+
+        Returns:
+            The `asyncio.Task`.
+        """
+        context = contextvars.Context()
+        context.run(self._enter_detached)
+        task: asyncio.Task[Any] = context.run(self.start_asap, awaitable, suppress_errors, log_level_for_errors)
+        return task
+
+    def _enter_detached(self) -> None:
+        active_context.set(self)
+        in_framework_work.set(True)
+
     def _create_task(
         self, awaitable: Awaitable[Any], log_level_for_errors: int, scope: WorkScope | Sentinel | None = DEFAULT
     ) -> asyncio.Task[Any]:

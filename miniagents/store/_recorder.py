@@ -27,8 +27,6 @@ from typing import Any
 from miniagents import AgentCall, RunObserver
 from miniagents._agent_call import new_uuid7_hex
 from miniagents.messages import Message, MessagePromise, holds_only_plain_values
-from miniagents.promising._failures import in_framework_work
-from miniagents.promising._tasks import current_scope
 from miniagents.promising.errors import NoActiveContextError
 from miniagents.promising.ext.frozen import Frozen
 from miniagents.promising.promising import PromisingContext
@@ -84,11 +82,6 @@ class PartialMessage:
 
 
 _Op = tuple[Any, ...]
-
-
-def _detach() -> None:
-    current_scope.set(None)
-    in_framework_work.set(True)
 
 
 class StoreRecorder(RunObserver):
@@ -273,17 +266,12 @@ class StoreRecorder(RunObserver):
             self._wakeup.set()
 
     def _start(self, coroutine: Any) -> asyncio.Task[None]:
-        """Start ``coroutine`` in a task no agent call owns, as the framework's own work (we are not `isolated`)."""
-        context = contextvars.copy_context()
-        context.run(_detach)
+        """Start ``coroutine`` in a task no agent call owns (we are not `isolated`, see `start_detached`)."""
         try:
-            promising = context.run(PromisingContext.get_current)
+            context = PromisingContext.get_current()
         except NoActiveContextError:
-            return context.run(asyncio.get_running_loop().create_task, coroutine)
-        task: asyncio.Task[None] = context.run(
-            promising.start_asap, coroutine, suppress_errors=True, log_level_for_errors=logging.ERROR
-        )
-        return task
+            return asyncio.get_running_loop().create_task(coroutine)
+        return context.start_detached(coroutine, suppress_errors=True, log_level_for_errors=logging.ERROR)
 
     async def aflush(self) -> None:
         """Wait until everything recorded so far is written, including streaming messages (until they end)."""

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from miniagents import InteractionContext, MessageSequencePromise, MiniAgents, miniagent
+from miniagents import InteractionContext, MessageSequencePromise, MiniAgents, current_agent_call, miniagent
 from miniagents.ext._background import start_detached
 
 
@@ -49,3 +49,19 @@ async def test_detached_work_is_not_cancelled_with_the_call_that_started_it() ->
         await asyncio.sleep(0.01)
         replies.cancel()
     assert done == ["done"]
+
+
+async def test_detached_work_runs_in_the_context_and_outside_every_call() -> None:
+    seen: list[object] = []
+
+    async def work() -> None:
+        seen.extend([MiniAgents.get_current(), current_agent_call()])
+
+    @miniagent
+    async def starter(ctx: InteractionContext) -> None:
+        assert current_agent_call() is not None
+        start_detached(work())
+
+    async with MiniAgents() as context:
+        await starter.inquire()
+    assert seen == [context, None]

@@ -163,7 +163,7 @@ class ViewPublisher(RunObserver):
         """A task of the context (leaving it waits for it) that no agent call owns (see `start_detached`)."""
         try:
             self._mini_agents = MiniAgents.get_current()
-        except PromisingContextError:  # (in our own tasks, which run in an empty contextvars context)
+        except PromisingContextError:  # (no context here: the one seen last, if any)
             pass
         task: asyncio.Task[None] = start_detached(coroutine, self._mini_agents)
         return task
