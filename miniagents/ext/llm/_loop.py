@@ -14,14 +14,14 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncGenerator, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Protocol
 
 import pydantic
 import pydantic_core
 
-from miniagents.ext.llm._support import merge_metadata
+from miniagents.ext.llm._support import merge_metadata, resolve_stream
 from miniagents.ext.llm._tracing import trace_llm_events, trace_tool_call, tracing_is_on
 from miniagents.ext.llm.errors import LLMError, LLMMaxTurnsError, LLMResponseError, LLMToolError
 from miniagents.ext.llm.llm_common import (
@@ -201,6 +201,23 @@ class LoopOptions:
             raise ValueError(f"max_turns must be an int >= 1, got {self.max_turns!r}")
         if self.tool_choice not in (None, "auto", "required", "none") and not isinstance(self.tool_choice, str):
             raise ValueError(f"tool_choice must be 'auto', 'required', 'none' or a tool name, got {self.tool_choice!r}")
+
+    @classmethod
+    def from_arguments(cls, arguments: Mapping[str, Any]) -> LoopOptions:
+        """The options among an LLM agent function's arguments (its ``locals()``), taken by name.
+
+        Names that are not options are left out, options not given keep their defaults; ``stream=None`` becomes
+        the active context's default (`resolve_stream`).
+
+        Raises:
+            ValueError: an invalid option (see the checks above).
+        """
+        options = {name: arguments[name] for name in _OPTION_NAMES if name in arguments}
+        options["stream"] = resolve_stream(options.get("stream"))
+        return cls(**options)
+
+
+_OPTION_NAMES = tuple(option.name for option in fields(LoopOptions))
 
 
 @dataclass

@@ -42,7 +42,7 @@ from miniagents.ext.llm._loop import (
     ToolChoice,
     TurnRequest,
 )
-from miniagents.ext.llm._support import ClientPerLoop, import_sdk, resolve_stream, translate_sdk_error
+from miniagents.ext.llm._support import ClientPerLoop, import_sdk, translate_sdk_error
 from miniagents.ext.llm.llm_common import AssistantMessage, ToolCallMessage, ToolResultMessage, message_to_llm_dict
 from miniagents.ext.llm.tools import ToolLike
 from miniagents.messages import Message
@@ -249,19 +249,7 @@ async def anthropic_agent(
             else. The original exception is its ``__cause__``.
     """
     kwargs.setdefault("max_tokens", DEFAULT_MAX_TOKENS)
-    options = LoopOptions(
-        system=system,
-        stream=resolve_stream(stream),
-        tools=tools,
-        tool_choice=tool_choice,
-        parallel_tool_calls=parallel_tool_calls,
-        max_turns=max_turns,
-        max_tool_rounds=max_tool_rounds,
-        output_type=output_type,
-        raise_tool_errors=raise_tool_errors,
-        reply_metadata=reply_metadata,
-        other_agents_as_user=other_agents_as_user,
-    )
+    options = LoopOptions.from_arguments(locals())
     adapter = _AnthropicAdapter(
         _import_anthropic(), model, async_client, fake_first_user_message, message_delimiter_for_same_role, kwargs
     )

@@ -67,7 +67,7 @@ from miniagents.ext.llm._loop import (
     openai_chat_messages,
     openai_request_params,
 )
-from miniagents.ext.llm._support import import_sdk, resolve_stream
+from miniagents.ext.llm._support import import_sdk
 from miniagents.ext.llm._thread_bridge import astream_from_thread
 from miniagents.ext.llm.errors import LLMError
 from miniagents.ext.llm.llm_common import AssistantMessage
@@ -313,20 +313,7 @@ async def llama_cpp_agent(
         params["max_tokens"] = max_tokens
     if temperature is not None:
         params["temperature"] = temperature
-    options = LoopOptions(
-        system=system,
-        stream=resolve_stream(stream),
-        tools=tools,
-        tool_choice=tool_choice,
-        parallel_tool_calls=parallel_tool_calls,
-        max_turns=max_turns,
-        max_tool_rounds=max_tool_rounds,
-        output_type=output_type,
-        raise_tool_errors=raise_tool_errors,
-        reply_metadata=reply_metadata,
-        other_agents_as_user=other_agents_as_user,
-        tool_calling=tool_calling,
-    )
+    options = LoopOptions.from_arguments(locals())
     adapter = _LlamaCppAdapter(model_path, model_name, n_ctx, n_threads, params)
     await AgentLoop(ctx, adapter, options).arun()
 

@@ -48,7 +48,7 @@ from miniagents.ext.llm._loop import (
     openai_chat_messages,
     openai_request_params,
 )
-from miniagents.ext.llm._support import ClientPerLoop, import_sdk, resolve_stream, translate_sdk_error
+from miniagents.ext.llm._support import ClientPerLoop, import_sdk, translate_sdk_error
 from miniagents.ext.llm.llm_common import AssistantMessage
 from miniagents.ext.llm.tools import ToolLike
 from miniagents.miniagents import InteractionContext, miniagent
@@ -189,19 +189,6 @@ async def openai_agent(
     """
     if n != 1:
         raise ValueError(f"openai_agent supports only n=1 (one reply per inquiry), got n={n}")
-    options = LoopOptions(
-        system=system,
-        stream=resolve_stream(stream),
-        tools=tools,
-        tool_choice=tool_choice,
-        parallel_tool_calls=parallel_tool_calls,
-        max_turns=max_turns,
-        max_tool_rounds=max_tool_rounds,
-        output_type=output_type,
-        raise_tool_errors=raise_tool_errors,
-        reply_metadata=reply_metadata,
-        other_agents_as_user=other_agents_as_user,
-        tool_calling=tool_calling,
-    )
+    options = LoopOptions.from_arguments(locals())
     adapter = _OpenAIAdapter(_import_openai(), model, async_client, kwargs)
     await AgentLoop(ctx, adapter, options).arun()

@@ -71,7 +71,6 @@ from miniagents.ext.llm._loop import (
     openai_chat_messages,
     openai_request_params,
 )
-from miniagents.ext.llm._support import resolve_stream
 from miniagents.ext.llm.llm_common import AssistantMessage
 from miniagents.ext.llm.tools import ToolLike
 from miniagents.miniagents import InteractionContext, MiniAgent
@@ -292,20 +291,7 @@ def function_llm_agent(
         tool_calling: ToolCalling = "native",
         **_: Any,
     ) -> None:
-        options = LoopOptions(
-            system=system,
-            stream=resolve_stream(stream),
-            tools=tools,
-            tool_choice=tool_choice,
-            parallel_tool_calls=parallel_tool_calls,
-            max_turns=max_turns,
-            max_tool_rounds=max_tool_rounds,
-            output_type=output_type,
-            raise_tool_errors=raise_tool_errors,
-            reply_metadata=reply_metadata,
-            other_agents_as_user=other_agents_as_user,
-            tool_calling=tool_calling,
-        )
+        options = LoopOptions.from_arguments(locals())
         await AgentLoop(ctx, _FakeAdapter(agent, function, model, delay, ids), options).arun()
 
     agent = FakeLLMAgent(fake_llm, alias=alias, description=f"A fake LLM ({model}).")
