@@ -105,6 +105,10 @@ class CallHost(Protocol):
         """Remember an error that nobody may retrieve."""
         ...
 
+    def resolve_interaction_node(self, node: Message) -> None:
+        """Resolve an interaction node the framework built, as ``Promise(prefill_result=node)`` would."""
+        ...
+
     def track_agent_task(self, task: asyncio.Task[Any]) -> None:
         """Let leaving the context wait for an agent's task."""
         ...
@@ -665,10 +669,10 @@ class AgentCall(WorkScope):
                 self._mini_agents.start_soon(self._abuild_interaction_nodes(), scope=None)
                 return
             call_node = self._call_node(messages)
-            Promise(prefill_result=call_node)  # resolving the node's promise is what persists it
+            resolve = self._mini_agents.resolve_interaction_node  # (resolving the node is what persists it)
+            resolve(call_node)
             if status is AgentCallStatus.FINISHED:
-                nested = {"replies": replies, "agent_call": call_node}
-                Promise(prefill_result=build_node(AgentReplyNode, self.agent.alias, nested, {}))
+                resolve(build_node(AgentReplyNode, self.agent.alias, {"replies": replies, "agent_call": call_node}, {}))
         finally:
             if token is not None:
                 active_context.reset(token)
@@ -683,7 +687,7 @@ class AgentCall(WorkScope):
             if is_own_cancellation(error):
                 raise
         call_node = self._call_node(tuple(messages))
-        Promise(prefill_result=call_node)
+        self._mini_agents.resolve_interaction_node(call_node)
         try:
             replies = await self._reply_promise
         except BaseException as error:
@@ -696,7 +700,7 @@ class AgentCall(WorkScope):
         else:
             cancelled = {}
         nested = {"replies": replies, "agent_call": call_node}
-        Promise(prefill_result=build_node(AgentReplyNode, self.agent.alias, nested, cancelled))
+        self._mini_agents.resolve_interaction_node(build_node(AgentReplyNode, self.agent.alias, nested, cancelled))
 
     def _call_node(self, messages: tuple[Message, ...]) -> AgentCallNode:
         metadata = self.agent.interaction_metadata

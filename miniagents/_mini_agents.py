@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from miniagents._agent_call import AgentCall, ObserverMethods
 from miniagents._observer import RunObserver
 from miniagents.errors import AgentCallCancelledError
-from miniagents.messages import Message, holds_only_plain_values, nested_messages
+from miniagents.messages import Message, holds_only_persisted, nested_messages
 from miniagents.miniagent_typing import PersistMessageEventHandler
 from miniagents.promising._context import PromiseResolvedHandler, PromisingContext, as_handler_list
 from miniagents.promising._failures import log_error_once, logger
+from miniagents.promising._promise import Promise
 from miniagents.promising._tasks import require_coroutine_function
 
 __all__ = ["MiniAgents"]
@@ -161,19 +162,46 @@ class MiniAgents(PromisingContext):
         """Schedule the handlers of this context for a resolved promise (and persist a resolved message)."""
         if self._on_promise_resolved_handlers:
             super().dispatch_promise_resolved(promise, result)
-        if not self._on_persist_message_handlers or not isinstance(result, Message) or result.persisted_by(self):
-            return
+        if self._on_persist_message_handlers and isinstance(result, Message) and not result.persisted_by(self):
+            self._queue_for_persisting(promise, result)
+
+    def resolve_interaction_node(self, node: Message) -> None:
+        """Resolve an interaction node the framework built: what ``Promise(prefill_result=node)`` does, cheaper.
+
+        Unless a context of the chain has ``on_promise_resolved`` handlers (which are given the promise), the node
+        goes to the persist queues of the contexts with ``on_persist_message`` handlers at once, and the promise
+        that their handlers get is made only when they run (a node in the queue is one object, not two).
+        """
+        context: PromisingContext | None = self
+        while context is not None:
+            if context.has_handlers and (not isinstance(context, MiniAgents) or context._on_promise_resolved_handlers):
+                Promise(prefill_result=node)  # (in the call's own context: the active one)
+                return
+            context = context.parent
+        context = self
+        while context is not None:
+            if context.has_handlers:  # (a `MiniAgents`, with persist handlers only: see above)
+                mini_agents = cast(MiniAgents, context)
+                if mini_agents._on_persist_message_handlers and not node.persisted_by(mini_agents):
+                    mini_agents._queue_for_persisting(None, node)
+            context = context.parent
+
+    def _queue_for_persisting(self, promise: Promise[Any] | None, message: Message) -> None:
+        """Queue ``message`` for the persist handlers, after the messages nested in it that are not persisted yet.
+
+        ``promise`` None: the handlers get a promise resolved to ``message`` (see `resolve_interaction_node`).
+        """
         queue = self._persist_queue
-        if not holds_only_plain_values(result):
+        if not holds_only_persisted(message, self):
             # A message this context persisted had its own nested messages persisted first: not visited again.
-            for sub_message in nested_messages(result, prune=self._persisted_here):
-                if not sub_message.persisted_by(self):  # (it may occur twice in ``result``)
+            for sub_message in nested_messages(message, prune=self._persisted_here):
+                if not sub_message.persisted_by(self):  # (it may occur twice in ``message``)
                     sub_message.mark_persisted_by(self)  # before `as_promise`: its own event must not persist it
                     queue.append(sub_message.as_promise)
                     queue.append(sub_message)
-        result.mark_persisted_by(self)  # (not in the loop above: a message does not hold itself)
+        message.mark_persisted_by(self)  # (not in the loop above: a message does not hold itself)
         queue.append(promise)
-        queue.append(result)
+        queue.append(message)
         self._wake_persist_worker()
 
     def _persisted_here(self, message: Message) -> bool:
@@ -196,6 +224,8 @@ class MiniAgents(PromisingContext):
             while True:
                 while queue:
                     promise, message = queue.popleft(), queue.popleft()
+                    if promise is None:  # an interaction node (see `resolve_interaction_node`)
+                        promise = Promise.resolved_without_event(message, self)
                     for handler in self._on_persist_message_handlers:
                         try:
                             await handler(promise, message)

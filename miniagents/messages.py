@@ -193,6 +193,28 @@ def holds_only_plain_values(frozen: Frozen) -> bool:
     return not extra or all(type(value) in plain for value in extra.values())
 
 
+def holds_only_persisted(message: Message, context: Any) -> bool:
+    """Whether no message nested in ``message`` is left for ``context`` to persist, at a shallow look.
+
+    True when each value is plain (see `holds_only_plain_values`), a message that ``context`` persisted already
+    (whose own nested messages were persisted before it), or a tuple of these; anything else is for
+    `nested_messages` to walk.
+    """
+    plain = _PLAIN_LEAF_TYPES
+    extra = message.__pydantic_extra__
+    for values in (message.__dict__.values(), extra.values() if extra else ()):
+        for value in values:
+            if type(value) in plain:
+                continue
+            if type(value) is tuple:
+                for item in value:
+                    if not (type(item) in plain or (isinstance(item, Message) and item.persisted_by(context))):
+                        return False
+            elif not (isinstance(value, Message) and value.persisted_by(context)):
+                return False
+    return True
+
+
 def nested_messages(frozen: Frozen, prune: Callable[[Message], bool] | None = None) -> list[Message]:
     """The messages nested in ``frozen``'s values, depth-first, children before their parent.
 

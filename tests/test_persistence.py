@@ -254,3 +254,30 @@ async def test_a_call_node_holds_the_whole_input_also_when_the_agent_did_not_rea
     assert [m.text for m in call_node.messages] == ["first", "second"]
     assert [m.text for m in reply_node.replies] == ["replied before reading"]
     assert reply_node.agent_call is call_node
+
+
+@pytest.mark.parametrize("watch_promises", [False, True])
+async def test_a_persist_handler_gets_a_promise_resolved_to_each_node(watch_promises: bool) -> None:
+    # Without `on_promise_resolved` handlers, nodes skip the promise event and get their promise when persisted.
+    persisted: list[tuple[Any, Message]] = []
+    resolved: list[Any] = []
+
+    async def persist(promise: Any, message: Message) -> None:
+        persisted.append((promise, message))
+
+    async def on_resolved(_: Any, result: Any) -> None:
+        resolved.append(result)
+
+    @miniagent
+    async def echo(ctx: InteractionContext) -> None:
+        ctx.reply(await ctx.message_promises)
+
+    async with MiniAgents(on_promise_resolved=[on_resolved] if watch_promises else []):
+        async with MiniAgents(on_persist_message=persist):
+            await echo.inquire("hi")
+    nodes = [(promise, m) for promise, m in persisted if isinstance(m, (AgentCallNode, AgentReplyNode))]
+    assert [type(m) for _, m in nodes] == [AgentCallNode, AgentReplyNode]
+    for promise, node in nodes:
+        assert isinstance(promise, Promise) and promise.is_resolved and await promise is node
+    resolved_nodes = [m for m in resolved if isinstance(m, (AgentCallNode, AgentReplyNode))]
+    assert resolved_nodes == ([node for _, node in nodes] if watch_promises else [])

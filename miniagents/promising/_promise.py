@@ -72,6 +72,18 @@ class Promise(Generic[WholeT]):
             if scope is not None:
                 self._scope = scope
 
+    @classmethod
+    def resolved_without_event(cls, result: WholeT, context: PromisingContext) -> Promise[WholeT]:
+        """A promise of ``context`` resolved to ``result`` whose resolution fires no event (no handler sees it).
+
+        For the framework's own values whose event was dispatched already (see
+        `MiniAgents.resolve_interaction_node`).
+        """
+        promise = cls.__new__(cls)
+        promise._context = context
+        promise._result = result
+        return promise
+
     def _start_in_background(self, context: PromisingContext) -> None:
         context.start_soon(self.aresolve_in_background())
 
