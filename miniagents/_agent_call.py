@@ -31,7 +31,7 @@ from miniagents.promising._context import PromisingContext, active_context
 from miniagents.promising._failures import Failure, in_framework_work, log_error_once
 from miniagents.promising._tasks import WorkScope, current_scope, current_task, is_own_cancellation
 from miniagents.promising.ext.frozen import Frozen
-from miniagents.promising.promising import Promise, StreamAppender
+from miniagents.promising.promising import StreamAppender
 from miniagents.promising.sentinels import DEFAULT, END_OF_QUEUE, Sentinel
 
 __all__ = ["AgentCall", "AgentCallStatus", "InteractionContext", "ObserverMethods", "current_agent_call"]
