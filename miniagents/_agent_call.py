@@ -106,7 +106,7 @@ class CallHost(Protocol):
         ...
 
     def resolve_interaction_node(self, node: Message) -> None:
-        """Resolve an interaction node the framework built, as ``Promise(prefill_result=node)`` would."""
+        """Resolve a node the framework built, as ``Promise(prefill_result=node)`` made in this context would."""
         ...
 
     def track_agent_task(self, task: asyncio.Task[Any]) -> None:
@@ -659,23 +659,23 @@ class AgentCall(WorkScope):
         resolved in the call's own context (this may run in a task of another one: a caller's that resolved the
         replies).
         """
-        context = cast(PromisingContext, self._mini_agents)  # (a `MiniAgents`)
-        token = None if active_context.get() is context else active_context.set(context)
-        try:
-            messages = _resolved_messages(self._request_promise)
-            status = self.status
-            replies = _resolved_messages(self._reply_promise) if status is AgentCallStatus.FINISHED else ()
-            if messages is None or replies is None or status is AgentCallStatus.CANCELLED:
+        messages = _resolved_messages(self._request_promise)
+        status = self.status
+        replies = _resolved_messages(self._reply_promise) if status is AgentCallStatus.FINISHED else ()
+        if messages is None or replies is None or status is AgentCallStatus.CANCELLED:
+            context = cast(PromisingContext, self._mini_agents)  # (a `MiniAgents`)
+            token = None if active_context.get() is context else active_context.set(context)
+            try:
                 self._mini_agents.start_soon(self._abuild_interaction_nodes(), scope=None)
-                return
-            call_node = self._call_node(messages)
-            resolve = self._mini_agents.resolve_interaction_node  # (resolving the node is what persists it)
-            resolve(call_node)
-            if status is AgentCallStatus.FINISHED:
-                resolve(build_node(AgentReplyNode, self.agent.alias, {"replies": replies, "agent_call": call_node}, {}))
-        finally:
-            if token is not None:
-                active_context.reset(token)
+            finally:
+                if token is not None:
+                    active_context.reset(token)
+            return
+        call_node = self._call_node(messages)
+        resolve = self._mini_agents.resolve_interaction_node  # (resolving the node is what persists it)
+        resolve(call_node)
+        if status is AgentCallStatus.FINISHED:
+            resolve(build_node(AgentReplyNode, self.agent.alias, {"replies": replies, "agent_call": call_node}, {}))
 
     async def _abuild_interaction_nodes(self) -> None:
         messages = []

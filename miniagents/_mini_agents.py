@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import Any
 
 from miniagents._agent_call import AgentCall, ObserverMethods
 from miniagents._observer import RunObserver
 from miniagents.errors import AgentCallCancelledError
 from miniagents.messages import Message, holds_only_persisted, nested_messages
 from miniagents.miniagent_typing import PersistMessageEventHandler
-from miniagents.promising._context import PromiseResolvedHandler, PromisingContext, as_handler_list
+from miniagents.promising._context import PromiseResolvedHandler, PromisingContext, active_context, as_handler_list
 from miniagents.promising._failures import log_error_once, logger
 from miniagents.promising._promise import Promise
 from miniagents.promising._tasks import require_coroutine_function
@@ -166,24 +166,27 @@ class MiniAgents(PromisingContext):
             self._queue_for_persisting(promise, result)
 
     def resolve_interaction_node(self, node: Message) -> None:
-        """Resolve an interaction node the framework built: what ``Promise(prefill_result=node)`` does, cheaper.
+        """Resolve a node the framework built: what ``Promise(prefill_result=node)`` made in this context does, cheaper.
 
         Unless a context of the chain has ``on_promise_resolved`` handlers (which are given the promise), the node
         goes to the persist queues of the contexts with ``on_persist_message`` handlers at once, and the promise
         that their handlers get is made only when they run (a node in the queue is one object, not two).
         """
-        context: PromisingContext | None = self
+        context: Any = self  # (a `PromisingContext`)
         while context is not None:
             if context.has_handlers and (not isinstance(context, MiniAgents) or context._on_promise_resolved_handlers):
-                Promise(prefill_result=node)  # (in the call's own context: the active one)
+                token = None if active_context.get() is self else active_context.set(self)
+                try:
+                    Promise(prefill_result=node)  # (its event goes to this context and its ancestors)
+                finally:
+                    if token is not None:
+                        active_context.reset(token)
                 return
             context = context.parent
         context = self
-        while context is not None:
-            if context.has_handlers:  # (a `MiniAgents`, with persist handlers only: see above)
-                mini_agents = cast(MiniAgents, context)
-                if mini_agents._on_persist_message_handlers and not node.persisted_by(mini_agents):
-                    mini_agents._queue_for_persisting(None, node)
+        while context is not None:  # (each context with handlers is a `MiniAgents` with persist handlers only)
+            if context.has_handlers and context._on_persist_message_handlers and not node.persisted_by(context):
+                context._queue_for_persisting(None, node)
             context = context.parent
 
     def _queue_for_persisting(self, promise: Promise[Any] | None, message: Message) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from miniagents.messages import Message
 from miniagents.promising.ext.frozen import init_fresh_private_attributes
@@ -50,12 +53,29 @@ def build_node(cls: type[NodeT], agent_alias: str, nested: dict[str, Any], extra
     the values of `Frozen` models (``extra``: interaction metadata and inquire kwargs), so validation would only
     copy them. With an ``extra`` name that is a field of the node, it validates as usual.
     """
-    if not NODE_FIELDS.isdisjoint(extra):
+    if extra and not NODE_FIELDS.isdisjoint(extra):
         return cls(agent_alias=agent_alias, **nested, **extra)
-    node = cls.__new__(cls)
+    node = _new_object(cls)
     fields = {"class_": cls.__name__, "text": None, "text_template": None, "agent_alias": agent_alias, **nested}
     object.__setattr__(node, "__dict__", fields)
-    object.__setattr__(node, "__pydantic_extra__", extra)
-    object.__setattr__(node, "__pydantic_fields_set__", {"class_", "agent_alias", *nested, *extra})
-    init_fresh_private_attributes(node)
+    _set_extra(node, extra)
+    fields_set = {"class_", "agent_alias", *nested}
+    if extra:
+        fields_set.update(extra)
+    _set_fields_set(node, fields_set)
+    init_fresh = _fresh_inits.get(cls)
+    if init_fresh is None:
+        init_fresh_private_attributes(node)
+    else:
+        init_fresh(node)
     return node
+
+
+# pydantic's slots, set through their descriptors (what ``object.__setattr__`` finds first, looked up once here).
+_new_object = object.__new__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_fresh_inits: dict[type, Callable[[Any], None]] = {
+    cls: cls.model_post_init._miniagents_fresh  # type: ignore[attr-defined]  # (see `init_fresh_private_attributes`)
+    for cls in (AgentCallNode, AgentReplyNode)
+}
