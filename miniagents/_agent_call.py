@@ -34,7 +34,14 @@ from miniagents.promising.ext.frozen import Frozen
 from miniagents.promising.promising import StreamAppender
 from miniagents.promising.sentinels import DEFAULT, END_OF_QUEUE, Sentinel
 
-__all__ = ["AgentCall", "AgentCallStatus", "InteractionContext", "ObserverMethods", "current_agent_call"]
+__all__ = [
+    "AgentCall",
+    "AgentCallStatus",
+    "InteractionContext",
+    "ObserverMethods",
+    "PendingNodes",
+    "current_agent_call",
+]
 
 _current_interaction: contextvars.ContextVar[InteractionContext | None] = contextvars.ContextVar(
     "miniagents_current_interaction", default=None
@@ -107,6 +114,10 @@ class CallHost(Protocol):
 
     def resolve_interaction_node(self, node: Message) -> None:
         """Resolve a node the framework built, as ``Promise(prefill_result=node)`` made in this context would."""
+        ...
+
+    def resolve_interaction_nodes(self, nodes: PendingNodes) -> None:
+        """Resolve the nodes of a call that ended (built here, or later by whoever persists them)."""
         ...
 
     def track_agent_task(self, task: asyncio.Task[Any]) -> None:
@@ -671,11 +682,10 @@ class AgentCall(WorkScope):
                 if token is not None:
                     active_context.reset(token)
             return
-        call_node = self._call_node(messages)
-        resolve = self._mini_agents.resolve_interaction_node  # (resolving the node is what persists it)
-        resolve(call_node)
-        if status is AgentCallStatus.FINISHED:
-            resolve(build_node(AgentReplyNode, self.agent.alias, {"replies": replies, "agent_call": call_node}, {}))
+        finished = status is AgentCallStatus.FINISHED
+        self._mini_agents.resolve_interaction_nodes(
+            PendingNodes(self.agent.alias, messages, self._call_node_fields(), replies if finished else None)
+        )
 
     async def _abuild_interaction_nodes(self) -> None:
         messages = []
@@ -703,6 +713,10 @@ class AgentCall(WorkScope):
         self._mini_agents.resolve_interaction_node(build_node(AgentReplyNode, self.agent.alias, nested, cancelled))
 
     def _call_node(self, messages: tuple[Message, ...]) -> AgentCallNode:
+        return build_node(AgentCallNode, self.agent.alias, {"messages": messages}, self._call_node_fields())
+
+    def _call_node_fields(self) -> dict[str, Any]:
+        """The call node's extra fields: the interaction metadata and the inquire kwargs (a new dict)."""
         metadata = self.agent.interaction_metadata
         fields = (
             metadata.frozen_fields_and_values() if len(metadata.__dict__) > 1 or metadata.__pydantic_extra__ else {}
@@ -710,7 +724,46 @@ class AgentCall(WorkScope):
         if self.kwargs is not None:
             for name, value in self.kwargs.frozen_fields_and_values().items():
                 fields[f"kwarg_{name}" if name in NODE_FIELDS else name] = value
-        return build_node(AgentCallNode, self.agent.alias, {"messages": messages}, fields)
+        return fields
+
+
+class PendingNodes:
+    """The interaction nodes of a call that ended with its input and replies resolved, built on first use.
+
+    The persist worker builds them right before its handlers run, so that a burst of calls that end at once
+    leaves one small object per call in the persist queue instead of two nodes that live through several garbage
+    collections. Every context that persists them gets the same instances.
+    """
+
+    __slots__ = ("_agent_alias", "_fields", "_messages", "_nodes", "_replies")
+
+    def __init__(
+        self,
+        agent_alias: str,
+        messages: tuple[Message, ...],
+        fields: dict[str, Any],
+        replies: tuple[Message, ...] | None,
+    ) -> None:
+        self._agent_alias = agent_alias
+        self._messages = messages
+        self._fields = fields
+        self._replies = replies  # None: the call did not finish (then there is no reply node)
+        self._nodes: tuple[AgentCallNode] | tuple[AgentCallNode, AgentReplyNode] | None = None
+
+    def nested_values(self) -> tuple[Any, ...]:
+        """The values of the nodes' fields that may hold messages (the reply node's ``agent_call`` aside)."""
+        return (self._messages, self._replies or (), *self._fields.values())
+
+    def nodes(self) -> tuple[AgentCallNode] | tuple[AgentCallNode, AgentReplyNode]:
+        """The call node and, for a finished call, the reply node (the same objects on every call)."""
+        if self._nodes is None:
+            call_node = build_node(AgentCallNode, self._agent_alias, {"messages": self._messages}, self._fields)
+            if self._replies is None:
+                self._nodes = (call_node,)
+            else:
+                nested = {"replies": self._replies, "agent_call": call_node}
+                self._nodes = (call_node, build_node(AgentReplyNode, self._agent_alias, nested, {}))
+        return self._nodes
 
 
 def _resolved_messages(sequence: MessageSequencePromise | None) -> tuple[Message, ...] | None:

@@ -7,10 +7,16 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from miniagents._agent_call import AgentCall, ObserverMethods
+from miniagents._agent_call import AgentCall, ObserverMethods, PendingNodes
 from miniagents._observer import RunObserver
 from miniagents.errors import AgentCallCancelledError
-from miniagents.messages import Message, holds_only_persisted, nested_messages
+from miniagents.messages import (
+    Message,
+    holds_only_persisted,
+    nested_messages,
+    nested_messages_in,
+    values_hold_only_persisted,
+)
 from miniagents.miniagent_typing import PersistMessageEventHandler
 from miniagents.promising._context import PromiseResolvedHandler, PromisingContext, active_context, as_handler_list
 from miniagents.promising._failures import log_error_once, logger
@@ -172,40 +178,75 @@ class MiniAgents(PromisingContext):
         goes to the persist queues of the contexts with ``on_persist_message`` handlers at once, and the promise
         that their handlers get is made only when they run (a node in the queue is one object, not two).
         """
-        context: Any = self  # (a `PromisingContext`)
-        while context is not None:
-            if context.has_handlers and (not isinstance(context, MiniAgents) or context._on_promise_resolved_handlers):
-                token = None if active_context.get() is self else active_context.set(self)
-                try:
-                    Promise(prefill_result=node)  # (its event goes to this context and its ancestors)
-                finally:
-                    if token is not None:
-                        active_context.reset(token)
-                return
-            context = context.parent
-        context = self
+        if self._promise_events_wanted():
+            self._resolve_by_promises((node,))
+            return
+        context: Any = self
         while context is not None:  # (each context with handlers is a `MiniAgents` with persist handlers only)
             if context.has_handlers and context._on_persist_message_handlers and not node.persisted_by(context):
                 context._queue_for_persisting(None, node)
             context = context.parent
+
+    def resolve_interaction_nodes(self, nodes: PendingNodes) -> None:
+        """Resolve the nodes of a call that ended: each as `resolve_interaction_node` does.
+
+        Unless a context of the chain has ``on_promise_resolved`` handlers, the nodes are built only by the persist
+        worker, right before its handlers run (see `PendingNodes`).
+        """
+        if self._promise_events_wanted():
+            self._resolve_by_promises(nodes.nodes())
+            return
+        values = nodes.nested_values()
+        context: Any = self
+        while context is not None:  # (each context with handlers is a `MiniAgents` with persist handlers only)
+            if context.has_handlers and context._on_persist_message_handlers:
+                if not values_hold_only_persisted(values, context):  # (what `_queue_for_persisting` does)
+                    context._queue_unpersisted(nested_messages_in(values, prune=context._persisted_here))
+                queue = context._persist_queue
+                queue.append(None)
+                queue.append(nodes)
+                context._wake_persist_worker()
+            context = context.parent
+
+    def _promise_events_wanted(self) -> bool:
+        """Whether a context of this chain has ``on_promise_resolved`` handlers (or is not a `MiniAgents`)."""
+        context: Any = self  # (a `PromisingContext`)
+        while context is not None:
+            if context.has_handlers and (not isinstance(context, MiniAgents) or context._on_promise_resolved_handlers):
+                return True
+            context = context.parent
+        return False
+
+    def _resolve_by_promises(self, nodes: Iterable[Message]) -> None:
+        token = None if active_context.get() is self else active_context.set(self)
+        try:
+            for node in nodes:
+                Promise(prefill_result=node)  # (its event goes to this context and its ancestors)
+        finally:
+            if token is not None:
+                active_context.reset(token)
 
     def _queue_for_persisting(self, promise: Promise[Any] | None, message: Message) -> None:
         """Queue ``message`` for the persist handlers, after the messages nested in it that are not persisted yet.
 
         ``promise`` None: the handlers get a promise resolved to ``message`` (see `resolve_interaction_node`).
         """
-        queue = self._persist_queue
         if not holds_only_persisted(message, self):
             # A message this context persisted had its own nested messages persisted first: not visited again.
-            for sub_message in nested_messages(message, prune=self._persisted_here):
-                if not sub_message.persisted_by(self):  # (it may occur twice in ``message``)
-                    sub_message.mark_persisted_by(self)  # before `as_promise`: its own event must not persist it
-                    queue.append(sub_message.as_promise)
-                    queue.append(sub_message)
-        message.mark_persisted_by(self)  # (not in the loop above: a message does not hold itself)
+            self._queue_unpersisted(nested_messages(message, prune=self._persisted_here))
+        message.mark_persisted_by(self)  # (not in `_queue_unpersisted`: a message does not hold itself)
+        queue = self._persist_queue
         queue.append(promise)
         queue.append(message)
         self._wake_persist_worker()
+
+    def _queue_unpersisted(self, messages: list[Message]) -> None:
+        queue = self._persist_queue
+        for message in messages:
+            if not message.persisted_by(self):  # (it may occur twice in ``messages``)
+                message.mark_persisted_by(self)  # before `as_promise`: its own event must not persist it
+                queue.append(message.as_promise)
+                queue.append(message)
 
     def _persisted_here(self, message: Message) -> bool:
         return message.persisted_by(self)
@@ -227,13 +268,13 @@ class MiniAgents(PromisingContext):
             while True:
                 while queue:
                     promise, message = queue.popleft(), queue.popleft()
-                    if promise is None:  # an interaction node (see `resolve_interaction_node`)
-                        promise = Promise.resolved_without_event(message, self)
-                    for handler in self._on_persist_message_handlers:
-                        try:
-                            await handler(promise, message)
-                        except Exception as error:
-                            log_error_once(error, self.log_level_for_errors, "an on_persist_message handler failed")
+                    if promise is not None:
+                        await self._arun_persist_handlers(promise, message)
+                    elif type(message) is PendingNodes:
+                        for node in message.nodes():
+                            await self._apersist_node(node)
+                    else:  # an interaction node (see `resolve_interaction_node`)
+                        await self._arun_persist_handlers(Promise.resolved_without_event(message, self), message)
                 drained = self._persist_drained
                 if drained is not None and not drained.done():
                     drained.set_result(None)
@@ -244,6 +285,24 @@ class MiniAgents(PromisingContext):
             if self._persist_task is not None:
                 self.child_tasks.discard(self._persist_task)
             self._persist_task = None
+
+    async def _arun_persist_handlers(self, promise: Promise[Any], message: Message) -> None:
+        for handler in self._on_persist_message_handlers:
+            try:
+                await handler(promise, message)
+            except Exception as error:
+                log_error_once(error, self.log_level_for_errors, "an on_persist_message handler failed")
+
+    async def _apersist_node(self, node: Message) -> None:
+        """Persist a node that `PendingNodes` built.
+
+        The messages in it were queued before it (see `resolve_interaction_nodes`); a reply node's call node is
+        persisted just before it.
+        """
+        if node.persisted_by(self):  # (another context's handler may have made its promise: then it is queued)
+            return
+        node.mark_persisted_by(self)
+        await self._arun_persist_handlers(Promise.resolved_without_event(node, self), node)
 
     async def _await_persisted(self) -> None:
         """Wait until the persist worker has run the handlers for everything queued; cancel it if it hangs."""
@@ -261,7 +320,7 @@ class MiniAgents(PromisingContext):
                 "an on_persist_message handler has not returned for %s s while the context is left: cancelled, "
                 "%d message(s) not persisted",
                 PERSIST_HANDLER_GRACE_SECONDS,
-                len(self._persist_queue) // 2,
+                sum(len(item.nodes()) if type(item) is PendingNodes else 1 for item in list(self._persist_queue)[1::2]),
             )
             self._persist_queue.clear()
             task.cancel()

@@ -200,19 +200,34 @@ def holds_only_persisted(message: Message, context: Any) -> bool:
     (whose own nested messages were persisted before it), or a tuple of these; anything else is for
     `nested_messages` to walk.
     """
-    plain = _PLAIN_LEAF_TYPES
     extra = message.__pydantic_extra__
-    for values in (message.__dict__.values(), extra.values() if extra else ()):
-        for value in values:
-            if type(value) in plain:
-                continue
-            if type(value) is tuple:
-                for item in value:
-                    if not (type(item) in plain or (isinstance(item, Message) and item.persisted_by(context))):
-                        return False
-            elif not (isinstance(value, Message) and value.persisted_by(context)):
-                return False
+    return values_hold_only_persisted(message.__dict__.values(), context) and (
+        not extra or values_hold_only_persisted(extra.values(), context)
+    )
+
+
+def values_hold_only_persisted(values: Iterable[Any], context: Any) -> bool:
+    """`holds_only_persisted` for the values of fields (see `nested_messages_in`)."""
+    plain = _PLAIN_LEAF_TYPES
+    for value in values:
+        if type(value) in plain:
+            continue
+        if type(value) is tuple:
+            for item in value:
+                if not (type(item) in plain or (isinstance(item, Message) and item.persisted_by(context))):
+                    return False
+        elif not (isinstance(value, Message) and value.persisted_by(context)):
+            return False
     return True
+
+
+def nested_messages_in(values: Iterable[Any], prune: Callable[[Message], bool] | None = None) -> list[Message]:
+    """`nested_messages` for the values of fields (of a message not built yet): the messages in them, depth-first."""
+    found: list[Message] = []
+    for value in values:
+        if not isinstance(value, _LEAF_TYPES):
+            _collect_value(value, prune, found)
+    return found
 
 
 def nested_messages(frozen: Frozen, prune: Callable[[Message], bool] | None = None) -> list[Message]:

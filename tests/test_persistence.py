@@ -281,3 +281,32 @@ async def test_a_persist_handler_gets_a_promise_resolved_to_each_node(watch_prom
         assert isinstance(promise, Promise) and promise.is_resolved and await promise is node
     resolved_nodes = [m for m in resolved if isinstance(m, (AgentCallNode, AgentReplyNode))]
     assert resolved_nodes == ([node for _, node in nodes] if watch_promises else [])
+
+
+async def test_nested_contexts_persist_the_same_nodes_each_after_the_messages_in_them() -> None:
+    outer_seen: list[Message] = []
+    inner_seen: list[Message] = []
+
+    async def outer_handler(_: Any, message: Message) -> None:
+        outer_seen.append(message)
+
+    async def inner_handler(_: Any, message: Message) -> None:
+        inner_seen.append(message)
+
+    @miniagent
+    async def echo(ctx: InteractionContext, note: Message) -> None:
+        ctx.reply(await ctx.message_promises)
+
+    note = Message("a message in an inquire kwarg: persisted before the call node that holds it")
+    async with MiniAgents(on_persist_message=outer_handler):
+        async with MiniAgents(on_persist_message=inner_handler):
+            await echo.inquire("hi", note=note)
+    for seen in (outer_seen, inner_seen):
+        [call_node] = [m for m in seen if isinstance(m, AgentCallNode)]
+        [reply_node] = [m for m in seen if isinstance(m, AgentReplyNode)]
+        assert call_node.note is note  # type: ignore[attr-defined]
+        assert seen.index(note) < seen.index(call_node) < seen.index(reply_node)
+        assert sum(m is note for m in seen) == 1
+    assert [m for m in outer_seen if isinstance(m, AgentCallNode)][0] is [
+        m for m in inner_seen if isinstance(m, AgentCallNode)
+    ][0]
