@@ -307,6 +307,5 @@ async def test_nested_contexts_persist_the_same_nodes_each_after_the_messages_in
         assert call_node.note is note  # type: ignore[attr-defined]
         assert seen.index(note) < seen.index(call_node) < seen.index(reply_node)
         assert sum(m is note for m in seen) == 1
-    assert [m for m in outer_seen if isinstance(m, AgentCallNode)][0] is [
-        m for m in inner_seen if isinstance(m, AgentCallNode)
-    ][0]
+    outer_node = next(m for m in outer_seen if isinstance(m, AgentCallNode))
+    assert outer_node is next(m for m in inner_seen if isinstance(m, AgentCallNode))

@@ -25,33 +25,33 @@ class RecordingStore(RunObserver, abc.ABC):
     the connection closed at the end.
     """
 
+    isolated = False  # its methods only queue rows (see `StoreRecorder`)
+
     def __init__(self) -> None:
-        self._recorder: StoreRecorder | None = None
+        self._recorder = StoreRecorder(self)
         self._histories: dict[str, list[Any]] = {}
 
     def observer(self) -> StoreRecorder:
         """The `StoreRecorder` of this store (one per store): register it with ``MiniAgents(observers=[...])``."""
-        if self._recorder is None:
-            self._recorder = StoreRecorder(self)
         return self._recorder
 
     # the observation seam (`miniagents.RunObserver`): a store passed as ``MiniAgents(store=...)`` records the run
 
     def on_call_started(self, call: AgentCall) -> None:
         """See `StoreRecorder.on_call_started`."""
-        self.observer().on_call_started(call)
+        self._recorder.on_call_started(call)
 
     def on_call_input(self, call: AgentCall, index: int, message_promise: MessagePromise) -> None:
         """See `StoreRecorder.on_call_input`."""
-        self.observer().on_call_input(call, index, message_promise)
+        self._recorder.on_call_input(call, index, message_promise)
 
     def on_call_reply(self, call: AgentCall, index: int, message_promise: MessagePromise) -> None:
         """See `StoreRecorder.on_call_reply`."""
-        self.observer().on_call_reply(call, index, message_promise)
+        self._recorder.on_call_reply(call, index, message_promise)
 
     def on_call_ended(self, call: AgentCall) -> None:
         """See `StoreRecorder.on_call_ended`."""
-        self.observer().on_call_ended(call)
+        self._recorder.on_call_ended(call)
 
     async def aopen(self) -> None:
         """Connect and create the tables if needed, so that a bad location fails early.
@@ -66,8 +66,7 @@ class RecordingStore(RunObserver, abc.ABC):
 
     async def aflush(self) -> None:
         """Wait until everything recorded so far is written (see `StoreRecorder.aflush`)."""
-        if self._recorder is not None:
-            await self._recorder.aflush()
+        await self._recorder.aflush()
 
     async def aload_message(self, hash_key: str, registry: MessageRegistry | None = None) -> Message:
         """Load a message as its own class (see `miniagents.store.aload_message`)."""

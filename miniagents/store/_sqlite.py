@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,18 +25,30 @@ if TYPE_CHECKING:
 __all__ = ["SQLiteMessageStore"]
 
 _CHUNK = 500  # keys per `IN (...)` query, well below SQLite's limit on parameters
-_ROWS_PER_STATEMENT = 256  # (at most 2,048 parameters: SQLite allows 32,766 since 3.32)
+# SQLite's limit on parameters per statement (https://www.sqlite.org/limits.html, "Maximum Number Of Host
+# Parameters In A Single SQL Statement"): 32,766 since 3.32.0, 999 before.
+_MAX_PARAMETERS = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
 
-def _statement_sizes(rows: int) -> list[int]:
-    """How many rows each ``INSERT`` of ``rows`` rows takes: full statements, then the rest in powers of two.
+def _rows_per_statement(columns: int) -> int:
+    """The most rows an ``INSERT`` of a table with ``columns`` columns takes: a power of two within the limit."""
+    rows = 1
+    while 2 * rows * columns <= _MAX_PARAMETERS:
+        rows *= 2
+    return rows
 
-    So a handful of statement texts serve every batch: SQLite parses each once and keeps it prepared (a new text
-    per batch size was parsed again every batch).
+
+def _statement_sizes(rows: int, most: int) -> list[int]:
+    """How many rows each ``INSERT`` of ``rows`` rows takes: ``most`` (a power of two), then powers of two.
+
+    Few statements: each is a round trip to the connection's thread, and each releases the GIL while SQLite runs
+    it, which costs up to the interpreter's switch interval (5 ms) to get back while the event loop is busy. And
+    few statement texts: SQLite parses each once and keeps it prepared (a new text per batch size was parsed
+    again every batch).
     """
-    sizes = [_ROWS_PER_STATEMENT] * (rows // _ROWS_PER_STATEMENT)
-    rest = rows % _ROWS_PER_STATEMENT
-    size = _ROWS_PER_STATEMENT
+    sizes = [most] * (rows // most)
+    rest = rows % most
+    size = most
     while rest:
         size //= 2
         if rest >= size:
@@ -91,6 +104,7 @@ class SQLiteMessageStore(RecordingStore):
         self._writing: aiosqlite.Connection | None = None  # used by one writer at a time (the recorder's task)
         self._schema_ready = False
         self._statements: dict[tuple[str, int], str] = {}
+        self._rows_per_statement = {table: _rows_per_statement(sql.count("?")) for table, sql in UPSERTS.items()}
 
     def __repr__(self) -> str:
         return f"SQLiteMessageStore({str(self.path)!r})"
@@ -118,6 +132,8 @@ class SQLiteMessageStore(RecordingStore):
                 script += [self._sql(statement) + ";" for statement in CREATE_TABLES]
                 script += ["COMMIT;"]
             script += ["PRAGMA synchronous = NORMAL;"]
+            if for_writing:  # 16 MiB of page cache (2 MiB by default): fewer pages spilled within a big batch
+                script += ["PRAGMA cache_size = -16384;"]
             await connection.executescript("\n".join(script))
             self._schema_ready = True
         except BaseException:
@@ -147,7 +163,7 @@ class SQLiteMessageStore(RecordingStore):
         once per row, which is slow while the loop is busy; a few big statements hand it over a few times.
         """
         start = 0
-        for count in _statement_sizes(len(rows)):
+        for count in _statement_sizes(len(rows), self._rows_per_statement[table]):
             chunk = rows[start : start + count]
             start += count
             values = [value for row in chunk for value in row]
@@ -161,7 +177,7 @@ class SQLiteMessageStore(RecordingStore):
             head, _, rest = single.partition(" VALUES ")
             group, _, tail = rest.partition(")")
             sql = f"{head} VALUES {', '.join([group + ')'] * count)}{tail}"
-            if len(self._statements) < 64:
+            if len(self._statements) < 128:
                 self._statements[key] = sql
         return sql
 

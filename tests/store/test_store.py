@@ -322,3 +322,27 @@ def test_drivers_are_imported_lazily_and_missing_ones_name_the_extra() -> None:
     assert result.returncode == 0, result.stderr
     assert 'pip install "miniagents[sqlite]"' in result.stdout
     assert 'pip install "miniagents[postgres]"' in result.stdout
+
+
+async def test_a_big_batch_is_written_whole(store: RecordingStore) -> None:
+    # More rows than one SQLite statement takes (4,096 messages, 4,096 slots), with a rest of every size class.
+    count = 4096 + 2048 + 511
+    async with MiniAgents():
+        recorder = store.observer()
+        for index in range(count):
+            recorder.record_message_promise("big", "history", index, Message(f"message {index}").as_promise)
+        await recorder.aflush()
+    history = await store.aload_history("big")
+    assert [message.text for message in history] == [f"message {index}" for index in range(count)]
+
+
+def test_sqlite_statements_take_every_row_within_the_parameter_limit() -> None:
+    from miniagents.store._sqlite import _MAX_PARAMETERS, _rows_per_statement, _statement_sizes
+
+    for columns in (4, 5, 7, 8):
+        most = _rows_per_statement(columns)
+        assert most * columns <= _MAX_PARAMETERS < 2 * most * columns
+        for rows in (0, 1, most - 1, most, most + 1, 3 * most + 777):
+            sizes = _statement_sizes(rows, most)
+            assert sum(sizes) == rows and all(0 < size <= most for size in sizes)
+            assert len(set(sizes)) <= most.bit_length()  # a few statement texts serve every batch
