@@ -20,6 +20,7 @@ import contextvars
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -120,7 +121,7 @@ class StoreRecorder(RunObserver):
         self.retry_delays = tuple(retry_delays)
         self.failed_rows = 0
         """How many rows were left out after all their tries failed (each was logged)."""
-        self._ops: list[_Op] = []
+        self._ops: deque[_Op] = deque()  # appended on the event loop, taken by the writer thread
         self._known: set[str] = set()
         self._streams: dict[str, PartialMessage] = {}  # open partial messages by id
         self._followed: dict[int, PartialMessage] = {}  # the partial of each message promise being followed
@@ -294,8 +295,7 @@ class StoreRecorder(RunObserver):
                     last_text_flush = now
                     self._ops.extend(("partial", stream, "streaming", None) for stream in self._dirty_streams())
                 if self._ops:
-                    ops, self._ops = self._ops[:_BATCH_LIMIT], self._ops[_BATCH_LIMIT:]
-                    await self._in_writer_thread(self._abuild_and_write(ops))
+                    await self._in_writer_thread(self._abuild_and_write_queued())
                     continue
                 if not self._streams:
                     break
@@ -349,8 +349,21 @@ class StoreRecorder(RunObserver):
                 finally:
                     loop.close()
 
-    async def _abuild_and_write(self, ops: list[_Op]) -> None:
-        await self._awrite_all(self._batches(ops))
+    async def _abuild_and_write_queued(self) -> None:
+        """Write batch after batch until nothing is queued (on the writer thread).
+
+        The thread takes the next batch itself: the event loop that handed it this work may be busy with thousands
+        of agents and take long to hand over the next one. It returns after ``flush_interval`` while messages
+        stream, so that the event loop can queue their text.
+        """
+        started = time.monotonic()
+        queue = self._ops
+        while queue:
+            # Only this thread takes from the queue (the event loop only appends): these many are there.
+            ops = [queue.popleft() for _ in range(min(len(queue), _BATCH_LIMIT))]
+            await self._awrite_all(self._batches(ops))
+            if self._streams and time.monotonic() - started >= self.flush_interval:
+                return
 
     def _dirty_streams(self) -> Iterator[PartialMessage]:
         for stream in self._streams.values():

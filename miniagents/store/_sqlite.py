@@ -39,21 +39,16 @@ def _rows_per_statement(columns: int) -> int:
 
 
 def _statement_sizes(rows: int, most: int) -> list[int]:
-    """How many rows each ``INSERT`` of ``rows`` rows takes: ``most`` (a power of two), then powers of two.
+    """How many rows each ``INSERT`` of ``rows`` rows takes: ``most`` each, and one statement for the rest.
 
-    Few statements: each is a round trip to the connection's thread, and each releases the GIL while SQLite runs
-    it, which costs up to the interpreter's switch interval (5 ms) to get back while the event loop is busy. And
-    few statement texts: SQLite parses each once and keeps it prepared (a new text per batch size was parsed
-    again every batch).
+    As few statements as possible: each is a round trip to the connection's thread, and each hands the GIL to
+    another thread several times (to that thread, to SQLite and back, to the writer's loop), which costs up to the
+    interpreter's switch interval (5 ms) each time while the event loop is busy. The statement for the rest is
+    parsed anew for each size (SQLite parses without holding the GIL).
     """
     sizes = [most] * (rows // most)
-    rest = rows % most
-    size = most
-    while rest:
-        size //= 2
-        if rest >= size:
-            sizes.append(size)
-            rest -= size
+    if rows % most:
+        sizes.append(rows % most)
     return sizes
 
 
