@@ -203,15 +203,19 @@ def test_nodes_built_without_validation_are_what_validation_builds(extra: dict[s
         assert (fast.hash_key, str(fast)) == (validated.hash_key, str(validated))
 
 
+def _collector() -> tuple[list[Message], Any]:
+    """A list, and an ``on_persist_message`` handler that appends each message to it."""
+    seen: list[Message] = []
+
+    async def handler(_: Any, message: Message) -> None:
+        seen.append(message)
+
+    return seen, handler
+
+
 async def test_interaction_nodes_are_persisted_in_the_context_of_their_call() -> None:
-    outer_seen: list[Message] = []
-    inner_seen: list[Message] = []
-
-    async def outer_handler(_: Any, message: Message) -> None:
-        outer_seen.append(message)
-
-    async def inner_handler(_: Any, message: Message) -> None:
-        inner_seen.append(message)
+    outer_seen, outer_handler = _collector()
+    inner_seen, inner_handler = _collector()
 
     @miniagent
     async def echo(ctx: InteractionContext) -> None:
@@ -284,14 +288,8 @@ async def test_a_persist_handler_gets_a_promise_resolved_to_each_node(watch_prom
 
 
 async def test_nested_contexts_persist_the_same_nodes_each_after_the_messages_in_them() -> None:
-    outer_seen: list[Message] = []
-    inner_seen: list[Message] = []
-
-    async def outer_handler(_: Any, message: Message) -> None:
-        outer_seen.append(message)
-
-    async def inner_handler(_: Any, message: Message) -> None:
-        inner_seen.append(message)
+    outer_seen, outer_handler = _collector()
+    inner_seen, inner_handler = _collector()
 
     @miniagent
     async def echo(ctx: InteractionContext, note: Message) -> None:
