@@ -8,6 +8,7 @@ agent replies. `MessageSequence` flattens any `MessageType` structure into such 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, Union
 
@@ -41,6 +42,7 @@ MessageTokenStreamer = Callable[[dict[str, Any]], AsyncIterator[str]]
 """``streamer(metadata_so_far)`` returning an async iterator of tokens."""
 
 _TEXT_FIELDS = frozenset({"class_", "text", "text_template"})
+_encode_json_string = json.encoder.encode_basestring  # what `json` (``ensure_ascii=False``) writes for a str
 
 
 class Message(Frozen):
@@ -95,6 +97,21 @@ class Message(Frozen):
         ``<field>__hash_keys``, with each message replaced by its hash key (other elements kept).
         """
         return _serialize_fields(self)
+
+    @property
+    def serialized(self) -> str:
+        """``serialize()`` as JSON with sorted keys (what `hash_key` hashes), see `Frozen.serialized`."""
+        fields = self.__dict__
+        text = fields["text"]
+        if (
+            type(self) is Message
+            and type(text) is str
+            and fields["text_template"] is None
+            and not self.__pydantic_extra__
+        ):
+            # A text-only message (the most common one): what the JSON encoder writes, without the encoder.
+            return f'{{"class_": "Message", "text": {_encode_json_string(text)}, "text_template": null}}'
+        return super().serialized
 
     def sub_messages(self) -> Iterator[Message]:
         """Yield every message nested in this one (at any depth), depth-first, children before their parent."""

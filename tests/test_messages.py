@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from miniagents import Message, MessagePromise, MessageSequence, MiniAgents
 from miniagents.utils import join_messages
@@ -145,3 +149,12 @@ async def test_freezing_at_submission_ignores_later_mutation() -> None:
             items.append("b")
         assert [m.text for m in await sequence.sequence_promise] == ["a"]
     await asyncio.sleep(0)
+
+
+@given(st.text())
+def test_a_text_only_message_serializes_as_the_json_encoder_does(text: str) -> None:
+    # `Message.serialized` writes the JSON of text-only messages itself; the hash keys must not change.
+    message = Message(text)
+    expected = json.dumps(message.serialize(), ensure_ascii=False, sort_keys=True)
+    assert message.serialized == expected
+    assert message.hash_key == hashlib.sha256(expected.encode("utf-8")).hexdigest()[:40]

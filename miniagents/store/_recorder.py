@@ -25,7 +25,7 @@ from collections.abc import Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from miniagents import AgentCall, RunObserver
+from miniagents import AgentCall, AgentCallStatus, RunObserver
 from miniagents._agent_call import new_uuid7_hex
 from miniagents.messages import Message, MessagePromise, holds_only_plain_values
 from miniagents.promising.errors import NoActiveContextError
@@ -83,6 +83,7 @@ class PartialMessage:
 
 
 _Op = tuple[Any, ...]
+_STATUS_TEXTS: dict[Any, str] = {status: status.value for status in AgentCallStatus}  # (an enum's `.value` is slow)
 
 
 class StoreRecorder(RunObserver):
@@ -167,7 +168,7 @@ class StoreRecorder(RunObserver):
                 None if parent is None else parent.call_id,
                 call.agent_alias,
                 call.kwargs,
-                str(getattr(call.status, "value", call.status)),
+                _STATUS_TEXTS.get(call.status) or str(getattr(call.status, "value", call.status)),
                 call.started_at,
                 call.ended_at,
                 None if call.error is None else f"{type(call.error).__name__}: {call.error}",
