@@ -30,11 +30,6 @@ class RecordingStore(RunObserver, abc.ABC):
     def __init__(self) -> None:
         self._recorder = StoreRecorder(self)
         self._histories: dict[str, list[Any]] = {}
-        # The framework calls these per event: the recorder's own methods, one call less each (same behaviour).
-        self.on_call_started = self._recorder.on_call_started  # type: ignore[method-assign]
-        self.on_call_input = self._recorder.on_call_input  # type: ignore[method-assign]
-        self.on_call_reply = self._recorder.on_call_reply  # type: ignore[method-assign]
-        self.on_call_ended = self._recorder.on_call_ended  # type: ignore[method-assign]
 
     def observer(self) -> StoreRecorder:
         """The `StoreRecorder` of this store (one per store): register it with ``MiniAgents(observers=[...])``."""

@@ -172,7 +172,7 @@ class SQLiteMessageStore(RecordingStore):
             head, _, rest = single.partition(" VALUES ")
             group, _, tail = rest.partition(")")
             sql = f"{head} VALUES {', '.join([group + ')'] * count)}{tail}"
-            if len(self._statements) < 128:
+            if count == self._rows_per_statement[table] or count <= 64:  # (not every size of a rest: ~60 KB each)
                 self._statements[key] = sql
         return sql
 
