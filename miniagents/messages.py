@@ -241,9 +241,7 @@ def values_hold_only_persisted(values: Iterable[Any], context: Any) -> bool:
 def nested_messages_in(values: Iterable[Any], prune: Callable[[Message], bool] | None = None) -> list[Message]:
     """`nested_messages` for the values of fields (of a message not built yet): the messages in them, depth-first."""
     found: list[Message] = []
-    for value in values:
-        if not isinstance(value, _LEAF_TYPES):
-            _collect_value(value, prune, found)
+    _collect_value(tuple(values), prune, found)  # (a tuple's items are walked as the fields' values would be)
     return found
 
 
