@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -63,11 +62,7 @@ def build_node(cls: type[NodeT], agent_alias: str, nested: dict[str, Any], extra
     if extra:
         fields_set.update(extra)
     _set_fields_set(node, fields_set)
-    init_fresh = _fresh_inits.get(cls)
-    if init_fresh is None:
-        init_fresh_private_attributes(node)
-    else:
-        init_fresh(node)
+    init_fresh_private_attributes(node)
     return node
 
 
@@ -75,7 +70,3 @@ def build_node(cls: type[NodeT], agent_alias: str, nested: dict[str, Any], extra
 _new_object = object.__new__
 _set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
 _set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
-_fresh_inits: dict[type, Callable[[Any], None]] = {
-    cls: cls.model_post_init._miniagents_fresh  # type: ignore[attr-defined]  # (see `init_fresh_private_attributes`)
-    for cls in (AgentCallNode, AgentReplyNode)
-}

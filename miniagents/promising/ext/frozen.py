@@ -258,11 +258,18 @@ def init_fresh_private_attributes(model: Frozen) -> None:
     runs, without first asking whether the attributes are set (an ``AttributeError`` raised and caught, which
     costs more than the rest).
     """
-    init_fresh = getattr(type(model).model_post_init, "_miniagents_fresh", None)
+    cls = type(model)
+    try:
+        init_fresh = _fresh_inits[cls]
+    except KeyError:  # (the classes built without validation are few: the text-only message, the nodes)
+        init_fresh = _fresh_inits[cls] = getattr(cls.model_post_init, "_miniagents_fresh", None)
     if init_fresh is None:
         model.model_post_init(None)
     else:
         init_fresh(model)
+
+
+_fresh_inits: dict[type, Callable[[Any], None] | None] = {}  # per class: its fast init, looked up once
 
 
 _install_fast_private_init(Frozen)
