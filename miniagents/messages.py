@@ -8,6 +8,7 @@ agent replies. `MessageSequence` flattens any `MessageType` structure into such 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, Union
@@ -354,15 +355,19 @@ class MessageSequencePromise(StreamedPromise[MessagePromise, tuple[Message, ...]
         messages: list[Message] = []
         iterator = self.__aiter__()
         next_nowait = getattr(iterator, "_next_nowait", _always_pending)
+        take_present = getattr(iterator, "_take_present", _nothing_present)
         while True:
             try:
                 message_promise = next_nowait()
                 if message_promise is PENDING:
-                    message_promise = await iterator.__anext__()
+                    batch: tuple[Any, ...] = (await iterator.__anext__(),)
+                else:  # a run of pieces that are there already: the rest of it too, in one go (a history, say)
+                    batch = (message_promise, *take_present())
             except StopAsyncIteration:
                 return tuple(messages)
-            message = message_promise.result_nowait() if isinstance(message_promise, Promise) else NO_VALUE
-            messages.append(await message_promise if message is NO_VALUE else message)  # type: ignore[arg-type]
+            for message_promise in batch:
+                message = message_promise.result_nowait() if isinstance(message_promise, Promise) else NO_VALUE
+                messages.append(await message_promise if message is NO_VALUE else message)  # type: ignore[arg-type]
 
     def _resolve_now(self) -> bool:
         if type(self)._resolver is not MessageSequencePromise._resolver:
@@ -424,6 +429,10 @@ _EXHAUSTED = object()
 
 def _always_pending() -> Any:
     return PENDING
+
+
+def _nothing_present() -> tuple[()]:
+    return ()
 
 
 def _open_collection(item: Any) -> tuple[Any, Callable[[], Any] | None]:
@@ -560,6 +569,29 @@ class _Flattener:
             self._finish()
             raise
 
+    def _next_batch_nowait(self) -> list[MessagePromise] | Any:
+        """`_next_nowait`'s leaf and every single message right after it in the same sync collection, or `PENDING`.
+
+        A drainer takes them in one go (a reply of 20,000 history messages is one list, not 20,000 steps).
+        """
+        leaf = self._next_nowait()
+        if leaf is PENDING:
+            return PENDING
+        batch = [leaf]
+        stack = self._stack
+        if stack and stack[-1][1] is None:  # the leaf came from a sync collection: take the messages after it
+            iterator = stack[-1][0]
+            append = batch.append
+            for item in iterator:
+                if isinstance(item, Message):
+                    append(item.as_promise)
+                elif isinstance(item, (str, MessagePromise)):
+                    append(promise_of_leaf(item))  # (a single message: never None)
+                else:  # a collection or an error: `_next_nowait` takes it from here
+                    stack[-1] = (itertools.chain((item,), iterator), None)
+                    break
+        return batch
+
     async def __anext__(self) -> MessagePromise:
         stack = self._stack
         while True:
@@ -634,11 +666,16 @@ def freeze_message_type(item: Any) -> Any:
         return Message(**item.model_dump())
     if isinstance(item, dict):
         return Message(**item)
+    if type(item) is tuple and all(isinstance(sub_item, _FROZEN_ITEMS) for sub_item in item):
+        return item  # (a history's messages, say: no call per item)
     if hasattr(item, "__iter__"):
         return tuple([freeze_message_type(sub_item) for sub_item in item])
     if hasattr(item, "__aiter__"):
         return item
     raise TypeError(_unexpected_type_message(item))
+
+
+_FROZEN_ITEMS = (str, Message, MessagePromise, BaseException)
 
 
 class MessageSequence(FlatSequence[Any, MessagePromise]):

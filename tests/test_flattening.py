@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from miniagents import InteractionContext, Message, MessageSequence, MiniAgents, miniagent
-from miniagents.messages import MessageSequencePromise
+from miniagents import InteractionContext, Message, MessageSequence, MiniAgents, RunObserver, miniagent
+from miniagents.messages import MessagePromise, MessageSequencePromise
 
 
 def make_sequence(items: Any, start_asap: object) -> MessageSequencePromise:
@@ -59,6 +59,35 @@ async def test_error_in_inner_sequence_surfaces_after_earlier_messages(start_asa
         assert received == ["msg1", "msg2", "msg3"]
         with pytest.raises(ValueError, match="inner failure"):
             await promise
+
+
+@miniagent
+async def long_history_agent(ctx: InteractionContext) -> None:
+    history = tuple(Message(text=f"h{index}") for index in range(500))
+    ctx.reply((*history, Message(text="h500").as_promise, "tail", [Message(text="nested")], ValueError("stop"), "lost"))
+
+
+async def test_a_long_tuple_reaches_consumers_and_observers_message_by_message(start_asap: object) -> None:
+    # A collection of ready messages is taken in one step (see `_Flattener._next_batch_nowait`): every consumer
+    # and every reply hook still sees each message in order, and an error in it ends the sequence at its place.
+    seen: list[tuple[int, MessagePromise]] = []
+
+    class Replies(RunObserver):
+        def on_call_reply(self, call: Any, index: int, message_promise: MessagePromise) -> None:
+            seen.append((index, message_promise))
+
+    expected = [f"h{index}" for index in range(501)] + ["tail", "nested"]
+    async with MiniAgents(observers=[Replies()], log_level_for_errors=logging.DEBUG):
+        replies = long_history_agent.inquire(start_asap=start_asap)
+        received = []
+        with pytest.raises(ValueError, match="stop"):
+            async for message_promise in replies:
+                received.append((await message_promise).text)
+        assert received == expected
+        with pytest.raises(ValueError, match="stop"):
+            await replies
+        assert [index for index, _ in seen] == list(range(len(expected)))
+        assert [(await message_promise).text for _, message_promise in seen] == expected
 
 
 @miniagent

@@ -28,7 +28,9 @@ PENDING: Any = Sentinel("PENDING")
 
 A source (the async iterator a streamer returns) may offer ``_next_nowait()``: the next piece if it is there,
 `PENDING` if it is not, `StopAsyncIteration` at the end, or the piece's error. Draining and pulling try it first
-and await ``__anext__()`` only when it says `PENDING`: no coroutine per piece that is already there.
+and await ``__anext__()`` only when it says `PENDING`: no coroutine per piece that is already there. A source may
+also offer ``_next_batch_nowait()``: a list of the next pieces (at least one; no error and not the end), or
+`PENDING`; a background drainer takes pieces that way, a whole collection in one step.
 
 A source may also declare ``_cancel_safe = True``: cancelling a task that awaits its ``__anext__()`` leaves it
 usable (the framework's own iterators are such). Any other source is awaited in a task of its own when a
@@ -65,6 +67,20 @@ class _ReplayIterator(Generic[PieceT]):
         if type(piece) is Failure:
             piece.raise_error()
         return piece  # type: ignore[no-any-return]
+
+    def _take_present(self) -> list[PieceT]:
+        """The pieces recorded from this position on, up to an error or the end (not included); moves past them."""
+        index = self._index
+        pieces = self._promise._pieces
+        if len(pieces) - index < 2:
+            return ()  # type: ignore[return-value]  # (one piece at most: `_next_nowait` takes it as cheaply)
+        present = pieces[index:]
+        for offset, piece in enumerate(present):
+            if piece is _END or type(piece) is Failure:
+                del present[offset:]
+                break
+        self._index = index + len(present)
+        return present
 
     async def __anext__(self) -> PieceT:
         promise = self._promise
@@ -384,9 +400,15 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
                 pieces = self._pieces
                 next_piece = type(source).__anext__
                 next_nowait = getattr(source, "_next_nowait", None)
+                next_batch = getattr(source, "_next_batch_nowait", None)
                 while True:  # like `_apull`, but as the only producer (so its own cancellation ends the stream)
                     try:
-                        if next_nowait is None or (piece := next_nowait()) is PENDING:
+                        if next_batch is not None:
+                            if (batch := next_batch()) is not PENDING:
+                                self._extend(batch)
+                                continue
+                            piece = await next_piece(source)
+                        elif next_nowait is None or (piece := next_nowait()) is PENDING:
                             piece = await next_piece(source)
                     except StopAsyncIteration:
                         if not pieces or pieces[-1] is not _END:  # (the source may have ended us already)
@@ -414,12 +436,8 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
 
     def _append(self, piece: Any) -> None:
         self._pieces.append(piece)
-        waiters = self._waiters
-        if waiters:
-            self._waiters = None
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+        if self._waiters:
+            self._wake_waiters()
         if piece is _END:
             self._source = None  # finished: let it go now rather than through the garbage collector
             if self._scope is not None:
@@ -432,6 +450,22 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
                 on_end()
         elif type(piece) is Failure and self._end_waiters:
             self._wake_end_waiters()
+
+    def _extend(self, batch: list[Any]) -> None:
+        """`_append` for several pieces at once, none of them an error or the end."""
+        if "_append" in self.__dict__:  # a `set_on_piece` hook: it sees each piece
+            for piece in batch:
+                self._append(piece)
+            return
+        self._pieces += batch
+        if self._waiters:
+            self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
 
     append_piece = _append
     """``append_piece(piece)``: record the next piece (a `Failure` for an error, `END_OF_QUEUE` for the end) and
