@@ -583,9 +583,7 @@ class _Flattener:
             iterator = stack[-1][0]
             append = batch.append
             for item in iterator:
-                if isinstance(item, Message):
-                    append(item.as_promise)
-                elif isinstance(item, (str, MessagePromise)):
+                if isinstance(item, (str, Message, MessagePromise)):
                     append(promise_of_leaf(item))  # (a single message: never None)
                 else:  # a collection or an error: `_next_nowait` takes it from here
                     stack[-1] = (itertools.chain((item,), iterator), None)

@@ -68,12 +68,12 @@ class _ReplayIterator(Generic[PieceT]):
             piece.raise_error()
         return piece  # type: ignore[no-any-return]
 
-    def _take_present(self) -> list[PieceT]:
+    def _take_present(self) -> list[PieceT] | tuple[()]:
         """The pieces recorded from this position on, up to an error or the end (not included); moves past them."""
         index = self._index
         pieces = self._promise._pieces
         if len(pieces) - index < 2:
-            return ()  # type: ignore[return-value]  # (one piece at most: `_next_nowait` takes it as cheaply)
+            return ()  # (one piece at most: `_next_nowait` takes it as cheaply)
         present = pieces[index:]
         for offset, piece in enumerate(present):
             if piece is _END or type(piece) is Failure:
