@@ -8,9 +8,9 @@
 - **Reading.** `read_messages` decodes strictly (an invalid byte is a `ChatMdDecodeError` naming its offset; an
   incomplete character at the very end is a cut write in progress and is left out) and parses incrementally: the
   entries that later appends cannot change (all but the last, see `parse_chat_md_entries`) are cached with the
-  bytes they came from, and the next read parses only what follows them, if those bytes are unchanged. Decoding
-  goes a megabyte at a time and parsing is mostly a line scanner, so the thread that reads never holds the GIL
-  for long (the event loop keeps running).
+  bytes they came from; the next read compares those bytes with the file and reads and parses only what follows
+  them, if they are unchanged. Comparing and decoding go a megabyte at a time and parsing is mostly a line
+  scanner, so the thread that reads never holds the GIL for long (the event loop keeps running).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from miniagents.errors import MiniAgentsError
 from miniagents.ext._chat_md import ROLES, parse_chat_md_entries
@@ -96,12 +96,13 @@ def _partial_character_length(tail: bytes) -> int:
 class _Cache:
     """What an earlier read of one file parsed for good: the bytes it read and their entries as messages."""
 
-    prefix: bytes = b""
+    prefix: bytearray = field(default_factory=bytearray)  # grown in place: no copy of the file per read
     messages: tuple[Message, ...] = ()
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 _DECODE_CHUNK = 1 << 20
+_COMPARE_CHUNK = 1 << 20
 _caches: dict[tuple[str, str], _Cache] = {}
 _caches_lock = threading.Lock()
 
@@ -110,6 +111,8 @@ def read_messages(path: Path, default_role: str) -> tuple[Message, ...]:
     """Read the entries of a CHAT.md file as ``Message(role=…, model=… or None, text=…)``, incrementally.
 
     Blocking (it reads the file): call it in a worker thread (`asyncio.to_thread`). A missing file has no entries.
+    The bytes parsed before are compared with the file a megabyte at a time (any change to them, even of the
+    same length, means the whole file is parsed again); only what follows them is read into memory and parsed.
 
     Args:
         path: the file.
@@ -126,27 +129,30 @@ def read_messages(path: Path, default_role: str) -> tuple[Message, ...]:
         cache = _caches.setdefault(key, _Cache())
     with cache.lock:
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as stream:
+                if not _starts_with(stream, cache.prefix):  # rewritten or edited: parse it all again
+                    cache.prefix, cache.messages = bytearray(), ()
+                    stream.seek(0)
+                data = stream.read()  # what follows the prefix
         except FileNotFoundError:
+            cache.prefix, cache.messages = bytearray(), ()
             data = b""
-        if not data.startswith(cache.prefix):  # rewritten or edited: parse it all again
-            cache.prefix, cache.messages = b"", ()
         start = len(cache.prefix)
         decoder = codecs.getincrementaldecoder("utf-8")("strict")
         try:  # a megabyte at a time, so that no single call holds the GIL for long (the event loop keeps running)
             source = "".join(
                 decoder.decode(data[offset : offset + _DECODE_CHUNK], final=False)  # a cut character stays pending
-                for offset in range(start, len(data), _DECODE_CHUNK)
+                for offset in range(0, len(data), _DECODE_CHUNK)
             )
         except UnicodeDecodeError:
             try:
-                data[start:].decode("utf-8")
+                data.decode("utf-8")
             except UnicodeDecodeError as exc:
-                if exc.end < len(data) - start or exc.reason != "unexpected end of data":
-                    offset = start + exc.start
-                    raise ChatMdDecodeError(path, offset, data.count(b"\n", 0, offset) + 1, exc.reason) from None
+                if exc.end < len(data) or exc.reason != "unexpected end of data":
+                    line = cache.prefix.count(b"\n") + data.count(b"\n", 0, exc.start) + 1
+                    raise ChatMdDecodeError(path, start + exc.start, line, exc.reason) from None
             raise  # not reached: the incremental decoder fails only where the whole one does
-        decoded = len(data) - start - len(decoder.getstate()[0])  # the bytes of `source`
+        decoded = len(data) - len(decoder.getstate()[0])  # the bytes of `source`
         parsed = parse_chat_md_entries(source)
         messages = tuple(
             Message(text=text, role=role if role in ROLES else default_role, model=model)
@@ -155,5 +161,17 @@ def read_messages(path: Path, default_role: str) -> tuple[Message, ...]:
         result = cache.messages + messages
         if parsed.stable_entries:
             cache.messages += messages[: parsed.stable_entries]
-            cache.prefix = data[: start + decoded - len(source[parsed.stable_chars :].encode("utf-8"))]
+            cache.prefix += data[: decoded - len(source[parsed.stable_chars :].encode("utf-8"))]
         return result
+
+
+def _starts_with(stream: BinaryIO, prefix: bytearray) -> bool:
+    """Whether the file read by ``stream`` starts with ``prefix``; reads it a megabyte at a time, up to its end."""
+    chunk = bytearray(min(len(prefix), _COMPARE_CHUNK))
+    for offset in range(0, len(prefix), _COMPARE_CHUNK):
+        size = min(_COMPARE_CHUNK, len(prefix) - offset)
+        if size < len(chunk):
+            del chunk[size:]
+        if stream.readinto(chunk) != size or not prefix.startswith(chunk, offset):
+            return False
+    return True

@@ -183,7 +183,11 @@ async def test_damage_costs_at_most_its_own_entry(tmp_path: Path) -> None:
     ]
 
 
-def test_reads_are_incremental_and_notice_a_rewrite(tmp_path: Path) -> None:
+@pytest.mark.parametrize("compare_chunk", [1, 7, 1 << 20])
+def test_reads_are_incremental_and_notice_a_rewrite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compare_chunk: int
+) -> None:
+    monkeypatch.setattr(_chat_md_file, "_COMPARE_CHUNK", compare_chunk)
     path = tmp_path / "CHAT.md"
     path.write_text("".join(format_message(*message) for message in EARLIER), encoding="utf-8")
     first = read_messages(path, "assistant")
@@ -192,6 +196,12 @@ def test_reads_are_incremental_and_notice_a_rewrite(tmp_path: Path) -> None:
     second = read_messages(path, "assistant")
     assert _fields(second) == [*EARLIER, NEXT]
     assert second[0] is first[0]  # parsed once, kept
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"first question", b"first QUESTION"))  # an edit of the same length, early on
+    edited = read_messages(path, "assistant")
+    assert _fields(edited)[0] == ("user", None, "first QUESTION") and edited[1] is not second[1]
+    path.write_bytes(data[: data.index(b"\nassistant")])  # shorter than what was parsed before
+    assert _fields(read_messages(path, "assistant")) == [EARLIER[0]]
     path.write_text(format_message("user", None, "first QUESTION"), encoding="utf-8")  # the start changed
     assert _fields(read_messages(path, "assistant")) == [("user", None, "first QUESTION")]
     assert read_messages(tmp_path / "missing.md", "assistant") == ()
