@@ -16,11 +16,12 @@
 from __future__ import annotations
 
 import codecs
+import io
 import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 from miniagents.errors import MiniAgentsError
 from miniagents.ext._chat_md import ROLES, parse_chat_md_entries
@@ -165,7 +166,7 @@ def read_messages(path: Path, default_role: str) -> tuple[Message, ...]:
         return result
 
 
-def _starts_with(stream: BinaryIO, prefix: bytearray) -> bool:
+def _starts_with(stream: io.BufferedReader, prefix: bytearray) -> bool:
     """Whether the file read by ``stream`` starts with ``prefix``; reads it a megabyte at a time, up to its end."""
     chunk = bytearray(min(len(prefix), _COMPARE_CHUNK))
     for offset in range(0, len(prefix), _COMPARE_CHUNK):
