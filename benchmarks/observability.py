@@ -11,7 +11,8 @@
   µs per call.
 
 Every measurement runs in a fresh interpreter (this file with ``--child``), the two sides
-interleaved; the table shows medians. Run it from the repository root: ``python benchmarks/observability.py``.
+interleaved; the table shows medians (for tracing also the ratio within each repetition, whose sides ran back to
+back). Run it from the repository root: ``python benchmarks/observability.py``.
 """
 
 from __future__ import annotations
@@ -229,6 +230,15 @@ def _median(results: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in results)
 
 
+def _paired_ratios(sides: list[dict[str, Any]], bases: list[dict[str, Any]], key: str) -> list[float]:
+    """The ratio of each repetition's two sides, which ran back to back (the host's drift moves both alike)."""
+    return [side[key] / base[key] for side, base in zip(sides, bases, strict=True)]
+
+
+def _describe_ratios(ratios: list[float]) -> str:
+    return f"median {statistics.median(ratios):.2f}x, {min(ratios):.2f}x-{max(ratios):.2f}x"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/observability.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("-r", "--repetitions", type=int, default=5)
@@ -280,9 +290,11 @@ def main(argv: list[str] | None = None) -> int:
             f"| W1 N={args.w1_n}, one no-op `RunObserver` (the seam's own cost) | µs/call | {noop:.1f} | "
             f"{noop / off:.2f}x of no observer |"
         )
+        paired = _paired_ratios(sides["on"], sides["off"], "us_per_call")
         rows.append(
             f"| W1 N={args.w1_n}, OpenTelemetryObserver + InMemorySpanExporter | µs/call | {on:.1f} | "
-            f"{on / off:.2f}x of no observer (target ≤ 2x), {on / noop:.2f}x of the no-op observer |"
+            f"{on / off:.2f}x of no observer (target ≤ 2x; repetition by repetition {_describe_ratios(paired)}), "
+            f"{on / noop:.2f}x of the no-op observer |"
         )
         dropped = _median(sides["dropped"], "us_per_call")
         rows.append(
