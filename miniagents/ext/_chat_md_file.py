@@ -19,6 +19,7 @@ import codecs
 import io
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -104,7 +105,8 @@ class _Cache:
 
 _DECODE_CHUNK = 1 << 20
 _COMPARE_CHUNK = 1 << 20
-_caches: dict[tuple[str, str], _Cache] = {}
+_MAX_CACHED_FILES = 16  # files whose parsed entries are kept; the least recently read one is dropped beyond
+_caches: OrderedDict[tuple[str, str], _Cache] = OrderedDict()  # by (real path, default role), most recent last
 _caches_lock = threading.Lock()
 
 
@@ -114,6 +116,7 @@ def read_messages(path: Path, default_role: str) -> tuple[Message, ...]:
     Blocking (it reads the file): call it in a worker thread (`asyncio.to_thread`). A missing file has no entries.
     The bytes parsed before are compared with the file a megabyte at a time (any change to them, even of the
     same length, means the whole file is parsed again); only what follows them is read into memory and parsed.
+    What was parsed is kept for the `_MAX_CACHED_FILES` files read last.
 
     Args:
         path: the file.
@@ -127,7 +130,13 @@ def read_messages(path: Path, default_role: str) -> tuple[Message, ...]:
     """
     key = (os.path.realpath(path), default_role)
     with _caches_lock:
-        cache = _caches.setdefault(key, _Cache())
+        cache = _caches.get(key)
+        if cache is None:
+            cache = _caches[key] = _Cache()
+            while len(_caches) > _MAX_CACHED_FILES:
+                _caches.popitem(last=False)
+        else:
+            _caches.move_to_end(key)
     with cache.lock:
         try:
             with open(path, "rb") as stream:

@@ -207,6 +207,19 @@ def test_reads_are_incremental_and_notice_a_rewrite(
     assert read_messages(tmp_path / "missing.md", "assistant") == ()
 
 
+def test_only_the_files_read_last_stay_parsed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_chat_md_file, "_MAX_CACHED_FILES", 2)
+    paths = [tmp_path / f"{name}.md" for name in "abc"]
+    for path in paths:
+        path.write_text("".join(format_message(*message) for message in EARLIER), encoding="utf-8")
+    first = [read_messages(path, "assistant") for path in paths[:2]]
+    assert read_messages(paths[0], "assistant")[0] is first[0][0]  # kept, and now the most recently read
+    read_messages(paths[2], "assistant")  # a third file: the least recently read one (b) is dropped
+    assert read_messages(paths[0], "assistant")[0] is first[0][0]
+    again = read_messages(paths[1], "assistant")
+    assert again[0] is not first[1][0] and _fields(again) == EARLIER
+
+
 def test_the_chats_log_closes_a_cut_write_and_locks_each_message(tmp_path: Path) -> None:
     from filelock import FileLock, Timeout
 
