@@ -235,7 +235,7 @@ def new_uuid7_hex() -> str:
     (within one millisecond, at random), which keeps the indexes of databases that store them compact.
     """
     value = (time.time_ns() // 1_000_000) << 80 | random.getrandbits(80)
-    return f"{value & _UUID_FIELDS_MASK | _UUID7_BITS:032x}"
+    return (value & _UUID_FIELDS_MASK | _UUID7_BITS).to_bytes(16).hex()  # (a quarter of f"{...:032x}"'s time)
 
 
 class AgentCall(WorkScope):
