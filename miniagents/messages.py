@@ -366,8 +366,12 @@ class MessageSequencePromise(StreamedPromise[MessagePromise, tuple[Message, ...]
             except StopAsyncIteration:
                 return tuple(messages)
             for message_promise in batch:
-                message = message_promise.result_nowait() if isinstance(message_promise, Promise) else NO_VALUE
-                messages.append(await message_promise if message is NO_VALUE else message)  # type: ignore[arg-type]
+                if isinstance(message_promise, Promise) and not message_promise._failed:
+                    message = message_promise._result  # (what `result_nowait` gives, without its call)
+                    if message is not NO_VALUE:
+                        messages.append(message)
+                        continue
+                messages.append(await message_promise)
 
     def _resolve_now(self) -> bool:
         if type(self)._resolver is not MessageSequencePromise._resolver:
@@ -583,7 +587,10 @@ class _Flattener:
             iterator = stack[-1][0]
             append = batch.append
             for item in iterator:
-                if isinstance(item, (str, Message, MessagePromise)):
+                if type(item) is Message:  # (a history's messages: their promises without a call each)
+                    promise = item.__pydantic_private__["_as_promise_cache"]  # type: ignore[index]
+                    append(item.as_promise if promise is None else promise)
+                elif isinstance(item, (str, Message, MessagePromise)):
                     append(promise_of_leaf(item))  # (a single message: never None)
                 else:  # a collection or an error: `_next_nowait` takes it from here
                     stack[-1] = (itertools.chain((item,), iterator), None)
