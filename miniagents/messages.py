@@ -671,7 +671,7 @@ def freeze_message_type(item: Any) -> Any:
         return Message(**item.model_dump())
     if isinstance(item, dict):
         return Message(**item)
-    if type(item) is tuple and all(isinstance(sub_item, _FROZEN_ITEMS) for sub_item in item):
+    if type(item) is tuple and all(map(isinstance, item, itertools.repeat(_FROZEN_ITEMS))):  # (no frame per item)
         return item  # (a history's messages, say: no call per item)
     if hasattr(item, "__iter__"):
         return tuple([freeze_message_type(sub_item) for sub_item in item])
