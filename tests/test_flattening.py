@@ -90,6 +90,31 @@ async def test_a_long_tuple_reaches_consumers_and_observers_message_by_message(s
         assert [(await message_promise).text for _, message_promise in seen] == expected
 
 
+async def test_a_failed_message_among_ready_ones_raises_its_error_when_the_sequence_is_awaited(
+    start_asap: object,
+) -> None:
+    # Awaiting a sequence takes the results of resolved message promises directly (see
+    # `MessageSequencePromise._resolver`); a message promise that failed still raises its own error, at its place.
+    async def failing_streamer(_: Any) -> AsyncIterator[str]:
+        yield "partial "
+        raise ValueError("the stream broke")
+
+    async with MiniAgents(log_level_for_errors=logging.DEBUG):
+        failed = Message.promise(message_token_streamer=failing_streamer, start_asap=True)
+        with pytest.raises(ValueError, match="the stream broke") as first:
+            await failed
+        ready = [Message(text=f"m{index}") for index in range(3)]
+        promise = make_sequence((*ready, failed, Message(text="after")), start_asap)
+        with pytest.raises(ValueError, match="the stream broke") as raised:
+            await promise
+        assert raised.value is first.value
+        received = []
+        with pytest.raises(ValueError, match="the stream broke"):
+            async for message_promise in promise:
+                received.append((await message_promise).text)
+        assert received == ["m0", "m1", "m2"]
+
+
 @miniagent
 async def replying_agent(ctx: InteractionContext, texts: list[str]) -> None:
     ctx.reply(texts)
