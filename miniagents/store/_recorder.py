@@ -32,13 +32,13 @@ from miniagents.promising.errors import NoActiveContextError
 from miniagents.promising.ext.frozen import Frozen
 from miniagents.promising.promising import PromisingContext
 from miniagents.store._protocol import MessageStore
-from miniagents.store._rows import CallRow, MessageRow, PartialRow, SlotKind, SlotRow, StoreBatch
+from miniagents.store._rows import SCHEMA_VERSION, SlotKind, StoreBatch
 
 __all__ = ["PartialMessage", "StoreRecorder"]
 
 logger = logging.getLogger("miniagents.store")
 
-_BATCH_LIMIT = 10_000  # operations per batch: small enough that streaming text is written well within 0.5 s
+_BATCH_LIMIT = 50_000  # queued values per batch (~10,000 operations): streaming text is written well within 0.5 s
 _KNOWN_LIMIT = 200_000  # hash keys remembered as written (to skip rewriting them); forgotten all at once beyond
 
 
@@ -82,7 +82,8 @@ class PartialMessage:
         self._recorder._close_partial(self, status, message)
 
 
-_Op = tuple[Any, ...]
+_ARITY = {"call": 8, "message": 1, "slot": 5, "partial": 3}
+"""The queue of operations is flat (see `StoreRecorder._push`): each kind, then this many values."""
 _STATUS_TEXTS: dict[Any, str] = {status: status.value for status in AgentCallStatus}  # (an enum's `.value` is slow)
 
 
@@ -122,7 +123,7 @@ class StoreRecorder(RunObserver):
         self.retry_delays = tuple(retry_delays)
         self.failed_rows = 0
         """How many rows were left out after all their tries failed (each was logged)."""
-        self._ops: deque[_Op] = deque()  # appended on the event loop, taken by the writer thread
+        self._ops: deque[Any] = deque()  # appended on the event loop, taken by the writer thread (see `_push`)
         self._known: set[str] = set()
         self._streams: dict[str, PartialMessage] = {}  # open partial messages by id
         self._followed: dict[int, PartialMessage] = {}  # the partial of each message promise being followed
@@ -162,26 +163,24 @@ class StoreRecorder(RunObserver):
         """
         parent = call.parent_call
         self._push(
-            (
-                "call",
-                call.call_id,
-                None if parent is None else parent.call_id,
-                call.agent_alias,
-                call.kwargs,
-                _STATUS_TEXTS.get(call.status) or str(getattr(call.status, "value", call.status)),
-                call.started_at,
-                call.ended_at,
-                None if call.error is None else f"{type(call.error).__name__}: {call.error}",
-            )
+            "call",
+            call.call_id,
+            None if parent is None else parent.call_id,
+            call.agent_alias,
+            call.kwargs,
+            _STATUS_TEXTS.get(call.status) or str(getattr(call.status, "value", call.status)),
+            call.started_at,
+            call.ended_at,
+            None if call.error is None else f"{type(call.error).__name__}: {call.error}",
         )
 
     def record_message(self, message: Message) -> None:
         """Store ``message`` (and the messages nested in it), once however often it is recorded."""
-        self._push(("message", message))
+        self._push("message", message)
 
     def record_slot(self, owner_id: str, kind: SlotKind, index: int, message: Message) -> None:
         """Record that the ``kind`` sequence of ``owner_id`` has ``message`` (a finished one) at ``index``."""
-        self._push(("slot", owner_id, kind, index, message, None))
+        self._push("slot", owner_id, kind, index, message, None)
 
     def record_message_promise(
         self, owner_id: str, kind: SlotKind, index: int, message_promise: MessagePromise
@@ -199,12 +198,12 @@ class StoreRecorder(RunObserver):
         """
         metadata = message_promise.preliminary_metadata
         if message_promise.is_resolved and isinstance(metadata, Message):  # made from a message: it is the message
-            self._push(("slot", owner_id, kind, index, metadata, None))
+            self._push("slot", owner_id, kind, index, metadata, None)
             return
         partial = self._followed.get(id(message_promise))
         if partial is None:
             partial = self._follow(message_promise)
-        self._push(("slot", owner_id, kind, index, None, partial.partial_id))
+        self._push("slot", owner_id, kind, index, None, partial.partial_id)
 
     def open_partial(
         self, owner_id: str, kind: SlotKind, index: int, metadata: Frozen, class_name: str = "Message"
@@ -222,20 +221,20 @@ class StoreRecorder(RunObserver):
             The `PartialMessage`: ``append`` the tokens, then ``complete`` it with the message (or ``fail`` it).
         """
         partial = self._new_partial(class_name, metadata)
-        self._push(("slot", owner_id, kind, index, None, partial.partial_id))
+        self._push("slot", owner_id, kind, index, None, partial.partial_id)
         return partial
 
     def _new_partial(self, class_name: str, metadata: Frozen) -> PartialMessage:
         partial = PartialMessage(self, new_uuid7_hex(), class_name, metadata.serialized)
         self._streams[partial.partial_id] = partial
-        self._push(("partial", partial, "streaming", None))
+        self._push("partial", partial, "streaming", None)
         return partial
 
     def _close_partial(self, partial: PartialMessage, status: str, message: Message | None) -> None:
         self._streams.pop(partial.partial_id, None)
         if message is not None:
-            self._push(("message", message))
-        self._push(("partial", partial, status, message))
+            self._push("message", message)
+        self._push("partial", partial, status, message)
 
     def _follow(self, message_promise: MessagePromise) -> PartialMessage:
         partial = self._new_partial(message_promise.message_class.__name__, message_promise.preliminary_metadata)
@@ -260,8 +259,14 @@ class StoreRecorder(RunObserver):
 
     # writing
 
-    def _push(self, op: _Op) -> None:
-        self._ops.append(op)
+    def _push(self, *op: Any) -> None:
+        """Queue an operation: its kind, then its `_ARITY` values, flat (no tuple per operation stays alive).
+
+        Tuples that stay alive are what the garbage collector counts: four per agent call here made the event
+        loop's thread collect a fifth more often. ``extend`` is one step for other threads (they see the whole
+        operation or none of it).
+        """
+        self._ops.extend(op)
         if self._writer is None:
             self._writer = self._start(self._awrite_loop())
         elif self._wakeup is not None:
@@ -294,7 +299,8 @@ class StoreRecorder(RunObserver):
                 now = time.monotonic()
                 if self._streams and now - last_text_flush >= self.flush_interval:
                     last_text_flush = now
-                    self._ops.extend(("partial", stream, "streaming", None) for stream in self._dirty_streams())
+                    for stream in self._dirty_streams():
+                        self._push("partial", stream, "streaming", None)
                 if self._ops:
                     await self._in_writer_thread(self._abuild_and_write_queued())
                     continue
@@ -360,8 +366,13 @@ class StoreRecorder(RunObserver):
         started = time.monotonic()
         queue = self._ops
         while queue:
-            # Only this thread takes from the queue (the event loop only appends): these many are there.
+            # Only this thread takes from the queue (the event loop only appends whole operations): these many
+            # values are there, and then the rest of the last operation.
             ops = [queue.popleft() for _ in range(min(len(queue), _BATCH_LIMIT))]
+            end = 0
+            while end < len(ops):
+                end += 1 + _ARITY[ops[end]]
+            ops.extend([queue.popleft() for _ in range(end - len(ops))])
             await self._awrite_all(self._batches(ops))
             if self._streams and time.monotonic() - started >= self.flush_interval:
                 return
@@ -371,51 +382,62 @@ class StoreRecorder(RunObserver):
             if stream.dirty:
                 yield stream
 
-    def _batches(self, ops: list[_Op]) -> StoreBatch:
+    def _batches(self, ops: list[Any]) -> StoreBatch:
+        """The rows of the queued operations ``ops`` (flat, see `_push`)."""
         batch = StoreBatch()
-        calls: dict[str, CallRow] = {}  # a call started and ended within one batch is written once
-        partials: dict[str, PartialRow] = {}
+        message_values, partial_values, call_values, slot_values = batch.values.values()
+        calls: dict[str, int] = {}  # where each call's row starts: a call started and ended in a batch is one row
+        partials: dict[str, int] = {}
         known = self._known
         if len(known) > _KNOWN_LIMIT:
             known.clear()
         now = time.time()
-        for op in ops:
-            kind = op[0]
-            if kind == "message":
-                self._add_message(batch, op[1], known)
-            elif kind == "slot":
-                _, owner_id, slot_kind, index, message, partial_id = op
+        position, end = 0, len(ops)
+        while position < end:
+            kind = ops[position]
+            if kind == "slot":
+                owner_id, slot_kind, index, message, partial_id = ops[position + 1 : position + 6]
+                position += 6
                 hash_key = None
                 if message is not None:
-                    self._add_message(batch, message, known)
+                    self._add_message(message_values, message, known)
                     hash_key = message.hash_key
-                batch.slots.append(SlotRow(owner_id, slot_kind, index, hash_key, partial_id))
+                slot_values += (owner_id, slot_kind, index, hash_key, partial_id)
             elif kind == "call":
-                _, call_id, parent_id, alias, kwargs, status, started_at, ended_at, error = op
-                kwargs_json = None if kwargs is None else kwargs.serialized
-                calls[call_id] = CallRow(call_id, parent_id, alias, kwargs_json, status, started_at, ended_at, error)
+                call_id, parent_id, alias, kwargs, status, started_at, ended_at, error = ops[
+                    position + 1 : position + 9
+                ]
+                position += 9
+                row = (call_id, parent_id, alias, None if kwargs is None else kwargs.serialized, status)
+                start = calls.get(call_id)
+                if start is None:
+                    calls[call_id] = len(call_values)
+                    call_values += (*row, started_at, ended_at, error)
+                else:
+                    call_values[start : start + 8] = (*row, started_at, ended_at, error)
+            elif kind == "message":
+                self._add_message(message_values, ops[position + 1], known)
+                position += 2
             else:  # "partial"
-                _, stream, status, message = op
+                stream, status, message = ops[position + 1 : position + 4]
+                position += 4
                 stream.dirty = False
-                text = "".join(stream.parts)
-                partials[stream.partial_id] = PartialRow(
-                    stream.partial_id,
-                    stream.class_name,
-                    stream.metadata_json,
-                    json.dumps(text, ensure_ascii=False),
-                    status,
-                    None if message is None else message.hash_key,
-                    now,
-                )
-        batch.calls = list(calls.values())
-        batch.partials = list(partials.values())
+                text = json.dumps("".join(stream.parts), ensure_ascii=False)
+                row = (stream.partial_id, stream.class_name, stream.metadata_json, text, status)
+                start = partials.get(stream.partial_id)
+                if start is None:
+                    partials[stream.partial_id] = len(partial_values)
+                    partial_values += (*row, None if message is None else message.hash_key, now)
+                else:
+                    partial_values[start : start + 7] = (*row, None if message is None else message.hash_key, now)
         return batch
 
     @staticmethod
-    def _add_message(batch: StoreBatch, message: Message, known: set[str]) -> None:
-        """Add a row for ``message`` and each message nested in it that is not known to be written yet.
+    def _add_message(values: list[Any], message: Message, known: set[str]) -> None:
+        """Add the row of ``message`` and of each message nested in it that is not known to be written yet.
 
-        The row's JSON is `Frozen.serialized` (nested messages as hash keys), the text its key is the hash of.
+        ``values``: the batch's flat values of messages. The row's JSON is `Frozen.serialized` (nested messages
+        as hash keys), the text its key is the hash of.
         """
         key = message.known_hash_key()
         if key is not None and key in known:
@@ -430,9 +452,9 @@ class StoreRecorder(RunObserver):
                     sub_json, sub_key = sub_message.serialized_and_hash_key()
                     if sub_key not in known:
                         known.add(sub_key)
-                        batch.messages.append(MessageRow(sub_key, sub_message.class_, sub_json))
+                        values += (sub_key, sub_message.class_, sub_json, SCHEMA_VERSION)
         known.add(key)
-        batch.messages.append(MessageRow(key, message.class_, serialized))
+        values += (key, message.class_, serialized, SCHEMA_VERSION)
 
     async def _awrite_all(self, batch: StoreBatch) -> None:
         if await self._atry(batch):
@@ -476,12 +498,7 @@ class StoreRecorder(RunObserver):
 
 def _split(batch: StoreBatch) -> list[StoreBatch]:
     """Split a batch in two halves (by table, then by rows); [] for a single row."""
-    rows: list[tuple[str, Any]] = [
-        *(("messages", row) for row in batch.messages),
-        *(("partials", row) for row in batch.partials),
-        *(("calls", row) for row in batch.calls),
-        *(("slots", row) for row in batch.slots),
-    ]
+    rows = [(table, row) for table in StoreBatch.WIDTHS for row in batch.rows(table)]
     if len(rows) <= 1:
         return []
     halves = [rows[: len(rows) // 2], rows[len(rows) // 2 :]]
@@ -489,14 +506,12 @@ def _split(batch: StoreBatch) -> list[StoreBatch]:
     for half in halves:
         part = StoreBatch()
         for table, row in half:
-            getattr(part, table).append(row)
+            part.add(table, row)
         result.append(part)
     return result
 
 
 def _describe(batch: StoreBatch) -> str:
-    for table in ("messages", "partials", "calls", "slots"):
-        rows = getattr(batch, table)
-        if rows:
-            return f"{table} row {rows[0]!r}"[:300]
+    for table, rows in batch.tables():
+        return f"{table} row {rows[0]!r}"[:300]
     return "nothing"

@@ -16,9 +16,8 @@ Tables (every backend keeps the same five, prefixed ``miniagents_``):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar, Literal, NamedTuple
 
 __all__ = ["SCHEMA_VERSION", "CallRow", "MessageRow", "PartialRow", "SlotRow", "StoreBatch"]
 
@@ -76,25 +75,94 @@ class SlotRow(NamedTuple):
     partial_id: str | None
 
 
-@dataclass
 class StoreBatch:
-    """Rows to write in one transaction. Within each list, later rows win (upserts); messages are never replaced."""
+    """Rows to write in one transaction. Within each table, later rows win (upserts); messages are never replaced.
 
-    messages: list[MessageRow] = field(default_factory=list)
-    partials: list[PartialRow] = field(default_factory=list)
-    calls: list[CallRow] = field(default_factory=list)
-    slots: list[SlotRow] = field(default_factory=list)
+    Each table's rows are kept flat: one list of values, row after row (`values`, with `WIDTHS` values per row).
+    A batch of ten thousand rows is then a few lists, not ten thousand tuples that the garbage collector would
+    count (every 700 of them start a collection, and the rarer older ones walk everything the event loop holds).
+    The row sequences (`messages`, `partials`, `calls`, `slots`) are made on demand.
+
+    Args:
+        messages: `MessageRow` tuples to start with (or any tuples of their four values).
+        partials: `PartialRow` tuples.
+        calls: `CallRow` tuples.
+        slots: `SlotRow` tuples.
+
+    Raises:
+        ValueError: a row with the wrong number of values.
+    """
+
+    WIDTHS: ClassVar[dict[str, int]] = {"messages": 4, "partials": 7, "calls": 8, "slots": 5}
+    """The tables, in the order they are written (messages first), and the number of values of each's rows."""
+
+    def __init__(
+        self,
+        messages: Iterable[tuple[Any, ...]] = (),
+        partials: Iterable[tuple[Any, ...]] = (),
+        calls: Iterable[tuple[Any, ...]] = (),
+        slots: Iterable[tuple[Any, ...]] = (),
+    ) -> None:
+        self.values: dict[str, list[Any]] = {table: [] for table in self.WIDTHS}
+        """The values of each table's rows, row after row."""
+        for table, rows in (("messages", messages), ("partials", partials), ("calls", calls), ("slots", slots)):
+            for row in rows:
+                self.add(table, row)
+
+    def add(self, table: str, row: tuple[Any, ...]) -> None:
+        """Add a row to ``table`` (``"messages"``, ``"partials"``, ``"calls"`` or ``"slots"``).
+
+        Raises:
+            ValueError: ``row`` does not have the table's number of values.
+        """
+        if len(row) != self.WIDTHS[table]:
+            raise ValueError(f"a row of {table} has {self.WIDTHS[table]} values, got {len(row)}: {row!r}")
+        self.values[table] += row
+
+    def rows(self, table: str) -> tuple[Any, ...]:
+        """The rows of ``table``, as its row type (`MessageRow` …)."""
+        row_type, width, values = _ROW_TYPES[table], self.WIDTHS[table], self.values[table]
+        return tuple(row_type(*values[start : start + width]) for start in range(0, len(values), width))
+
+    @property
+    def messages(self) -> tuple[MessageRow, ...]:
+        """The `MessageRow` rows."""
+        return self.rows("messages")
+
+    @property
+    def partials(self) -> tuple[PartialRow, ...]:
+        """The `PartialRow` rows."""
+        return self.rows("partials")
+
+    @property
+    def calls(self) -> tuple[CallRow, ...]:
+        """The `CallRow` rows."""
+        return self.rows("calls")
+
+    @property
+    def slots(self) -> tuple[SlotRow, ...]:
+        """The `SlotRow` rows."""
+        return self.rows("slots")
+
+    def row_count(self, table: str) -> int:
+        """How many rows ``table`` has."""
+        return len(self.values[table]) // self.WIDTHS[table]
 
     def __len__(self) -> int:
-        return len(self.messages) + len(self.partials) + len(self.calls) + len(self.slots)
+        return sum(len(values) // self.WIDTHS[table] for table, values in self.values.items())
 
-    def tables(self) -> Iterator[tuple[str, list[Any]]]:
-        """``(table, rows)`` for every table with rows, in the order they are written (messages first)."""
-        for table, rows in (
-            ("messages", self.messages),
-            ("partials", self.partials),
-            ("calls", self.calls),
-            ("slots", self.slots),
-        ):
-            if rows:
-                yield table, rows
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{table}={self.row_count(table)}" for table in self.WIDTHS)
+        return f"StoreBatch({counts} rows)"
+
+    def tables(self) -> Iterator[tuple[str, tuple[Any, ...]]]:
+        """``(table, rows)`` for every table with rows, in the order they are written (messages first).
+
+        The shipped stores read `values` instead (no tuple per row).
+        """
+        for table, values in self.values.items():
+            if values:
+                yield table, self.rows(table)
+
+
+_ROW_TYPES: dict[str, Any] = {"messages": MessageRow, "partials": PartialRow, "calls": CallRow, "slots": SlotRow}

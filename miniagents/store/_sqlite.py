@@ -143,26 +143,32 @@ class SQLiteMessageStore(RecordingStore):
         connection = self._writing
         await connection.execute("BEGIN IMMEDIATE")
         try:
-            for table, rows in batch.tables():
-                await self._ainsert(connection, table, rows)
+            for table, values in batch.values.items():
+                if values:
+                    await self._ainsert(connection, table, values)
             await connection.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(Exception):
                 await connection.execute("ROLLBACK")
             raise
 
-    async def _ainsert(self, connection: aiosqlite.Connection, table: str, rows: Sequence[Any]) -> None:
-        """Insert with as few statements as possible: many rows per ``VALUES`` list.
+    async def _ainsert(self, connection: aiosqlite.Connection, table: str, values: list[Any]) -> None:
+        """Insert the rows of ``values`` (flat, see `StoreBatch.values`) with as few statements as possible.
 
         One statement per row (``executemany``) hands the GIL between the database thread and the event loop
-        once per row, which is slow while the loop is busy; a few big statements hand it over a few times.
+        once per row, which is slow while the loop is busy; a few big statements, many rows per ``VALUES`` list,
+        hand it over a few times.
         """
+        width = StoreBatch.WIDTHS[table]
+        sizes = _statement_sizes(len(values) // width, self._rows_per_statement[table])
+        if len(sizes) == 1:
+            await connection.execute(self._multi_row_sql(table, sizes[0]), values)
+            return
         start = 0
-        for count in _statement_sizes(len(rows), self._rows_per_statement[table]):
-            chunk = rows[start : start + count]
-            start += count
-            values = [value for row in chunk for value in row]
-            await connection.execute(self._multi_row_sql(table, count), values)
+        for count in sizes:
+            end = start + count * width
+            await connection.execute(self._multi_row_sql(table, count), values[start:end])
+            start = end
 
     def _multi_row_sql(self, table: str, count: int) -> str:
         key = (table, count)

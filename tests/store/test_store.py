@@ -346,3 +346,54 @@ def test_sqlite_statements_take_every_row_within_the_parameter_limit() -> None:
             sizes = _statement_sizes(rows, most)
             assert sum(sizes) == rows and all(0 < size <= most for size in sizes)
             assert len(sizes) == -(-rows // most)  # as few statements as the limit allows
+
+
+async def test_batches_cut_anywhere_in_the_queue_keep_every_operation_whole(
+    store: RecordingStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The queue is flat (an operation's kind, then its values): a batch that ends in the middle of an operation
+    # takes the rest of it. With a limit of 7 values, batches end inside calls, slots, messages and partials.
+    from miniagents.store import _recorder
+
+    monkeypatch.setattr(_recorder, "_BATCH_LIMIT", 7)
+
+    async def tokens(_: dict[str, Any]) -> AsyncIterator[str]:
+        yield "str"
+        await asyncio.sleep(0)
+        yield "eamed"
+
+    async with MiniAgents():
+        recorder = StoreRecorder(store, flush_interval=0.05)
+        calls = [_call(f"call-{index}", f"AGENT_{index}") for index in range(20)]
+        streamed = AssistantMessage.promise(message_token_streamer=tokens, model="m")
+        for index, call in enumerate(calls):
+            recorder.on_call_started(call)
+            recorder.record_message(Note(f"note {index}", author="a", stars=index))
+            recorder.on_call_input(call, 0, Message(f"in {index}").as_promise)
+            recorder.on_call_reply(call, 0, streamed if index == 7 else Message(f"out {index}").as_promise)
+            _end(call, "finished")
+            recorder.on_call_ended(call)
+        await recorder.aflush()
+    for index, call in enumerate(calls):
+        tree = await store.aload_call_tree(call.call_id)
+        assert (tree.agent_alias, tree.status) == (f"AGENT_{index}", "finished")
+        assert [message.text for message in tree.inputs] == [f"in {index}"]
+        assert [message.text for message in tree.replies] == ["streamed" if index == 7 else f"out {index}"]
+    for index in range(20):
+        note = Note(f"note {index}", author="a", stars=index)
+        assert await store.aload_message(note.hash_key, MessageRegistry([Note])) == note
+
+
+def test_a_batch_keeps_its_rows_flat_and_gives_them_back_as_rows() -> None:
+    message = MessageRow("k" * 40, "Message", '{"class_": "Message", "text": "x"}')
+    batch = StoreBatch(messages=[message])
+    batch.add("slots", ("owner", "history", 0, message.hash_key, None))
+    batch.add("slots", ("owner", "history", 1, None, "partial-1"))
+    assert batch.values["slots"] == ["owner", "history", 0, "k" * 40, None, "owner", "history", 1, None, "partial-1"]
+    assert batch.messages == (message,)
+    assert [row.partial_id for row in batch.slots] == [None, "partial-1"]
+    assert (len(batch), batch.row_count("slots"), batch.calls, batch.partials) == (3, 2, (), ())
+    assert [table for table, _ in batch.tables()] == ["messages", "slots"]
+    with pytest.raises(ValueError, match="a row of calls has 8 values, got 2"):
+        batch.add("calls", ("id", None))
+    assert len(batch) == 3  # nothing of a bad row is kept
