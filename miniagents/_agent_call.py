@@ -256,6 +256,7 @@ class AgentCall(WorkScope):
 
     # Defaults shared through the class until they change (fewer stores per call).
     _driver_started = False  # the driver task flattens the replies from now on
+    _reply_hooked = False  # the reply sequence reports its pieces to `_on_reply_piece` (`set_on_piece`)
     _returning = False  # the agent function has returned (see `_arun_agent`)
     _resolve_replies_later = False  # the agent's task resolves the replies once the function returned
     _function_done = False
@@ -324,8 +325,8 @@ class AgentCall(WorkScope):
             self._observers = observers
             if observers.input:
                 self._input_read = False
-            if observers.reply:
-                reply_promise.set_on_piece(self._on_reply_piece)
+            if observers.reply and not reply_promise.is_drained_in_background:  # (else see `take_directly`)
+                self._hook_replies()
             if observers.started:
                 self._notify(observers.started, observers.started_isolated, self)
         if mini_agents.interrupted:  # the context is being interrupted: nothing new may run
@@ -435,9 +436,14 @@ class AgentCall(WorkScope):
             self._resolve_replies_later = promise.resolve_after_the_end(start_task=not self._returning)
             return True
         if isinstance(item, (str, Message, MessagePromise)):
-            promise.append_piece(promise_of_leaf(item))
+            piece = promise_of_leaf(item)
+            promise.append_piece(piece)
+            if self._observers is not None and self._observers.reply:  # (reported here: no hook on the promise)
+                self._on_reply_piece(piece)
             return True
         self._driver_started = True  # this item needs flattening over time: the driver queues up from here
+        if self._observers is not None and self._observers.reply:
+            self._hook_replies()
         promise.drain_in_background(flattener_factory(self._start_agent))
         return False
 
@@ -611,7 +617,7 @@ class AgentCall(WorkScope):
             request_promise.belong_to(None, None)
         observers = self._observers
         if observers is not None:  # the pieces are all there: the piece hooks would keep this call alive
-            if observers.reply:
+            if self._reply_hooked:
                 self._reply_promise.clear_on_piece()
             if observers.input and request_promise is not None and request_promise.is_ended:
                 request_promise.clear_on_piece()
@@ -625,6 +631,11 @@ class AgentCall(WorkScope):
             self._build_interaction_nodes()
 
     # --- observation --------------------------------------------------------------------------------------------
+
+    def _hook_replies(self) -> None:
+        """Report the reply pieces that the reply sequence records from now on (the direct path reports its own)."""
+        self._reply_hooked = True
+        self._reply_promise.set_on_piece(self._on_reply_piece)
 
     def _on_reply_piece(self, piece: Any) -> None:
         if isinstance(piece, MessagePromise):

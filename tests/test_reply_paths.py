@@ -10,7 +10,16 @@ import logging
 
 import pytest
 
-from miniagents import AgentCallCancelledError, InteractionContext, Message, MessagePromise, MiniAgents, miniagent
+from miniagents import (
+    AgentCall,
+    AgentCallCancelledError,
+    InteractionContext,
+    Message,
+    MessagePromise,
+    MiniAgents,
+    RunObserver,
+    miniagent,
+)
 from miniagents.messages import MessageSequence
 from miniagents.promising.ext.frozen import Frozen
 
@@ -36,6 +45,26 @@ async def test_mixed_replies_keep_their_order(start_asap: object) -> None:
         streamed = [(await promise).text async for promise in replies]
         assert streamed == ["one", "two", "three", "four", "five", "six"]
         assert [message.text for message in await replies] == streamed
+
+
+async def test_observers_see_mixed_replies_in_order_on_both_paths(start_asap: object) -> None:
+    # Single messages on the direct path are reported from there; once the driver takes over, the reply
+    # sequence's piece hook reports them: the indices run on across the switch, each message promise once.
+    seen: dict[str, list[tuple[int, MessagePromise]]] = {}
+
+    class Replies(RunObserver):
+        def on_call_reply(self, call: AgentCall, index: int, message_promise: MessagePromise) -> None:
+            seen.setdefault(call.agent_alias, []).append((index, message_promise))
+
+    async with MiniAgents(observers=[Replies()]):
+        replies = mixed_agent.inquire(start_asap=start_asap)
+        streamed = [promise async for promise in replies]
+        await replies
+    reported = seen["MIXED_AGENT"]
+    assert [index for index, _ in reported] == list(range(6))
+    assert [promise for _, promise in reported] == streamed
+    assert [(await promise).text for _, promise in reported] == ["one", "two", "three", "four", "five", "six"]
+    assert [index for index, _ in seen["TWO_AGENT"]] == [0]
 
 
 async def test_a_reply_streams_before_the_agent_returns(start_asap: object) -> None:
