@@ -28,8 +28,13 @@ class RecordingStore(RunObserver, abc.ABC):
     isolated = False  # its methods only queue rows (see `StoreRecorder`)
 
     def __init__(self) -> None:
-        self._recorder = StoreRecorder(self)
+        self._recorder = recorder = StoreRecorder(self)
         self._histories: dict[str, list[Any]] = {}
+        # The framework calls these for every event: the recorder's own methods, one call each (not two).
+        self.on_call_started = recorder.on_call_started  # type: ignore[method-assign]
+        self.on_call_input = recorder.on_call_input  # type: ignore[method-assign]
+        self.on_call_reply = recorder.on_call_reply  # type: ignore[method-assign]
+        self.on_call_ended = recorder.on_call_ended  # type: ignore[method-assign]
 
     def observer(self) -> StoreRecorder:
         """The `StoreRecorder` of this store (one per store): register it with ``MiniAgents(observers=[...])``."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import itertools
 import json
 import logging
 import time
@@ -82,8 +83,9 @@ class PartialMessage:
         self._recorder._close_partial(self, status, message)
 
 
-_ARITY = {"call": 8, "message": 1, "slot": 5, "partial": 3}
-"""The queue of operations is flat (see `StoreRecorder._push`): each kind, then this many values."""
+_OP_LENGTHS = {"call": 9, "message": 2, "slot": 6, "partial": 4}
+"""The queue of operations is flat (see `StoreRecorder._push`): each kind, then its values; this many in all."""
+_popleft = deque.popleft  # (`map(_popleft, repeat(queue, n))` takes n values without a Python step per value)
 _STATUS_TEXTS: dict[Any, str] = {status: status.value for status in AgentCallStatus}  # (an enum's `.value` is slow)
 
 
@@ -135,10 +137,6 @@ class StoreRecorder(RunObserver):
 
     # the observation seam (`miniagents.RunObserver`)
 
-    def on_call_started(self, call: AgentCall) -> None:
-        """Record a call that started (see `record_call`)."""
-        self.record_call(call)
-
     def on_call_input(self, call: AgentCall, index: int, message_promise: MessagePromise) -> None:
         """Record the input message at ``index`` of ``call``."""
         self.record_message_promise(call.call_id, "input", index, message_promise)
@@ -146,10 +144,6 @@ class StoreRecorder(RunObserver):
     def on_call_reply(self, call: AgentCall, index: int, message_promise: MessagePromise) -> None:
         """Record the reply message at ``index`` of ``call``."""
         self.record_message_promise(call.call_id, "reply", index, message_promise)
-
-    def on_call_ended(self, call: AgentCall) -> None:
-        """Record the status, end time and error of a call that ended."""
-        self.record_call(call)
 
     # recording
 
@@ -173,6 +167,8 @@ class StoreRecorder(RunObserver):
             call.ended_at,
             None if call.error is None else f"{type(call.error).__name__}: {call.error}",
         )
+
+    on_call_started = on_call_ended = record_call  # (a call that started, or ended: its status, end and error)
 
     def record_message(self, message: Message) -> None:
         """Store ``message`` (and the messages nested in it), once however often it is recorded."""
@@ -260,11 +256,11 @@ class StoreRecorder(RunObserver):
     # writing
 
     def _push(self, *op: Any) -> None:
-        """Queue an operation: its kind, then its `_ARITY` values, flat (no tuple per operation stays alive).
+        """Queue an operation: its kind, then its values (`_OP_LENGTHS` in all), flat in the queue.
 
-        Tuples that stay alive are what the garbage collector counts: four per agent call here made the event
-        loop's thread collect a fifth more often. ``extend`` is one step for other threads (they see the whole
-        operation or none of it).
+        No tuple per operation stays alive until the writer takes it: such tuples are what the garbage collector
+        counts (a collection every 700), and a busy run queues four per agent call. ``extend`` is one step for
+        the writer thread: it sees the whole operation or none of it.
         """
         self._ops.extend(op)
         if self._writer is None:
@@ -291,11 +287,10 @@ class StoreRecorder(RunObserver):
             await waiter
 
     async def _awrite_loop(self) -> None:
-        self._wakeup = wakeup = asyncio.Event()
+        wakeup = asyncio.Event()
         last_text_flush = time.monotonic()
         try:
             while True:
-                wakeup.clear()
                 now = time.monotonic()
                 if self._streams and now - last_text_flush >= self.flush_interval:
                     last_text_flush = now
@@ -306,8 +301,13 @@ class StoreRecorder(RunObserver):
                     continue
                 if not self._streams:
                     break
-                with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-                    await asyncio.wait_for(wakeup.wait(), max(0.0, last_text_flush + self.flush_interval - now))
+                wakeup.clear()
+                self._wakeup = wakeup  # `_push` sets it only while we wait here (not once per operation)
+                try:
+                    with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                        await asyncio.wait_for(wakeup.wait(), max(0.0, last_text_flush + self.flush_interval - now))
+                finally:
+                    self._wakeup = None
         finally:
             self._writer = self._wakeup = None
             with contextlib.suppress(Exception):
@@ -368,11 +368,12 @@ class StoreRecorder(RunObserver):
         while queue:
             # Only this thread takes from the queue (the event loop only appends whole operations): these many
             # values are there, and then the rest of the last operation.
-            ops = [queue.popleft() for _ in range(min(len(queue), _BATCH_LIMIT))]
+            taken = min(len(queue), _BATCH_LIMIT)
+            ops = list(map(_popleft, itertools.repeat(queue, taken)))
             end = 0
-            while end < len(ops):
-                end += 1 + _ARITY[ops[end]]
-            ops.extend([queue.popleft() for _ in range(end - len(ops))])
+            while end < taken:
+                end += _OP_LENGTHS[ops[end]]
+            ops += map(_popleft, itertools.repeat(queue, end - taken))
             await self._awrite_all(self._batches(ops))
             if self._streams and time.monotonic() - started >= self.flush_interval:
                 return
@@ -398,10 +399,7 @@ class StoreRecorder(RunObserver):
             if kind == "slot":
                 owner_id, slot_kind, index, message, partial_id = ops[position + 1 : position + 6]
                 position += 6
-                hash_key = None
-                if message is not None:
-                    self._add_message(message_values, message, known)
-                    hash_key = message.hash_key
+                hash_key = None if message is None else self._add_message(message_values, message, known)
                 slot_values += (owner_id, slot_kind, index, hash_key, partial_id)
             elif kind == "call":
                 call_id, parent_id, alias, kwargs, status, started_at, ended_at, error = ops[
@@ -433,18 +431,18 @@ class StoreRecorder(RunObserver):
         return batch
 
     @staticmethod
-    def _add_message(values: list[Any], message: Message, known: set[str]) -> None:
+    def _add_message(values: list[Any], message: Message, known: set[str]) -> str:
         """Add the row of ``message`` and of each message nested in it that is not known to be written yet.
 
         ``values``: the batch's flat values of messages. The row's JSON is `Frozen.serialized` (nested messages
-        as hash keys), the text its key is the hash of.
+        as hash keys), the text its key is the hash of. Returns the hash key of ``message``.
         """
         key = message.known_hash_key()
         if key is not None and key in known:
-            return
+            return key
         serialized, key = message.serialized_and_hash_key()
         if key in known:
-            return
+            return key
         if not holds_only_plain_values(message):
             for sub_message in message.sub_messages():
                 sub_key = sub_message.known_hash_key()
@@ -455,6 +453,7 @@ class StoreRecorder(RunObserver):
                         values += (sub_key, sub_message.class_, sub_json, SCHEMA_VERSION)
         known.add(key)
         values += (key, message.class_, serialized, SCHEMA_VERSION)
+        return key
 
     async def _awrite_all(self, batch: StoreBatch) -> None:
         if await self._atry(batch):

@@ -336,16 +336,34 @@ async def test_a_big_batch_is_written_whole(store: RecordingStore) -> None:
     assert [message.text for message in history] == [f"message {index}" for index in range(count)]
 
 
-def test_sqlite_statements_take_every_row_within_the_parameter_limit() -> None:
-    from miniagents.store._sqlite import _MAX_PARAMETERS, _rows_per_statement, _statement_sizes
+def test_sqlite_statements_take_every_row_within_the_limits_in_a_few_sizes() -> None:
+    from miniagents.store._sqlite import _MAX_PARAMETERS, _MOST_ROWS, _rows_per_statement, _statement_sizes
 
     for columns in (4, 5, 7, 8):
         most = _rows_per_statement(columns)
-        assert most * columns <= _MAX_PARAMETERS < 2 * most * columns
-        for rows in (0, 1, most - 1, most, most + 1, 3 * most + 777):
+        assert most * columns <= _MAX_PARAMETERS and most <= _MOST_ROWS
+        assert 2 * most * columns > _MAX_PARAMETERS or 2 * most > _MOST_ROWS
+        for rows in (1, 2, 3, most - 1, most, most + 1, 3 * most + 777):
             sizes = _statement_sizes(rows, most)
-            assert sum(sizes) == rows and all(0 < size <= most for size in sizes)
-            assert len(sizes) == -(-rows // most)  # as few statements as the limit allows
+            assert all(size == most for size in sizes[:-1]) and sizes[-1] <= most
+            assert sizes[-1] & (sizes[-1] - 1) == 0  # a power of two: one of a few cached statements
+            assert sum(sizes[:-1]) < rows <= sum(sizes)  # the last one is filled up, by less than half
+            assert sizes[-1] == most or rows - sum(sizes[:-1]) > sizes[-1] // 2
+        assert _statement_sizes(0, most) == []
+
+
+async def test_sqlite_binds_none_as_null_through_an_identity_adapter(tmp_path: Any) -> None:
+    import sqlite3
+
+    from miniagents.store import SQLiteMessageStore
+
+    async with SQLiteMessageStore(tmp_path / "runs.db") as store:
+        await store.aopen()
+    assert sqlite3.adapters[(type(None), sqlite3.PrepareProtocol)](None) is None
+    with sqlite3.connect(tmp_path / "other.db") as connection:
+        connection.execute("CREATE TABLE t (x)")
+        connection.execute("INSERT INTO t VALUES (?)", (None,))
+        assert connection.execute("SELECT x IS NULL FROM t").fetchone() == (1,)
 
 
 async def test_batches_cut_anywhere_in_the_queue_keep_every_operation_whole(
