@@ -1,6 +1,6 @@
 """The SQLite message store: its cost on concurrent echo inquiries, and how many messages per second it writes.
 
-``python -m benchmarks.store_workload [--n 10000] [--messages 100000] [-r 3]``
+``python -m benchmarks.store_workload [--n 10000] [--messages 100000] [-r 5]``
 
 * **Echo, with and without the store.** N echo inquiries are started at once (each agent reads its input and
   replies with one message), then all replies are awaited, inside one ``MiniAgents`` context whose exit waits
@@ -125,7 +125,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.store_workload", description=__doc__)
     parser.add_argument("--n", type=int, default=10000, help="concurrent echo inquiries (default 10000)")
     parser.add_argument("--messages", type=int, default=100000, help="messages for the write rate (100000)")
-    parser.add_argument("-r", "--repetitions", type=int, default=3)
+    parser.add_argument("-r", "--repetitions", type=int, default=5)
     args = parser.parse_args()
     without: list[float] = []
     noop: list[float] = []

@@ -95,6 +95,9 @@ class SQLiteMessageStore(RecordingStore):
     the recorder calls whenever it has written everything; each read uses a short-lived connection of its own.
     Several processes may share the file: writers wait up to ``busy_timeout`` seconds for each other.
 
+    Opening a connection registers an identity adapter for ``None`` with `sqlite3` (``sqlite3.register_adapter``,
+    process-wide, unless one is registered already): ``None`` is still bound as NULL, only faster.
+
     Args:
         path: the database file (``str`` or path-like; parent directories are created). ``":memory:"`` is not
             accepted: the store closes its connection when idle.
