@@ -39,7 +39,7 @@ __all__ = ["PartialMessage", "StoreRecorder"]
 
 logger = logging.getLogger("miniagents.store")
 
-_BATCH_LIMIT = 50_000  # queued values per batch (~10,000 operations): streaming text is written well within 0.5 s
+_BATCH_LIMIT = 50_000  # queued values per batch (5,000-25,000 operations): text is written well within 0.5 s
 _KNOWN_LIMIT = 200_000  # hash keys remembered as written (to skip rewriting them); forgotten all at once beyond
 
 
@@ -386,7 +386,8 @@ class StoreRecorder(RunObserver):
     def _batches(self, ops: list[Any]) -> StoreBatch:
         """The rows of the queued operations ``ops`` (flat, see `_push`)."""
         batch = StoreBatch()
-        message_values, partial_values, call_values, slot_values = batch.values.values()
+        message_values, partial_values = batch.values["messages"], batch.values["partials"]
+        call_values, slot_values = batch.values["calls"], batch.values["slots"]
         calls: dict[str, int] = {}  # where each call's row starts: a call started and ended in a batch is one row
         partials: dict[str, int] = {}
         known = self._known

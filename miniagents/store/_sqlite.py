@@ -37,7 +37,7 @@ Each statement is a round trip to the connection's thread, which hands the GIL o
 interpreter's switch interval, 5 ms, each while the event loop is busy): fewer, bigger statements wait less. But a
 statement's text is parsed and compiled first (about as costly as running it, per row), and a bigger one costs
 more per row to compile, run and keep in the statement cache. On 10,000 echo inquiries, 1,024 rows per statement
-took 1.84-1.93x the time without a store, 128 rows 2.14x and 8,192 rows 1.92-2.10x.
+took 1.84-1.93x the time without a store, 128 rows 2.14x, 4,096 rows 2.10x and 8,192 rows 1.92x.
 """
 
 
@@ -53,8 +53,8 @@ def _statement_sizes(rows: int, most: int) -> list[int]:
     """How many rows each ``INSERT`` of ``rows`` rows takes: ``most`` each, and a power of two for the rest.
 
     Every size is then one of a few statements, each compiled once per connection and then taken from the
-    statement cache (a statement for each size of rest was compiled anew every batch); the last one is filled up
-    with copies of the last row (see `SQLiteMessageStore._ainsert`).
+    statement cache (when the rest took its own size, it was compiled anew nearly every batch). The last one is
+    filled up with copies of the last row (see `SQLiteMessageStore._ainsert`).
     """
     sizes = [most] * (rows // most)
     if rows % most:
