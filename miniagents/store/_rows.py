@@ -113,8 +113,10 @@ class StoreBatch:
         """Add a row to ``table`` (``"messages"``, ``"partials"``, ``"calls"`` or ``"slots"``).
 
         Raises:
-            ValueError: ``row`` does not have the table's number of values.
+            ValueError: an unknown table, or ``row`` does not have the table's number of values.
         """
+        if table not in self.WIDTHS:
+            raise ValueError(f"no table {table!r} in a StoreBatch (one of {', '.join(self.WIDTHS)})")
         if len(row) != self.WIDTHS[table]:
             raise ValueError(f"a row of {table} has {self.WIDTHS[table]} values, got {len(row)}: {row!r}")
         self.values[table] += row
@@ -158,7 +160,7 @@ class StoreBatch:
     def tables(self) -> Iterator[tuple[str, tuple[Any, ...]]]:
         """``(table, rows)`` for every table with rows, in the order they are written (messages first).
 
-        The shipped stores read `values` instead (no tuple per row).
+        The SQLite store reads `values` instead (no tuple per row).
         """
         for table, values in self.values.items():
             if values:

@@ -414,4 +414,6 @@ def test_a_batch_keeps_its_rows_flat_and_gives_them_back_as_rows() -> None:
     assert [table for table, _ in batch.tables()] == ["messages", "slots"]
     with pytest.raises(ValueError, match="a row of calls has 8 values, got 2"):
         batch.add("calls", ("id", None))
+    with pytest.raises(ValueError, match="no table 'rows' in a StoreBatch"):
+        batch.add("rows", ("x",))
     assert len(batch) == 3  # nothing of a bad row is kept
