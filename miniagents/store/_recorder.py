@@ -407,13 +407,9 @@ class StoreRecorder(RunObserver):
                     position + 1 : position + 9
                 ]
                 position += 9
-                row = (call_id, parent_id, alias, None if kwargs is None else kwargs.serialized, status)
-                start = calls.get(call_id)
-                if start is None:
-                    calls[call_id] = len(call_values)
-                    call_values += (*row, started_at, ended_at, error)
-                else:
-                    call_values[start : start + 8] = (*row, started_at, ended_at, error)
+                kwargs_json = None if kwargs is None else kwargs.serialized
+                call_row = (call_id, parent_id, alias, kwargs_json, status, started_at, ended_at, error)
+                _put_row(call_values, calls, call_id, call_row)
             elif kind == "message":
                 self._add_message(message_values, ops[position + 1], known)
                 position += 2
@@ -422,13 +418,9 @@ class StoreRecorder(RunObserver):
                 position += 4
                 stream.dirty = False
                 text = json.dumps("".join(stream.parts), ensure_ascii=False)
-                row = (stream.partial_id, stream.class_name, stream.metadata_json, text, status)
-                start = partials.get(stream.partial_id)
-                if start is None:
-                    partials[stream.partial_id] = len(partial_values)
-                    partial_values += (*row, None if message is None else message.hash_key, now)
-                else:
-                    partial_values[start : start + 7] = (*row, None if message is None else message.hash_key, now)
+                hash_key = None if message is None else message.hash_key
+                partial_row = (stream.partial_id, stream.class_name, stream.metadata_json, text, status, hash_key, now)
+                _put_row(partial_values, partials, stream.partial_id, partial_row)
         return batch
 
     @staticmethod
@@ -494,6 +486,16 @@ class StoreRecorder(RunObserver):
     def _forget(self, batch: StoreBatch) -> None:
         for row in batch.messages:
             self._known.discard(row.hash_key)
+
+
+def _put_row(values: list[Any], starts: dict[str, int], key: str, row: tuple[Any, ...]) -> None:
+    """Add ``row`` to the flat ``values``, or overwrite the row added under ``key`` before (``starts``: where)."""
+    start = starts.get(key)
+    if start is None:
+        starts[key] = len(values)
+        values += row
+    else:
+        values[start : start + len(row)] = row
 
 
 def _split(batch: StoreBatch) -> list[StoreBatch]:
