@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
 import logging
+import pickle
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -158,3 +160,35 @@ def test_a_text_only_message_serializes_as_the_json_encoder_does(text: str) -> N
     expected = json.dumps(message.serialize(), ensure_ascii=False, sort_keys=True)
     assert message.serialized == expected
     assert message.hash_key == hashlib.sha256(expected.encode("utf-8")).hexdigest()[:40]
+
+
+class _ReplyWithAttachment(Message):  # (module level: pickle finds classes by name)
+    attachment: Message
+
+
+@pytest.mark.parametrize("how", ["pickle", "copy", "deepcopy"])
+async def test_a_message_used_in_a_run_pickles_and_copies_with_fresh_caches(how: str) -> None:
+    persisted = asyncio.Event()
+
+    async def persist(_promise: Any, message: Message) -> None:
+        if message.text == "hi":
+            persisted.set()
+
+    async with MiniAgents(on_persist_message=persist) as context:
+        original = _ReplyWithAttachment(text="hi", attachment=Message("a", role="user"), tags=("x", {"k": 1}))
+        promise = original.as_promise
+        assert await promise is original
+        async with asyncio.timeout(5):
+            await persisted.wait()  # the persist worker runs in the background
+        assert original.persisted_by(context)
+        copied = {
+            "pickle": lambda: pickle.loads(pickle.dumps(original)),
+            "copy": lambda: copy.copy(original),
+            "deepcopy": lambda: copy.deepcopy(original),
+        }[how]()
+        assert copied == original and copied is not original
+        assert copied.hash_key == original.hash_key and str(copied) == "hi"
+        assert copied.attachment == original.attachment and copied.tags == original.tags  # type: ignore[attr-defined]
+        assert not copied.persisted_by(context)  # a different instance: persisted once of its own
+        assert copied.as_promise is not promise and await copied.as_promise is copied  # its own promise
+        assert original.as_promise is promise

@@ -192,6 +192,39 @@ class Frozen(BaseModel):
             fields.update(update)
         return type(self)(**fields)
 
+    def __getstate__(self) -> dict[Any, Any]:
+        """What pickling keeps: the fields, not the private attributes.
+
+        Those are caches of this process (the string, the hash key, a message's promise and the contexts that
+        persisted it), and a message's promise cannot be pickled. An unpickled instance starts with fresh caches,
+        as a validated one does.
+        """
+        return {
+            "__dict__": self.__dict__,
+            "__pydantic_extra__": self.__pydantic_extra__,
+            "__pydantic_fields_set__": self.__pydantic_fields_set__,
+        }
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        object.__setattr__(self, "__pydantic_fields_set__", set(state.get("__pydantic_fields_set__", ())))
+        object.__setattr__(self, "__pydantic_extra__", state.get("__pydantic_extra__") or {})
+        object.__setattr__(self, "__dict__", dict(state.get("__dict__", {})))
+        init_fresh_private_attributes(self)
+
+    def __copy__(self) -> Self:
+        """A new instance with the same fields and fresh caches (pydantic's would share the caches).
+
+        A shared cache would give the copy the original's ``as_promise`` (resolving to the original) and mark it
+        persisted wherever the original was.
+        """
+        copied = type(self).__new__(type(self))
+        copied.__setstate__(self.__getstate__())
+        return copied
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
+        """`__copy__`: the field values are immutable (frozen), so sharing them is as good as copying them."""
+        return self.__copy__()
+
     def __eq__(self, other: object) -> bool:
         if type(self) is not type(other):
             return False
