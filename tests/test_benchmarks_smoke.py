@@ -93,5 +93,6 @@ async def test_store_workload_small() -> None:
 async def test_chat_md_turn_small() -> None:
     from benchmarks import chat_md_turn
 
-    result = await chat_md_turn.measure(messages=50, turns=3)
+    result = await chat_md_turn.measure(messages=50, turns=3, typing=0.05)
     assert result["messages"] == 50 and result["later_turn_median_ms"] > 0
+    assert result["first_turn_after_typing_ms"] > 0  # (it checked the history it got: 52 messages)
