@@ -45,7 +45,8 @@ class MiniAgents(PromisingContext):
             `on_persist_message`.
         observers: `RunObserver`s that see every agent call of this context (and of contexts nested in it).
         store: a message store that persists every message and agent call: a `RunObserver` too; if it has
-            ``async def aopen()`` / ``async def aclose()``, they are awaited when the context is entered / left.
+            ``async def aopen()`` / ``async def aclose()``, they are awaited when the context is entered / left
+            (``aclose`` after `RunObserver.aon_context_exit`, which a store uses to write what it recorded).
         **promising_kwargs: the other `PromisingContext` arguments (``start_everything_asap_by_default`` …).
 
     Raises:
@@ -358,9 +359,23 @@ class MiniAgents(PromisingContext):
         try:
             await super().__aexit__(*exc_info)
         finally:
-            aclose = getattr(self.store, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            try:
+                await self._aon_context_exit()
+            finally:
+                aclose = getattr(self.store, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+    async def _aon_context_exit(self) -> None:
+        """Await `RunObserver.aon_context_exit` of this context's own observers that have one."""
+        for observer in self._observers:
+            method = getattr(type(observer), "aon_context_exit", None)
+            if method is None or method is RunObserver.aon_context_exit:
+                continue
+            try:
+                await observer.aon_context_exit()
+            except Exception as error:  # an observer's bug must not keep the context from being left
+                self.observer_failed(observer, "aon_context_exit", error)
 
     async def _await_everything(self) -> None:
         """Finish unfinished top-level agent calls and wait for all background tasks, persistence included."""

@@ -51,3 +51,12 @@ class RunObserver:
 
         ``call.status`` is ``FINISHED``, ``FAILED`` (``call.error`` is set) or ``CANCELLED``.
         """
+
+    async def aon_context_exit(self) -> None:
+        """A `MiniAgents` context this observer was given to is being left, and its work is done.
+
+        Leaving the context awaits it (for the context's own observers and store, in their order) before the store
+        is closed, also when the context is left because of an error or a cancellation; what it raises is logged.
+        Finish here what must be done before the program may end, e.g. write what was recorded. The default does
+        nothing.
+        """

@@ -426,3 +426,60 @@ async def test_an_isolated_observers_task_outlives_the_call_that_triggered_it(is
         await asyncio.sleep(0.01)
         replies.cancel()
     assert outcomes == (["done"] if isolated else ["cancelled"])  # not isolated: it ran in the parent's scope
+
+
+@pytest.mark.parametrize("left_by", ["return", "error", "cancellation"])
+async def test_leaving_a_context_awaits_its_own_observers_exit_hooks_after_its_work(
+    left_by: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    events: list[str] = []
+
+    class Finishing(RunObserver):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def on_call_ended(self, call: Any) -> None:
+            events.append(f"{self.name}: {call.agent_alias} {call.status.value}")
+
+        async def aon_context_exit(self) -> None:
+            await asyncio.sleep(0.01)
+            events.append(f"{self.name}: exit")
+            if self.name == "broken":
+                raise OSError("disk full")
+
+    @miniagent
+    async def slow(ctx: InteractionContext) -> None:
+        await asyncio.sleep(0.05 if left_by != "cancellation" else 60)
+
+    async def run() -> None:
+        async with MiniAgents(observers=[Finishing("outer")]):
+            async with MiniAgents(observers=[Finishing("broken"), Finishing("inner")]):
+                slow.inquire()
+                if left_by == "error":
+                    raise ValueError("left")
+                if left_by == "cancellation":
+                    await asyncio.sleep(60)
+            events.append("inner left")
+
+    async with asyncio.timeout(10):
+        task = asyncio.create_task(run())
+        if left_by == "cancellation":
+            await asyncio.sleep(0.02)
+            task.cancel()
+        if left_by == "return":
+            await task
+        else:
+            with pytest.raises(ValueError if left_by == "error" else asyncio.CancelledError):
+                await task
+    ended = "cancelled" if left_by == "cancellation" else "finished"
+    # each context awaits its own observers' hooks, in their order, after its calls ended (not its parents')
+    assert events == [
+        f"broken: SLOW {ended}",
+        f"inner: SLOW {ended}",
+        f"outer: SLOW {ended}",
+        "broken: exit",
+        "inner: exit",
+        *(["inner left"] if left_by == "return" else []),
+        "outer: exit",
+    ]
+    assert "aon_context_exit" in caplog.text and "disk full" in caplog.text  # logged; the others ran all the same

@@ -61,13 +61,23 @@ class RecordingStore(RunObserver, abc.ABC):
     async def aopen(self) -> None:
         """Connect and create the tables if needed, so that a bad location fails early.
 
-        ``MiniAgents(store=...)`` calls this when its context is entered (and `aclose` when it is left).
+        ``MiniAgents(store=...)`` calls this when its context is entered (and `aclose` when it is left). It uses a
+        connection of its own, closed at once: the writing connection belongs to the recorder's writer, which may
+        be writing for another context right now (then the store is known to work, and nothing is checked).
 
         Raises:
             Exception: whatever the driver raises for an unusable location (e.g. ``sqlite3.OperationalError``,
                 ``OSError``, asyncpg's connection errors).
         """
-        await self.awrite(StoreBatch())
+        if not self._recorder.writing:
+            await self._acheck_location()
+
+    async def aon_context_exit(self) -> None:
+        """A context that records into this store is being left: wait until what was recorded so far is written.
+
+        Not what other contexts record later, nor the end of their streams (see `StoreRecorder.awrite_queued`).
+        """
+        await self._recorder.aon_context_exit()
 
     async def aflush(self) -> None:
         """Wait until everything recorded so far is written (see `StoreRecorder.aflush`)."""
@@ -134,6 +144,23 @@ class RecordingStore(RunObserver, abc.ABC):
         rows = await self._aquery(SELECT_SLOTS, list(owner_ids))
         return [SlotRow(*row) for row in sorted(rows, key=lambda row: (row[0], row[1], row[2]))]
 
-    @abc.abstractmethod
     async def aclose(self) -> None:
-        """See `MessageStore.aclose`."""
+        """Close the writing connection (it is opened again on the next write); see `MessageStore.aclose`.
+
+        While the recorder's writer runs, the connection is left to it: it closes it itself once everything queued
+        is written. This waits for that when nothing else is queued or streaming; otherwise (the store serves a
+        context that still records) it returns at once.
+        """
+        recorder = self._recorder
+        if recorder.writing and not recorder.in_writer_thread():
+            await recorder.await_idle_writer()  # (it closes the connection as it ends)
+            return
+        await self._aclose_connection()
+
+    @abc.abstractmethod
+    async def _aclose_connection(self) -> None:
+        """Close the writing connection, if it is open (on the loop it was opened on: the writer thread's)."""
+
+    @abc.abstractmethod
+    async def _acheck_location(self) -> None:
+        """Open a connection of its own (creating the tables if needed) and close it: see `aopen`."""

@@ -109,8 +109,10 @@ class PostgresMessageStore(RecordingStore):
         finally:
             await connection.close()
 
-    async def aclose(self) -> None:
-        """Close the writing connection (it is opened again on the next write)."""
+    async def _acheck_location(self) -> None:
+        await (await self._aconnect()).close()
+
+    async def _aclose_connection(self) -> None:
         connection, self._writing = self._writing, None
         if connection is not None:
             await connection.close()

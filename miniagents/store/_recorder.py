@@ -29,6 +29,7 @@ from typing import Any
 from miniagents import AgentCall, AgentCallStatus, RunObserver
 from miniagents._agent_call import new_uuid7_hex
 from miniagents.messages import Message, MessagePromise, holds_only_plain_values
+from miniagents.promising._context import active_context
 from miniagents.promising.errors import NoActiveContextError
 from miniagents.promising.ext.frozen import Frozen
 from miniagents.promising.promising import PromisingContext
@@ -94,8 +95,10 @@ class StoreRecorder(RunObserver):
 
     Register it with ``MiniAgents(observers=[recorder])`` (``MiniAgents(store=...)`` does that for you), or call
     its ``record_*`` methods directly. Every method is synchronous, cheap, and never raises because of the
-    database: the rows are written in the background by the writer task (started on demand in the active
-    `MiniAgents` context, whose exit waits for it, or on the running loop). Use `aflush` to wait for them.
+    database: the rows are written in the background by the writer task (started on demand on the running loop;
+    no context owns it, so one recorder may serve several contexts at once). Leaving a `MiniAgents` context that
+    observes it waits until what was recorded so far is written (`aon_context_exit`); `aflush` waits for
+    everything, streams included.
 
     Args:
         store: where to write.
@@ -129,7 +132,10 @@ class StoreRecorder(RunObserver):
         self._known: set[str] = set()
         self._streams: dict[str, PartialMessage] = {}  # open partial messages by id
         self._followed: dict[int, PartialMessage] = {}  # the partial of each message promise being followed
-        self._writer: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None  # the writer task, while it runs (see `_start_writer`)
+        self._pushed = 0  # values queued in all (on the event loop)
+        self._written = 0  # of those, the values the writer has taken and written (or given up on)
+        self._written_waiters: list[tuple[int, asyncio.Future[None]]] = []  # (`awrite_queued`: mark, waiter)
         self._wakeup: asyncio.Event | None = None
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._executor: ThreadPoolExecutor | None = None  # one thread that builds and writes the batches
@@ -263,10 +269,36 @@ class StoreRecorder(RunObserver):
         the writer thread: it sees the whole operation or none of it.
         """
         self._ops.extend(op)
+        self._pushed += len(op)
         if self._writer is None:
-            self._writer = self._start(self._awrite_loop())
+            self._start_writer()
         elif self._wakeup is not None:
             self._wakeup.set()
+
+    def _start_writer(self) -> None:
+        """Start the writer task, which no `MiniAgents` context owns: a store may serve several at once.
+
+        Leaving a context waits for what it recorded to be written (`aon_context_exit`), not for the writer, which
+        goes on while other contexts record. It runs with the active context at hand, for `Frozen.hash_key`.
+        """
+        context = contextvars.Context()
+        with contextlib.suppress(NoActiveContextError):
+            context.run(active_context.set, PromisingContext.get_current())
+        writer = context.run(asyncio.get_running_loop().create_task, self._awrite_loop())
+        writer.add_done_callback(_report_writer_failure)
+        self._writer = writer
+
+    @property
+    def writing(self) -> bool:
+        """Whether the writer task runs (it has the store's writing connection until it ends)."""
+        return self._writer is not None
+
+    def in_writer_thread(self) -> bool:
+        """Whether the caller runs on the writer thread's event loop (where the writing connection lives)."""
+        try:
+            return asyncio.get_running_loop() is self._thread_loop
+        except RuntimeError:
+            return False
 
     def _start(self, coroutine: Any) -> asyncio.Task[None]:
         """Start ``coroutine`` in a task no agent call owns (we are not `isolated`, see `start_detached`)."""
@@ -275,6 +307,46 @@ class StoreRecorder(RunObserver):
         except NoActiveContextError:
             return asyncio.get_running_loop().create_task(coroutine)
         return context.start_detached(coroutine, suppress_errors=True, log_level_for_errors=logging.ERROR)
+
+    async def awrite_queued(self) -> None:
+        """Wait until everything queued so far is written (not what is queued later, or text still to stream).
+
+        Unlike `aflush`, it does not wait for streaming messages to end: their text so far is written when the
+        writer next flushes it (every `flush_interval` seconds).
+        """
+        mark = self._pushed
+        if self._written >= mark:
+            return
+        if self._writer is None:  # (a writer that failed left values queued: a new one takes them)
+            self._start_writer()
+        waiter = asyncio.get_running_loop().create_future()
+        self._written_waiters.append((mark, waiter))
+        await waiter
+
+    async def aon_context_exit(self) -> None:
+        """A context this recorder observes is being left: wait until what was recorded so far is written.
+
+        Then, unless another context has queued more or has messages streaming, also until the writer has closed
+        the connection and ended (so that the event loop may end right after).
+        """
+        await self.awrite_queued()
+        await self.await_idle_writer()
+
+    async def await_idle_writer(self) -> None:
+        """If the writer has nothing left to do, wait until it has closed the connection and ended."""
+        writer = self._writer
+        if writer is not None and not self._ops and not self._streams:
+            await asyncio.wait([writer])  # (not cancelled if we are)
+
+    def _wake_written_waiters(self) -> None:
+        written, waiting = self._written, []
+        for mark, waiter in self._written_waiters:
+            if mark <= written or (self._writer is None and not self._ops):
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                waiting.append((mark, waiter))
+        self._written_waiters = waiting
 
     async def aflush(self) -> None:
         """Wait until everything recorded so far is written, including streaming messages (until they end)."""
@@ -298,6 +370,7 @@ class StoreRecorder(RunObserver):
                         self._push("partial", stream, "streaming", None)
                 if self._ops:
                     await self._in_writer_thread(self._abuild_and_write_queued())
+                    self._wake_written_waiters()
                     continue
                 if not self._streams:
                     break
@@ -309,15 +382,22 @@ class StoreRecorder(RunObserver):
                 finally:
                     self._wakeup = None
         finally:
-            self._writer = self._wakeup = None
-            with contextlib.suppress(Exception):
-                await self._in_writer_thread(self.store.aclose(), last=True)  # idle: no connection or thread is kept
-            for waiter in self._idle_waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-            self._idle_waiters.clear()
-            if self._ops:  # queued while closing
-                self._writer = self._start(self._awrite_loop())
+            self._wakeup = None
+            try:
+                # Idle: no connection or thread is kept. `_writer` stays set meanwhile, so that nothing else uses
+                # the connection or the thread's event loop until they are closed.
+                with contextlib.suppress(Exception):
+                    await self._in_writer_thread(self.store.aclose(), last=True)
+            finally:
+                self._writer = None
+                if self._ops:  # queued while closing
+                    self._start_writer()
+                self._wake_written_waiters()
+                if self._writer is None:
+                    for waiter in self._idle_waiters:
+                        if not waiter.done():
+                            waiter.set_result(None)
+                    self._idle_waiters.clear()
 
     async def _in_writer_thread(self, coroutine: Coroutine[Any, Any, None], last: bool = False) -> None:
         """Run ``coroutine`` on the writer thread's own event loop, in the current context (for `hash_key`).
@@ -374,7 +454,10 @@ class StoreRecorder(RunObserver):
             while end < taken:
                 end += _OP_LENGTHS[ops[end]]
             ops += map(_popleft, itertools.repeat(queue, end - taken))
-            await self._awrite_all(self._batches(ops))
+            try:
+                await self._awrite_all(self._batches(ops))
+            finally:
+                self._written += len(ops)  # (given up on, when building the batch failed: the writer reports it)
             if self._streams and time.monotonic() - started >= self.flush_interval:
                 return
 
@@ -486,6 +569,11 @@ class StoreRecorder(RunObserver):
     def _forget(self, batch: StoreBatch) -> None:
         for row in batch.messages:
             self._known.discard(row.hash_key)
+
+
+def _report_writer_failure(writer: asyncio.Task[None]) -> None:
+    if not writer.cancelled() and writer.exception() is not None:
+        logger.error("the store's writer task failed", exc_info=writer.exception())
 
 
 def _put_row(values: list[Any], starts: dict[str, int], key: str, row: tuple[Any, ...]) -> None:

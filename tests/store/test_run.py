@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -128,3 +129,71 @@ async def test_the_recorder_keeps_writing_when_the_call_it_started_in_is_cancell
         await recorder.aflush()
     rows = await store.aread_messages([first.hash_key, later.hash_key])
     assert set(rows) == {first.hash_key, later.hash_key}
+
+
+@miniagent
+async def held_agent(ctx: InteractionContext, ids: list[str], started: asyncio.Event, release: asyncio.Event) -> None:
+    ids.append(ctx.agent_call.call_id)
+
+    async def tokens(_: dict[str, Any]) -> AsyncIterator[str]:
+        yield "held"
+        started.set()
+        await release.wait()
+        yield " and released"
+
+    ctx.reply(Message.promise(message_token_streamer=tokens, role="assistant"))
+
+
+@miniagent
+async def echo_agent(ctx: InteractionContext, ids: list[str]) -> None:
+    ids.append(ctx.agent_call.call_id)
+    ctx.reply(f"echo: {await ctx.message_promises.as_single_promise()}")
+
+
+def _errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+async def test_a_run_through_a_store_logs_no_error(store: RecordingStore, caplog: pytest.LogCaptureFixture) -> None:
+    # (PostgreSQL: the connection that entering the context opened was used by the writer, on another event loop,
+    # and its first batch failed and was retried)
+    ids: list[str] = []
+    async with MiniAgents(store=store):
+        for i in range(3):
+            await echo_agent.fork(ids=ids).inquire(f"m{i}")
+    assert [(await store.aload_call_tree(call_id)).status for call_id in ids] == ["finished"] * 3
+    assert _errors(caplog) == []
+
+
+async def test_contexts_sharing_a_store_each_write_theirs_and_leave_without_waiting_for_the_other(
+    store: RecordingStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+    held_ids: list[str] = []
+    echo_ids: list[str] = []
+
+    async def hold() -> tuple[Message, ...]:
+        async with MiniAgents(store=store):
+            return await held_agent.fork(ids=held_ids, started=started, release=release).inquire()
+
+    async def echo(n: int) -> None:
+        async with MiniAgents(store=store):
+            for i in range(n):
+                await echo_agent.fork(ids=echo_ids).inquire(f"m{i}")
+
+    async with asyncio.timeout(30):
+        holding = asyncio.create_task(hold())
+        await started.wait()
+        await asyncio.gather(echo(20), echo(20))  # left while the other context still streams
+        assert not holding.done()
+        # what the two echo contexts recorded was written by the time they were left
+        trees = [await store.aload_call_tree(call_id) for call_id in echo_ids]
+        assert len(trees) == 40 and {tree.status for tree in trees} == {"finished"}
+        assert sorted(tree.replies[0].text for tree in trees) == sorted([f"echo: m{i}" for i in range(20)] * 2)
+        held = await store.aload_call_tree(held_ids[0])
+        assert held.status == "running"
+        release.set()
+        assert [m.text for m in await holding] == ["held and released"]
+    held = await store.aload_call_tree(held_ids[0])
+    assert (held.status, held.replies[0].text) == ("finished", "held and released")  # complete, not partial
+    assert _errors(caplog) == []
