@@ -8,8 +8,11 @@ streams, so a crash loses at most the last ``flush_interval`` plus one write of 
 complete it is stored, and its partial row points at it.
 
 A batch that fails is reported (logged at ERROR) and retried with back-off; after ``len(retry_delays)`` failed
-tries it is split up and each part is retried the same way, so one bad row costs only itself: it is reported and
-left out after its own tries, and everything else is written. Nothing queued is dropped otherwise.
+retries it is split in halves, each tried once and split again if it fails, so one bad row costs only itself:
+it is reported and left out, and everything else is written. A store that takes no write at all (an empty
+transaction fails too) costs the batch, reported; later batches then get one try each until a write succeeds, so
+a dead database delays leaving a context by the retries of one batch, not by one round of retries per row.
+Nothing queued is dropped otherwise.
 """
 
 from __future__ import annotations
@@ -104,7 +107,8 @@ class StoreRecorder(RunObserver):
         store: where to write.
         flush_interval: seconds between writes of the text of streaming messages (while any stream). Must be
             positive and at most 0.5.
-        retry_delays: seconds to wait before each retry of a failed batch; after the last one the batch is split.
+        retry_delays: seconds to wait before each retry of a failed batch; after the last one the batch is split
+            (see above).
 
     Raises:
         ValueError: a bad ``flush_interval`` or ``retry_delays``.
@@ -127,7 +131,8 @@ class StoreRecorder(RunObserver):
         self.flush_interval = flush_interval
         self.retry_delays = tuple(retry_delays)
         self.failed_rows = 0
-        """How many rows were left out after all their tries failed (each was logged)."""
+        """How many rows were left out after all their tries failed (logged, one line per batch)."""
+        self._store_down = False  # the last batch found the store taking no write at all: one try per batch
         self._ops: deque[Any] = deque()  # appended on the event loop, taken by the writer thread (see `_push`)
         self._known: set[str] = set()
         self._streams: dict[str, PartialMessage] = {}  # open partial messages by id
@@ -532,37 +537,65 @@ class StoreRecorder(RunObserver):
         return key
 
     async def _awrite_all(self, batch: StoreBatch) -> None:
-        if await self._atry(batch):
-            return
-        parts = _split(batch)
-        if not parts:  # a single row that kept failing
-            self.failed_rows += len(batch)
-            logger.error(
-                "gave up writing %r to %r after %d tries", _describe(batch), self.store, len(self.retry_delays) + 1
-            )
-            self._forget(batch)
-            return
-        for part in parts:
-            await self._awrite_all(part)
+        """Write ``batch``, retrying with back-off; what still fails costs only the rows that cannot be written.
 
-    async def _atry(self, batch: StoreBatch) -> bool:
-        for attempt, delay in enumerate((*self.retry_delays, None)):
+        The time is bounded (leaving a context waits for it): after the retries, if the store takes no write at
+        all (an empty transaction fails too), the batch is given up at once, and later batches get one try each
+        until a write succeeds again. Otherwise the batch is split in halves, each tried once and split again if
+        it fails, down to the single rows that fail on their own.
+        """
+        if await self._atry(batch, (*self.retry_delays, None) if not self._store_down else (None,)):
+            self._store_down = False
+            return
+        if len(batch) > 1 and not await self._atry(StoreBatch(), (None,), quiet=True):
+            self._store_down = True
+            self._give_up(batch, batch, "the store takes no write")
+            return
+        failed = await self._awrite_halves(batch)
+        if failed:
+            self._give_up(batch, failed, "each failed on its own too")
+
+    async def _awrite_halves(self, batch: StoreBatch) -> list[StoreBatch]:
+        """Write the halves of a batch that failed, splitting again what fails; return the single rows that fail."""
+        parts = _split(batch)
+        if not parts:
+            return [batch]
+        failed = []
+        for part in parts:
+            if not await self._atry(part, (None,), quiet=True):
+                failed += await self._awrite_halves(part)
+        return failed
+
+    def _give_up(self, batch: StoreBatch, failed: StoreBatch | list[StoreBatch], why: str) -> None:
+        parts = [failed] if isinstance(failed, StoreBatch) else failed
+        rows = sum(len(part) for part in parts)
+        self.failed_rows += rows
+        for part in parts:
+            self._forget(part)
+        logger.error(
+            "gave up writing %d of %d rows to %r (%s), e.g. %s", rows, len(batch), self.store, why, _describe(parts[0])
+        )
+
+    async def _atry(self, batch: StoreBatch, delays: Sequence[float | None], quiet: bool = False) -> bool:
+        """Try to write ``batch``, once more after each delay that is not None; whether it was written."""
+        for attempt, delay in enumerate(delays):
             try:
                 await self.store.awrite(batch)
                 return True
             except Exception as error:
-                logger.error(
+                logger.log(
+                    logging.DEBUG if quiet else logging.ERROR,
                     "writing %d rows to %r failed (try %d of %d): %s: %s",
                     len(batch),
                     self.store,
                     attempt + 1,
-                    len(self.retry_delays) + 1,
+                    len(delays),
                     type(error).__name__,
                     error,
                 )
-                with contextlib.suppress(Exception):
-                    await self.store.aclose()  # a fresh connection for the retry
                 if delay is not None:
+                    with contextlib.suppress(Exception):
+                        await self.store.aclose()  # a fresh connection for the retry
                     await asyncio.sleep(delay)
         return False
 

@@ -266,6 +266,46 @@ async def test_one_bad_row_costs_only_itself(store: RecordingStore, caplog: pyte
     assert any("gave up" in record.message for record in caplog.records)
 
 
+class _Rejecting(_Flaky):
+    """Every write with rows fails; an empty one (a bare transaction) too when ``dead``."""
+
+    def __init__(self, store: RecordingStore, dead: bool) -> None:
+        super().__init__(store)
+        self.dead = dead
+
+    async def awrite(self, batch: StoreBatch) -> None:
+        self.attempts += 1
+        if len(batch) or self.dead:
+            raise OSError("disk full")
+        await self.store.awrite(batch)
+
+
+@pytest.mark.parametrize("dead", [False, True], ids=["rows-fail", "store-dead"])
+async def test_a_store_that_takes_nothing_costs_a_bounded_number_of_tries(
+    store: RecordingStore, caplog: pytest.LogCaptureFixture, dead: bool
+) -> None:
+    # (each split part used to get every retry, with back-off: about 3.5 s per row with the default delays)
+    rejecting = _Rejecting(store, dead)
+    async with asyncio.timeout(10), MiniAgents():
+        recorder = StoreRecorder(rejecting, retry_delays=(0, 0, 0, 0))  # type: ignore[arg-type]
+        with caplog.at_level(logging.ERROR, logger="miniagents.store"):
+            for i in range(20):
+                recorder.record_message(Message(f"m{i}"))
+            await recorder.aflush()
+            first_attempts = rejecting.attempts
+            recorder.record_message(Message("later"))
+            await recorder.aflush()
+    assert recorder.failed_rows == 21
+    if dead:  # five tries and an empty write that fails too: given up; the next batch: a single try
+        assert (first_attempts, rejecting.attempts) == (5 + 1, 6 + 1)
+    else:  # five tries, the empty write, then each half once, down to every single row (2 * 20 - 2); the next
+        # batch (one row) gets its five tries: the store takes writes
+        assert (first_attempts, rejecting.attempts) == (5 + 1 + 38, 44 + 5)
+    gave_up = [r.getMessage() for r in caplog.records if "gave up" in r.getMessage()]
+    assert len(gave_up) == 2 and gave_up[0].startswith("gave up writing 20 of 20 rows")
+    assert len([r for r in caplog.records if "(try " in r.getMessage()]) == (6 if dead else 10)
+
+
 async def test_histories_keep_messages_in_order(store: RecordingStore) -> None:
     async with MiniAgents():
         recorder = store.observer()
