@@ -18,7 +18,13 @@ from miniagents.messages import (
     values_hold_only_persisted,
 )
 from miniagents.miniagent_typing import PersistMessageEventHandler
-from miniagents.promising._context import PromiseResolvedHandler, PromisingContext, active_context, as_handler_list
+from miniagents.promising._context import (
+    INTERRUPT_GRACE_SECONDS,
+    PromiseResolvedHandler,
+    PromisingContext,
+    active_context,
+    as_handler_list,
+)
 from miniagents.promising._failures import log_error_once, logger
 from miniagents.promising._promise import Promise
 from miniagents.promising._tasks import require_coroutine_function
@@ -356,24 +362,41 @@ class MiniAgents(PromisingContext):
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
+        error = exc_info[1] if len(exc_info) > 1 else None
         try:
             await super().__aexit__(*exc_info)
         finally:
+            # Interrupted: the context is left within the grace, the observers' and the store's work left behind
+            # if need be.
+            interrupted = error is not None and not isinstance(error, Exception)
+            deadline = asyncio.get_running_loop().time() + INTERRUPT_GRACE_SECONDS if interrupted else None
             try:
-                await self._aon_context_exit()
+                await self._aon_context_exit(deadline)
             finally:
                 aclose = getattr(self.store, "aclose", None)
                 if aclose is not None:
-                    await aclose()
+                    try:
+                        async with asyncio.timeout_at(deadline):
+                            await aclose()
+                    except TimeoutError:
+                        logger.warning(
+                            "%r did not close within the interrupted context's grace; left behind", self.store
+                        )
 
-    async def _aon_context_exit(self) -> None:
-        """Await `RunObserver.aon_context_exit` of this context's own observers that have one."""
+    async def _aon_context_exit(self, deadline: float | None) -> None:
+        """Await `RunObserver.aon_context_exit` of this context's own observers that have one (until ``deadline``)."""
         for observer in self._observers:
             method = getattr(type(observer), "aon_context_exit", None)
             if method is None or method is RunObserver.aon_context_exit:
                 continue
             try:
-                await observer.aon_context_exit()
+                async with asyncio.timeout_at(deadline):
+                    await observer.aon_context_exit()
+            except TimeoutError:
+                logger.warning(
+                    "%r did not finish leaving the interrupted context in its grace (aon_context_exit); left behind",
+                    observer,
+                )
             except Exception as error:  # an observer's bug must not keep the context from being left
                 self.observer_failed(observer, "aon_context_exit", error)
 

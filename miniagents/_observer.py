@@ -56,7 +56,9 @@ class RunObserver:
         """A `MiniAgents` context this observer was given to is being left, and its work is done.
 
         Leaving the context awaits it (for the context's own observers and store, in their order) before the store
-        is closed, also when the context is left because of an error or a cancellation; what it raises is logged.
+        is closed, also when the context is left because of an error; what it raises is logged. When the context is
+        interrupted (a cancellation, Ctrl+C), all of them get `INTERRUPT_GRACE_SECONDS` (1 s) in all, then they
+        are left behind with a warning.
         Finish here what must be done before the program may end, e.g. write what was recorded. The default does
         nothing.
         """

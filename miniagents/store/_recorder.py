@@ -44,6 +44,7 @@ __all__ = ["PartialMessage", "StoreRecorder"]
 logger = logging.getLogger("miniagents.store")
 
 _BATCH_LIMIT = 50_000  # queued values per batch (5,000-25,000 operations): text is written well within 0.5 s
+_STALL_SECONDS = 30.0  # `awrite_queued` gives up waiting when the writer has written nothing for this long
 _KNOWN_LIMIT = 200_000  # hash keys remembered as written (to skip rewriting them); forgotten all at once beyond
 
 
@@ -317,7 +318,8 @@ class StoreRecorder(RunObserver):
         """Wait until everything queued so far is written (not what is queued later, or text still to stream).
 
         Unlike `aflush`, it does not wait for streaming messages to end: their text so far is written when the
-        writer next flushes it (every `flush_interval` seconds).
+        writer next flushes it (every `flush_interval` seconds). It waits as long as the writer makes progress:
+        after 30 s without any (a database call that does not return), it logs an error and returns.
         """
         mark = self._pushed
         if self._written >= mark:
@@ -326,7 +328,20 @@ class StoreRecorder(RunObserver):
             self._start_writer()
         waiter = asyncio.get_running_loop().create_future()
         self._written_waiters.append((mark, waiter))
-        await waiter
+        written = self._written
+        while True:  # as long as the writer makes progress (a database call that never returns would hang us)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(waiter), _STALL_SECONDS)
+                return
+            if self._written == written:
+                logger.error(
+                    "the writer of %r wrote nothing for %s s; %d queued values are left to it",
+                    self.store,
+                    _STALL_SECONDS,
+                    mark - written,
+                )
+                return
+            written = self._written
 
     async def aon_context_exit(self) -> None:
         """A context this recorder observes is being left: wait until what was recorded so far is written.
@@ -338,10 +353,10 @@ class StoreRecorder(RunObserver):
         await self.await_idle_writer()
 
     async def await_idle_writer(self) -> None:
-        """If the writer has nothing left to do, wait until it has closed the connection and ended."""
+        """If the writer has written everything and nothing streams, wait until it has closed the connection."""
         writer = self._writer
-        if writer is not None and not self._ops and not self._streams:
-            await asyncio.wait([writer])  # (not cancelled if we are)
+        if writer is not None and self._written >= self._pushed and not self._streams:
+            await asyncio.wait([writer], timeout=_STALL_SECONDS)  # (not cancelled if we are)
 
     def _wake_written_waiters(self) -> None:
         written, waiting = self._written, []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,7 +12,8 @@ import pytest
 
 from miniagents import InteractionContext, Message, MiniAgents, current_agent_call, miniagent
 from miniagents.ext.llm import AssistantMessage
-from miniagents.store import RecordingStore, open_store
+from miniagents.store import RecordingStore, SQLiteMessageStore, open_store
+from miniagents.store import _recorder as recorder_module
 
 
 @miniagent
@@ -197,3 +199,58 @@ async def test_contexts_sharing_a_store_each_write_theirs_and_leave_without_wait
     held = await store.aload_call_tree(held_ids[0])
     assert (held.status, held.replies[0].text) == ("finished", "held and released")  # complete, not partial
     assert _errors(caplog) == []
+
+
+class _SlowSQLiteStore(SQLiteMessageStore):
+    """Every write with rows takes ``delay`` seconds, and waits for ``gate`` (until set: a call that hangs)."""
+
+    def __init__(self, path: Any, gate: threading.Event | None = None, delay: float = 0.0) -> None:
+        super().__init__(path)
+        self.gate, self.delay = gate, delay
+
+    async def awrite(self, batch: Any) -> None:
+        if len(batch):
+            await asyncio.sleep(self.delay)
+            if self.gate is not None:  # (a threading.Event: the writer's thread runs a loop of its own)
+                await asyncio.to_thread(self.gate.wait)
+        await super().awrite(batch)
+
+
+async def test_an_interrupted_context_leaves_in_its_grace_and_the_writer_finishes_later(tmp_path: Any) -> None:
+    store = _SlowSQLiteStore(tmp_path / "slow.db", delay=2.0)
+    ids: list[str] = []
+
+    async def run() -> None:
+        async with MiniAgents(store=store):
+            for i in range(3):
+                await echo_agent.fork(ids=ids).inquire(f"m{i}")
+            await asyncio.sleep(60)
+
+    task = asyncio.create_task(run())
+    await asyncio.sleep(0.3)
+    started = asyncio.get_running_loop().time()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert asyncio.get_running_loop().time() - started < 1.9  # (the grace is 1 s; a write takes 2 s)
+    async with asyncio.timeout(20):
+        await store.aflush()  # the writer went on in the background
+    assert [(await store.aload_call_tree(call_id)).status for call_id in ids] == ["finished"] * 3
+
+
+async def test_leaving_a_context_gives_up_on_a_writer_that_makes_no_progress(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(recorder_module, "_STALL_SECONDS", 0.2)
+    gate = threading.Event()
+    store = _SlowSQLiteStore(tmp_path / "stuck.db", gate=gate)
+    try:
+        async with asyncio.timeout(10):
+            async with MiniAgents(store=store):
+                await echo_agent.fork(ids=[]).inquire("m")
+            assert "wrote nothing for 0.2 s" in caplog.text and store.observer().writing
+    finally:
+        gate.set()  # the database answers at last: everything is written
+    async with asyncio.timeout(10):
+        await store.aflush()
+    assert not store.observer().writing and store.observer().failed_rows == 0
