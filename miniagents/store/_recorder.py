@@ -608,9 +608,10 @@ class StoreRecorder(RunObserver):
                     type(error).__name__,
                     error,
                 )
-                if delay is not None:
+                if not quiet:  # (the halves of a batch are tried on the connection that the probe found working)
                     with contextlib.suppress(Exception):
-                        await self.store.aclose()  # a fresh connection for the retry
+                        await self.store.aclose()  # a fresh connection for what comes next
+                if delay is not None:
                     await asyncio.sleep(delay)
         return False
 
