@@ -362,14 +362,14 @@ class MiniAgents(PromisingContext):
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
+        # Interrupted (a cancellation, Ctrl+C): the context is left within the grace, the observers' and the store's
+        # work left behind if need be; what stopping the agents took of it is not given again.
         error = exc_info[1] if len(exc_info) > 1 else None
+        interrupted = error is not None and not isinstance(error, Exception)
+        deadline = asyncio.get_running_loop().time() + INTERRUPT_GRACE_SECONDS if interrupted else None
         try:
             await super().__aexit__(*exc_info)
         finally:
-            # Interrupted: the context is left within the grace, the observers' and the store's work left behind
-            # if need be.
-            interrupted = error is not None and not isinstance(error, Exception)
-            deadline = asyncio.get_running_loop().time() + INTERRUPT_GRACE_SECONDS if interrupted else None
             try:
                 await self._aon_context_exit(deadline)
             finally:

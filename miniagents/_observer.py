@@ -57,8 +57,8 @@ class RunObserver:
 
         Leaving the context awaits it (for the context's own observers and store, in their order) before the store
         is closed, also when the context is left because of an error; what it raises is logged. When the context is
-        interrupted (a cancellation, Ctrl+C), all of them get `INTERRUPT_GRACE_SECONDS` (1 s) in all, then they
-        are left behind with a warning.
+        interrupted (a cancellation, Ctrl+C), they get what is left of its `INTERRUPT_GRACE_SECONDS` (1 s) after the
+        agents stopped, then they are left behind with a warning.
         Finish here what must be done before the program may end, e.g. write what was recorded. The default does
         nothing.
         """
