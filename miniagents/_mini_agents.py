@@ -83,6 +83,7 @@ class MiniAgents(PromisingContext):
         if store is not None:
             self._observers.append(store)
         self._failed_observers: set[tuple[int, str]] = set()
+        self._exit_observers: list[RunObserver] = []  # (see `await_at_exit`)
         self._observer_methods: ObserverMethods | object | None = _NOT_COLLECTED  # (see `call_started`)
         self.interrupted = False
         """Whether the context is being interrupted: agent calls made from now on are cancelled at once."""
@@ -98,6 +99,15 @@ class MiniAgents(PromisingContext):
         self._observers.append(observer)
         self._observer_methods = _NOT_COLLECTED
         return observer
+
+    def await_at_exit(self, observer: RunObserver) -> None:
+        """Have leaving this context await ``observer.aon_context_exit()`` too, though it observes no call here.
+
+        For work done on the context's behalf outside the observation seam: a store's recorder that an agent
+        records into directly (a chat history) calls it, so that leaving the context waits for those rows.
+        """
+        if observer not in self._observers and observer not in self._exit_observers:
+            self._exit_observers.append(observer)
 
     def activate(self) -> MiniAgents:
         """See `PromisingContext.activate`; the observers of enclosing contexts are looked up again too."""
@@ -385,7 +395,7 @@ class MiniAgents(PromisingContext):
 
     async def _aon_context_exit(self, deadline: float | None) -> None:
         """Await `RunObserver.aon_context_exit` of this context's own observers that have one (until ``deadline``)."""
-        for observer in self._observers:
+        for observer in [*self._observers, *self._exit_observers]:
             method = getattr(type(observer), "aon_context_exit", None)
             if method is None or method is RunObserver.aon_context_exit:
                 continue

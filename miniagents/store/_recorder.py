@@ -90,6 +90,7 @@ class PartialMessage:
 
 _OP_LENGTHS = {"call": 9, "message": 2, "slot": 6, "partial": 4}
 """The queue of operations is flat (see `StoreRecorder._push`): each kind, then its values; this many in all."""
+_active_context_get = active_context.get
 _popleft = deque.popleft  # (`map(_popleft, repeat(queue, n))` takes n values without a Python step per value)
 _STATUS_TEXTS: dict[Any, str] = {status: status.value for status in AgentCallStatus}  # (an enum's `.value` is slow)
 
@@ -100,9 +101,9 @@ class StoreRecorder(RunObserver):
     Register it with ``MiniAgents(observers=[recorder])`` (``MiniAgents(store=...)`` does that for you), or call
     its ``record_*`` methods directly. Every method is synchronous, cheap, and never raises because of the
     database: the rows are written in the background by the writer task (started on demand on the running loop;
-    no context owns it, so one recorder may serve several contexts at once). Leaving a `MiniAgents` context that
-    observes it waits until what was recorded so far is written (`aon_context_exit`); `aflush` waits for
-    everything, streams included.
+    no context owns it, so one recorder may serve several contexts at once). Leaving a `MiniAgents` context in
+    which something was recorded (observed, or recorded directly) waits until what was recorded so far is written
+    (`aon_context_exit`); `aflush` waits for everything, streams included.
 
     Args:
         store: where to write.
@@ -142,6 +143,7 @@ class StoreRecorder(RunObserver):
         self._pushed = 0  # values queued in all (on the event loop)
         self._written = 0  # of those, the values the writer has taken and written (or given up on)
         self._written_waiters: list[tuple[int, asyncio.Future[None]]] = []  # (`awrite_queued`: mark, waiter)
+        self._last_context: Any = None  # the context something was last recorded in (see `_push`)
         self._wakeup: asyncio.Event | None = None
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._executor: ThreadPoolExecutor | None = None  # one thread that builds and writes the batches
@@ -276,6 +278,12 @@ class StoreRecorder(RunObserver):
         """
         self._ops.extend(op)
         self._pushed += len(op)
+        context = _active_context_get()
+        if context is not self._last_context:  # (recorded in another context than the last time)
+            self._last_context = context
+            await_at_exit = getattr(context, "await_at_exit", None)  # (a `MiniAgents`)
+            if await_at_exit is not None:
+                await_at_exit(self)  # leaving it waits for what is recorded in it (`aon_context_exit`)
         if self._writer is None:
             self._start_writer()
         elif self._wakeup is not None:

@@ -12,7 +12,7 @@ import pytest
 
 from miniagents import InteractionContext, Message, MiniAgents, current_agent_call, miniagent
 from miniagents.ext.llm import AssistantMessage
-from miniagents.store import RecordingStore, SQLiteMessageStore, open_store
+from miniagents.store import RecordingStore, SQLiteMessageStore, open_store, store_history_agent
 from miniagents.store import _recorder as recorder_module
 
 
@@ -254,3 +254,14 @@ async def test_leaving_a_context_gives_up_on_a_writer_that_makes_no_progress(
     async with asyncio.timeout(10):
         await store.aflush()
     assert not store.observer().writing and store.observer().failed_rows == 0
+
+
+async def test_leaving_a_context_waits_for_what_an_agent_recorded_into_a_store_directly(tmp_path: Any) -> None:
+    store = _SlowSQLiteStore(tmp_path / "history.db", delay=0.3)  # (each write takes 0.3 s)
+    async with MiniAgents():  # the store observes nothing here: the history agent records into it itself
+        history = await store_history_agent.fork(store=store, history_id="chat").inquire(
+            [Message("q", role="user"), Message("a", role="assistant")]
+        )
+    assert [m.text for m in history] == ["q", "a"]
+    assert not store.observer().writing  # written and closed by the time the context was left
+    assert [m.text for m in await store.aload_history("chat")] == ["q", "a"]
