@@ -103,8 +103,9 @@ class MiniAgents(PromisingContext):
     def await_at_exit(self, observer: RunObserver) -> None:
         """Have leaving this context await ``observer.aon_context_exit()`` too, though it observes no call here.
 
-        For work done on the context's behalf outside the observation seam: a store's recorder that an agent
-        records into directly (a chat history) calls it, so that leaving the context waits for those rows.
+        For work done on the context's behalf in the background: a store's recorder calls it for each context
+        something is recorded in (as an observer, or directly, as a chat history does), so that leaving the context
+        waits for those rows.
         """
         if observer not in self._observers and observer not in self._exit_observers:
             self._exit_observers.append(observer)
@@ -374,7 +375,7 @@ class MiniAgents(PromisingContext):
     async def __aexit__(self, *exc_info: Any) -> None:
         # Interrupted (a cancellation, Ctrl+C): the context is left within the grace, the observers' and the store's
         # work left behind if need be; what stopping the agents took of it is not given again.
-        error = exc_info[1] if len(exc_info) > 1 else None
+        error = exc_info[1]
         interrupted = error is not None and not isinstance(error, Exception)
         deadline = asyncio.get_running_loop().time() + INTERRUPT_GRACE_SECONDS if interrupted else None
         try:

@@ -72,13 +72,6 @@ class RecordingStore(RunObserver, abc.ABC):
         if not self._recorder.writing:
             await self._acheck_location()
 
-    async def aon_context_exit(self) -> None:
-        """A context that records into this store is being left: wait until what was recorded so far is written.
-
-        Not what other contexts record later, nor the end of their streams (see `StoreRecorder.awrite_queued`).
-        """
-        await self._recorder.aon_context_exit()
-
     async def aflush(self) -> None:
         """Wait until everything recorded so far is written (see `StoreRecorder.aflush`)."""
         await self._recorder.aflush()

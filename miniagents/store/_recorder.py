@@ -281,9 +281,10 @@ class StoreRecorder(RunObserver):
         context = _active_context_get()
         if context is not self._last_context:  # (recorded in another context than the last time)
             self._last_context = context
-            await_at_exit = getattr(context, "await_at_exit", None)  # (a `MiniAgents`)
-            if await_at_exit is not None:
-                await_at_exit(self)  # leaving it waits for what is recorded in it (`aon_context_exit`)
+            while context is not None and not hasattr(context, "await_at_exit"):  # (a plain `PromisingContext`)
+                context = context.parent
+            if context is not None:
+                context.await_at_exit(self)  # leaving the `MiniAgents` waits for what is recorded in it
         if self._writer is None:
             self._start_writer()
         elif self._wakeup is not None:
@@ -352,7 +353,7 @@ class StoreRecorder(RunObserver):
             written = self._written
 
     async def aon_context_exit(self) -> None:
-        """A context this recorder observes is being left: wait until what was recorded so far is written.
+        """A context something was recorded in is being left: wait until what was recorded so far is written.
 
         Then, unless another context has queued more or has messages streaming, also until the writer has closed
         the connection and ended (so that the event loop may end right after).
@@ -369,7 +370,7 @@ class StoreRecorder(RunObserver):
     def _wake_written_waiters(self) -> None:
         written, waiting = self._written, []
         for mark, waiter in self._written_waiters:
-            if mark <= written or (self._writer is None and not self._ops):
+            if mark <= written:
                 if not waiter.done():
                     waiter.set_result(None)
             else:
