@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any, Union
 
 from pydantic import BaseModel, PrivateAttr
@@ -778,3 +778,16 @@ def join_sequence(
     return (message_class or Message).promise(
         start_asap=start_asap, message_token_streamer=join_tokens, **message_metadata
     )
+
+
+async def amake_promises(messages: Sequence[Message], per_step: int = 500) -> None:
+    """Make each message's `Message.as_promise` ahead of time, ``per_step`` messages per event loop step.
+
+    For agents that will reply a long, already loaded sequence (a chat history): started while they wait for
+    their input, it moves the promises' cost (about 5-10 µs each) out of the reply, and the event loop keeps
+    running meanwhile. Cancel it when it is no longer needed; what it made stays cached on the messages.
+    """
+    for start in range(0, len(messages), per_step):
+        for message in messages[start : start + per_step]:
+            message.as_promise  # noqa: B018 - made and cached on the message
+        await asyncio.sleep(0)

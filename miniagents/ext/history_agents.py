@@ -15,11 +15,15 @@ import abc
 import asyncio
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from miniagents.ext._chat_md import ROLES, ContentEscaper, format_header
 from miniagents.ext._chat_md_file import ChatMdDecodeError, chat_md_lock, close_cut_write, read_messages
-from miniagents.messages import Message, MessagePromise
+from miniagents.messages import Message, MessagePromise, amake_promises
 from miniagents.miniagents import InteractionContext, MiniAgent, miniagent
+
+if TYPE_CHECKING:
+    from filelock import AsyncFileLock
 
 __all__ = [
     "ChatHistory",
@@ -75,7 +79,9 @@ async def markdown_history_agent(
     Each message is written under a lock on ``<file>.lock`` (`filelock`), so several processes or agents writing
     one file never interleave inside a message. A message that a crash cut short is closed before the next one is
     written (its last line is ended, a partial UTF-8 character dropped), so the next message is an entry of its
-    own. Reading back is incremental (entries already read are not parsed again) and runs in a worker thread.
+    own. Reading back is incremental (entries already read are not parsed again) and runs in a worker thread. The
+    file is read when the call starts, and the promises of its messages are made while the incoming messages are
+    awaited (in a dialog, while the user types), so that replying a long history costs a turn little.
 
     Args:
         ctx: the interaction context.
@@ -98,11 +104,25 @@ async def markdown_history_agent(
     path = Path(history_md_file)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = chat_md_lock(path)
+    promising: asyncio.Task[None] | None = None
     if append:  # a file that cannot be read back is an error before anything is written to it
-        await asyncio.to_thread(read_messages, path, default_role)
+        earlier = await asyncio.to_thread(read_messages, path, default_role)
+        if not only_write:  # the reply needs their promises: made while the user types (in a dialog)
+            promising = asyncio.create_task(amake_promises(earlier))
     else:
         async with lock:
             path.write_bytes(b"")  # noqa: ASYNC240 - a local truncation
+    try:
+        await _awrite_messages(ctx, path, lock, default_role)
+        if not only_write:
+            ctx.reply(await asyncio.to_thread(read_messages, path, default_role))
+    finally:
+        if promising is not None:
+            promising.cancel()
+
+
+async def _awrite_messages(ctx: InteractionContext, path: Path, lock: AsyncFileLock, default_role: str) -> None:
+    """Append the incoming messages to the file, token by token, each under the lock (see `markdown_history_agent`)."""
     # Blocking file calls on purpose: a local append per token is cheaper than a thread hop per token.
     with open(path, "a+", encoding="utf-8", newline="", buffering=1) as stream:  # noqa: ASYNC230
         async for message_promise in ctx.message_promises:
@@ -126,8 +146,6 @@ async def markdown_history_agent(
                 finally:
                     stream.write(escaper.finish())
                     stream.flush()
-    if not only_write:
-        ctx.reply(await asyncio.to_thread(read_messages, path, default_role))
 
 
 class ChatHistory(abc.ABC):

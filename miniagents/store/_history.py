@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
-from miniagents.messages import Message
+from miniagents.messages import Message, amake_promises
 from miniagents.miniagents import InteractionContext, miniagent
 from miniagents.store._base import RecordingStore
 from miniagents.store._open import open_store
@@ -51,12 +52,20 @@ async def store_history_agent(
     resolved = _resolve_store(store)
     history = await resolved.ahistory(history_id)
     recorder = resolved.observer()
-    async for message_promise in ctx.message_promises:
-        if getattr(message_promise.preliminary_metadata, "no_history", None):
-            continue
-        position = len(history)
-        history.append(message_promise)  # (placeholder, so that a concurrent turn takes the next position)
-        recorder.record_message_promise(history_id, "history", position, message_promise)
-        history[position] = await message_promise
-    if not only_write:
-        ctx.reply(tuple(message for message in history if isinstance(message, Message)))
+    # the reply needs the earlier messages' promises: made while the user types (in a dialog)
+    promising = (
+        None if only_write else asyncio.create_task(amake_promises([m for m in history if isinstance(m, Message)]))
+    )
+    try:
+        async for message_promise in ctx.message_promises:
+            if getattr(message_promise.preliminary_metadata, "no_history", None):
+                continue
+            position = len(history)
+            history.append(message_promise)  # (placeholder, so that a concurrent turn takes the next position)
+            recorder.record_message_promise(history_id, "history", position, message_promise)
+            history[position] = await message_promise
+        if not only_write:
+            ctx.reply(tuple(message for message in history if isinstance(message, Message)))
+    finally:
+        if promising is not None:
+            promising.cancel()

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import miniagents.ext.chat_history_md as chat_history_md_compat
 from miniagents import InteractionContext, Message, MessagePromise, MiniAgents, miniagent
+from miniagents.ext._chat_md_file import read_messages
 from miniagents.ext.agent_aggregators import user_agent
 from miniagents.ext.history_agents import (
     ChatHistory,
@@ -26,6 +27,7 @@ from miniagents.ext.history_agents import (
     markdown_history_agent,
 )
 from miniagents.ext.llm import AssistantMessage, SystemMessage, UserMessage
+from tests.polling import promise_made, wait_until
 
 RULE = "=" * 40
 
@@ -136,6 +138,23 @@ async def test_only_write_replies_nothing_and_append_false_starts_afresh(tmp_pat
         replies = await markdown_history_agent.fork(history_md_file=chat_md, append=False).inquire("fresh")
     assert fields(replies) == [("assistant", None, "fresh")]
     assert chat_md.read_text(encoding="utf-8") == f"\nassistant\n{RULE}\nfresh\n"
+
+
+async def test_a_long_history_has_its_promises_made_while_the_input_is_awaited(tmp_path: Path) -> None:
+    chat_md = tmp_path / "CHAT.md"
+    chat_md.write_text("".join(f"\nuser\n{RULE}\nmessage {i}\n" for i in range(3000)), encoding="utf-8")
+    async with MiniAgents():
+        call = markdown_history_agent.fork(history_md_file=chat_md).initiate_inquiry()  # the user is "typing"
+        # the objects the agent read: the reader keeps all entries but the last (which a later append could extend)
+        await wait_until(lambda: len(read_messages(chat_md, "assistant")) == 3000)
+        earlier = read_messages(chat_md, "assistant")[:-1]
+        await wait_until(lambda: all(map(promise_made, earlier)))
+        promises = [message.as_promise for message in earlier]
+        call.send_message(UserMessage("new"))
+        replies = await call.reply_sequence()
+    assert [m.text for m in replies] == [f"message {i}" for i in range(3000)] + ["new"]
+    assert all(reply is message for reply, message in zip(replies[:2999], earlier, strict=True))
+    assert all(message.as_promise is promise for message, promise in zip(earlier, promises, strict=True))
 
 
 # markdown_history_agent: streaming to disk

@@ -23,6 +23,7 @@ from miniagents.store import (
     StoreRecorder,
     aload_message,
 )
+from tests.polling import promise_made, wait_until
 
 
 class Note(Message):
@@ -340,6 +341,26 @@ async def test_store_history_agent_keeps_the_conversation_across_processes(store
         replies = await store_history_agent.fork(store=second, history_id="chat").inquire(AssistantMessage("a3"))
     assert replies == (UserMessage("q1"), AssistantMessage("a1", model="m"), UserMessage("q3"), AssistantMessage("a3"))
     assert all(not hasattr(message, "partial") for message in replies)
+
+
+async def test_store_history_agent_makes_the_loaded_promises_while_the_input_is_awaited(store_factory: Any) -> None:
+    from miniagents.store import store_history_agent
+
+    first = store_factory()
+    async with first, MiniAgents():
+        await store_history_agent.fork(store=first, history_id="long", only_write=True).inquire(
+            [UserMessage(f"q{i}") for i in range(500)]
+        )
+    second = store_factory()
+    async with second, MiniAgents():
+        call = store_history_agent.fork(store=second, history_id="long").initiate_inquiry()  # the user is "typing"
+        loaded = await second.ahistory("long")  # (the agent's list: one per store object and history)
+        await wait_until(lambda: all(map(promise_made, loaded)))
+        promises = [message.as_promise for message in loaded]
+        call.send_message(UserMessage("new"))
+        replies = await call.reply_sequence()
+    assert [m.text for m in replies] == [f"q{i}" for i in range(500)] + ["new"]
+    assert all(reply.as_promise is promise for reply, promise in zip(replies[:500], promises, strict=True))
 
 
 def test_drivers_are_imported_lazily_and_missing_ones_name_the_extra() -> None:
