@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import deque
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from miniagents._agent_call import AgentCall, ObserverMethods, PendingNodes
 from miniagents._observer import RunObserver
@@ -29,6 +30,9 @@ from miniagents.promising._failures import log_error_once, logger
 from miniagents.promising._promise import Promise
 from miniagents.promising._tasks import require_coroutine_function
 
+if TYPE_CHECKING:
+    from miniagents.store import MessageStore
+
 __all__ = ["MiniAgents"]
 
 PERSIST_HANDLER_GRACE_SECONDS = 10.0
@@ -50,13 +54,17 @@ class MiniAgents(PromisingContext):
         on_persist_message: one ``async def handler(promise, message)`` or an iterable of them, see
             `on_persist_message`.
         observers: `RunObserver`s that see every agent call of this context (and of contexts nested in it).
-        store: a message store that persists every message and agent call: a `RunObserver` too; if it has
-            ``async def aopen()`` / ``async def aclose()``, they are awaited when the context is entered / left
-            (``aclose`` after `RunObserver.aon_context_exit`, which a store uses to write what it recorded).
+        store: a message store that persists every message and agent call: a file path (SQLite) or a
+            ``postgresql://`` URL (opened with `miniagents.store.open_store`), a `miniagents.store.MessageStore`
+            (recorded through a `miniagents.store.StoreRecorder`), or a `RunObserver` such as a
+            `miniagents.store.RecordingStore`. If it has ``async def aopen()`` / ``async def aclose()``, they are
+            awaited when the context is entered / left (``aclose`` after `RunObserver.aon_context_exit`, which a
+            store uses to write what it recorded).
         **promising_kwargs: the other `PromisingContext` arguments (``start_everything_asap_by_default`` …).
 
     Raises:
-        TypeError: a handler is not an ``async def`` function.
+        TypeError: a handler is not an ``async def`` function, or ``store`` is none of the kinds above.
+        ImportError: a store given by location whose driver is not installed (the message names the extra).
     """
 
     def __init__(
@@ -65,7 +73,7 @@ class MiniAgents(PromisingContext):
         on_promise_resolved: PromiseResolvedHandler | Iterable[PromiseResolvedHandler] = (),
         on_persist_message: PersistMessageEventHandler | Iterable[PersistMessageEventHandler] = (),
         observers: Iterable[RunObserver] = (),
-        store: RunObserver | None = None,
+        store: RunObserver | MessageStore | str | os.PathLike[str] | None = None,
         **promising_kwargs: Any,
     ) -> None:
         super().__init__(on_promise_resolved=on_promise_resolved, **promising_kwargs)
@@ -79,9 +87,10 @@ class MiniAgents(PromisingContext):
         self._root_calls: dict[AgentCall, None] = {}
         self._agent_tasks: set[asyncio.Task[Any]] = set()
         self._observers: list[RunObserver] = list(observers)
-        self.store = store
-        if store is not None:
-            self._observers.append(store)
+        self.store: RunObserver | None = _as_store_observer(store)
+        """The observer that records into the store (a `RecordingStore`, or a `StoreRecorder` of a `MessageStore`)."""
+        if self.store is not None:
+            self._observers.append(self.store)
         self._failed_observers: set[tuple[int, str]] = set()
         self._exit_observers: list[RunObserver] = []  # (see `await_at_exit`)
         self._observer_methods: ObserverMethods | object | None = _NOT_COLLECTED  # (see `call_started`)
@@ -387,9 +396,8 @@ class MiniAgents(PromisingContext):
                 aclose = getattr(self.store, "aclose", None)
                 if aclose is not None:
                     try:
-                        async with asyncio.timeout_at(deadline):
-                            await aclose()
-                    except TimeoutError:
+                        await _await_until(aclose(), deadline)
+                    except asyncio.TimeoutError:
                         logger.warning(
                             "%r did not close within the interrupted context's grace; left behind", self.store
                         )
@@ -401,9 +409,8 @@ class MiniAgents(PromisingContext):
             if method is None or method is RunObserver.aon_context_exit:
                 continue
             try:
-                async with asyncio.timeout_at(deadline):
-                    await observer.aon_context_exit()
-            except TimeoutError:
+                await _await_until(observer.aon_context_exit(), deadline)
+            except asyncio.TimeoutError:
                 logger.warning(
                     "%r did not finish leaving the interrupted context in its grace (aon_context_exit); left behind",
                     observer,
@@ -471,3 +478,36 @@ def _observer_methods(observers: list[Any]) -> ObserverMethods | None:
         isolated.append(any(getattr(o, "isolated", True) for o in watching))
     started, inputs, replies, ended = lists
     return ObserverMethods(started, inputs, replies, ended, *isolated)
+
+
+async def _await_until(awaitable: Awaitable[Any], deadline: float | None) -> None:
+    """Await ``awaitable``, cancelled at ``deadline`` (event loop time; None: no limit).
+
+    Raises:
+        asyncio.TimeoutError: the deadline came first (`asyncio.timeout_at` is Python 3.11+).
+    """
+    if deadline is None:
+        await awaitable
+    else:
+        await asyncio.wait_for(awaitable, max(0.0, deadline - asyncio.get_running_loop().time()))
+
+
+def _as_store_observer(store: Any) -> RunObserver | None:
+    """The observer that records into ``store`` (see `MiniAgents`); a store given by location is opened here.
+
+    Raises:
+        TypeError: ``store`` is none of the accepted kinds.
+    """
+    if store is None or isinstance(store, RunObserver):
+        return store
+    # the store package (optional drivers) is imported only when a store is given this way
+    from miniagents.store import MessageStore, StoreRecorder, open_store  # pylint: disable=import-outside-toplevel
+
+    if isinstance(store, (str, os.PathLike)):
+        return open_store(store)
+    if isinstance(store, MessageStore):
+        return StoreRecorder(store)
+    raise TypeError(
+        f"store must be a file path (SQLite), a postgresql:// URL, a MessageStore or a RunObserver, "
+        f"got {type(store).__name__}"
+    )

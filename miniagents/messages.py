@@ -194,11 +194,20 @@ def _serialize_fields(frozen: Frozen) -> dict[str, Any]:
     for name, value in fields.items():
         if isinstance(value, Message):
             result[f"{name}__hash_key"] = value.hash_key
-        elif isinstance(value, tuple) and any(isinstance(item, Message) for item in value):
+        elif isinstance(value, tuple) and _tuple_holds_message(value):
             result[f"{name}__hash_keys"] = _serialize_value(value)
         else:
             result[name] = _serialize_value(value)
     return result
+
+
+def _tuple_holds_message(values: tuple[Any, ...]) -> bool:
+    """Whether a message is an item of ``values`` or of a tuple in it, at any depth (not inside a `Frozen`).
+
+    Such a field is serialized as ``<field>__hash_keys``: its messages become their keys, and a reader knows that
+    keys are what to look for (a message two tuples deep, say a table of messages, too).
+    """
+    return any(isinstance(item, Message) or (isinstance(item, tuple) and _tuple_holds_message(item)) for item in values)
 
 
 def holds_only_plain_values(frozen: Frozen) -> bool:

@@ -509,30 +509,43 @@ class StoreRecorder(RunObserver):
         position, end = 0, len(ops)
         while position < end:
             kind = ops[position]
-            if kind == "slot":
-                owner_id, slot_kind, index, message, partial_id = ops[position + 1 : position + 6]
-                position += 6
-                hash_key = None if message is None else self._add_message(message_values, message, known)
-                slot_values += (owner_id, slot_kind, index, hash_key, partial_id)
-            elif kind == "call":
-                call_id, parent_id, alias, kwargs, status, started_at, ended_at, error = ops[
-                    position + 1 : position + 9
-                ]
-                position += 9
-                kwargs_json = None if kwargs is None else kwargs.serialized
-                call_row = (call_id, parent_id, alias, kwargs_json, status, started_at, ended_at, error)
-                _put_row(call_values, calls, call_id, call_row)
-            elif kind == "message":
-                self._add_message(message_values, ops[position + 1], known)
-                position += 2
-            else:  # "partial"
-                stream, status, message = ops[position + 1 : position + 4]
-                position += 4
-                stream.dirty = False
-                text = json.dumps("".join(stream.parts), ensure_ascii=False)
-                hash_key = None if message is None else message.hash_key
-                partial_row = (stream.partial_id, stream.class_name, stream.metadata_json, text, status, hash_key, now)
-                _put_row(partial_values, partials, stream.partial_id, partial_row)
+            start, position = position + 1, position + _OP_LENGTHS[kind]
+            try:
+                if kind == "slot":
+                    owner_id, slot_kind, index, message, partial_id = ops[start:position]
+                    hash_key = None if message is None else self._add_message(message_values, message, known)
+                    slot_values += (owner_id, slot_kind, index, hash_key, partial_id)
+                elif kind == "call":
+                    call_id, parent_id, alias, kwargs, status, started_at, ended_at, call_error = ops[start:position]
+                    kwargs_json = None if kwargs is None else kwargs.serialized
+                    call_row = (call_id, parent_id, alias, kwargs_json, status, started_at, ended_at, call_error)
+                    _put_row(call_values, calls, call_id, call_row)
+                elif kind == "message":
+                    self._add_message(message_values, ops[start], known)
+                else:  # "partial"
+                    stream, status, message = ops[start:position]
+                    stream.dirty = False
+                    text = json.dumps("".join(stream.parts), ensure_ascii=False)
+                    hash_key = None if message is None else message.hash_key
+                    partial_row = (
+                        stream.partial_id,
+                        stream.class_name,
+                        stream.metadata_json,
+                        text,
+                        status,
+                        hash_key,
+                        now,
+                    )
+                    _put_row(partial_values, partials, stream.partial_id, partial_row)
+            except Exception as error:  # e.g. a message whose own `serialize()` fails: it alone is left out
+                self.failed_rows += 1
+                logger.error(
+                    "cannot record %s in %r, left out: %s: %s",
+                    _describe_op(kind, ops[start:position]),
+                    self.store,
+                    type(error).__name__,
+                    error,
+                )
         return batch
 
     @staticmethod
@@ -657,6 +670,18 @@ def _split(batch: StoreBatch) -> list[StoreBatch]:
             part.add(table, row)
         result.append(part)
     return result
+
+
+def _describe_op(kind: str, values: list[Any]) -> str:
+    """What a queued operation records, for an error message."""
+    if kind == "slot":
+        owner_id, slot_kind, index, message = values[:4]
+        return f"{slot_kind} message {index} of {owner_id} ({type(message).__name__})"
+    if kind == "call":
+        return f"the call {values[0]} of {values[2]!r}"
+    if kind == "message":
+        return f"a {type(values[0]).__name__}"
+    return f"the text of the partial message {values[0].partial_id}"
 
 
 def _describe(batch: StoreBatch) -> str:

@@ -10,9 +10,16 @@ from typing import Any
 
 import pytest
 
-from miniagents import InteractionContext, Message, MiniAgents, current_agent_call, miniagent
+from miniagents import InteractionContext, Message, MiniAgents, RunObserver, current_agent_call, miniagent
 from miniagents.ext.llm import AssistantMessage
-from miniagents.store import RecordingStore, SQLiteMessageStore, open_store, store_history_agent
+from miniagents.store import (
+    MessageStore,
+    RecordingStore,
+    SQLiteMessageStore,
+    StoreRecorder,
+    open_store,
+    store_history_agent,
+)
 from miniagents.store import _recorder as recorder_module
 
 
@@ -265,3 +272,86 @@ async def test_leaving_a_context_waits_for_what_an_agent_recorded_into_a_store_d
     assert [m.text for m in history] == ["q", "a"]
     assert not store.observer().writing  # written and closed by the time the context was left
     assert [m.text for m in await store.aload_history("chat")] == ["q", "a"]
+
+
+@miniagent
+async def plain_echo_agent(ctx: InteractionContext) -> None:
+    ctx.reply(await ctx.message_promises)
+
+
+class Unserializable(Message):
+    def serialize(self) -> dict[str, Any]:
+        raise RuntimeError("cannot serialize this one")
+
+
+@miniagent
+async def unserializable_agent(ctx: InteractionContext) -> None:
+    ctx.reply(Unserializable(text="x"))
+
+
+async def test_a_message_that_cannot_be_serialized_is_left_out_alone(
+    store: RecordingStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with MiniAgents(store=store):
+        good, bad = plain_echo_agent.initiate_inquiry(), unserializable_agent.initiate_inquiry()
+        good.send_message("hi")
+        await good.reply_sequence(), await bad.reply_sequence()
+    async with MiniAgents(store=store):  # the writer still writes
+        later = plain_echo_agent.initiate_inquiry()
+        later.send_message("again")
+        await later.reply_sequence()
+    assert [m.text for m in (await store.aload_call_tree(good.call_id)).replies] == ["hi"]
+    assert (await store.aload_call_tree(bad.call_id)).status == "finished"  # its call, without the reply
+    assert (await store.aload_call_tree(bad.call_id)).replies == ()
+    assert [m.text for m in (await store.aload_call_tree(later.call_id)).replies] == ["again"]
+    assert store.observer().failed_rows == 1
+    assert [r.message for r in caplog.records if r.levelno >= logging.ERROR] == [
+        f"cannot record reply message 0 of {bad.call_id} (Unserializable) in {store!r}, left out: "
+        "RuntimeError: cannot serialize this one"
+    ]
+
+
+async def test_messages_in_nested_lists_load_back_as_messages(store: RecordingStore) -> None:
+    table = Message(text="table", rows=[[Message(text="cell")], []])
+    async with MiniAgents(store=store):
+        store.observer().record_message(table)
+    assert table.hash_key != Message(text="table", rows=[[Message(text="cell").hash_key], []]).hash_key
+    loaded = await store.aload_message(table.hash_key)
+    assert loaded == table and loaded.rows[0][0] == Message(text="cell")  # type: ignore[attr-defined]
+
+
+class RowsOnly:
+    """A backend that is only a `MessageStore` (not an observer): the rows of a SQLite store."""
+
+    def __init__(self, backing: SQLiteMessageStore) -> None:
+        self.awrite, self.aclose = backing.awrite, backing.aclose
+        self.aread_messages, self.aread_partials = backing.aread_messages, backing.aread_partials
+        self.aread_calls, self.aread_root_calls, self.aread_slots = (
+            backing.aread_calls,
+            backing.aread_root_calls,
+            backing.aread_slots,
+        )
+
+
+async def test_a_store_given_by_path_or_as_a_message_store_records(tmp_path: Any) -> None:
+    async with MiniAgents(store=tmp_path / "runs.db") as context:
+        replies = await plain_echo_agent.inquire("by path")
+    assert isinstance(context.store, SQLiteMessageStore)
+    async with open_store(tmp_path / "runs.db") as reader:
+        (run,) = await reader.aread_root_calls()
+        assert (await reader.aload_call_tree(run)).replies == replies
+
+    backing = SQLiteMessageStore(tmp_path / "other.db")
+    backend = RowsOnly(backing)
+    assert isinstance(backend, MessageStore) and not isinstance(backend, RunObserver)
+    async with MiniAgents(store=backend) as context:
+        replies = await plain_echo_agent.inquire("as a MessageStore")
+    assert type(context.store) is StoreRecorder and context.store.store is backend
+    (run,) = await backing.aread_root_calls()
+    assert (await backing.aload_call_tree(run)).replies == replies
+    await backing.aclose()
+
+
+def test_a_store_of_another_kind_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match=r"store must be a file path .* got int"):
+        MiniAgents(store=42)  # type: ignore[arg-type]

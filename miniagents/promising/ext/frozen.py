@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import types
+import typing
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Union
+from typing import Any, ClassVar, Union
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 
@@ -46,6 +48,24 @@ def _freeze(value: Any, key: str) -> Any:
     )
 
 
+def _keeps_frozen(annotation: Any) -> bool:
+    """Whether pydantic, validating a frozen value against ``annotation``, certainly keeps it frozen."""
+    if annotation in _SAFE_ANNOTATIONS or (isinstance(annotation, type) and issubclass(annotation, Frozen)):
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return all(type(value) in _PLAIN_LEAF_TYPES for value in typing.get_args(annotation))
+    if origin in (Union, types.UnionType, tuple, typing.Annotated):
+        arguments = typing.get_args(annotation)
+        if origin is typing.Annotated:
+            arguments = arguments[:1]
+        return all(argument is Ellipsis or _keeps_frozen(argument) for argument in arguments)
+    return False
+
+
+_SAFE_ANNOTATIONS = (str, int, float, bool, type(None), None, Any)
+
+
 class Frozen(BaseModel):
     """An immutable pydantic model (``frozen=True``, ``extra="allow"``) with a content hash.
 
@@ -65,6 +85,9 @@ class Frozen(BaseModel):
 
     class_: str = ""
     """The concrete class's short name; always filled in by validation."""
+
+    __refrozen_fields__: ClassVar[tuple[str, ...]] = ()
+    """The declared fields whose type may undo the freezing (e.g. ``list[...]``): frozen again after validation."""
 
     _string_cache: str | None = PrivateAttr(default=None)
     _hash_key_cache: str | None = PrivateAttr(default=None)
@@ -91,6 +114,9 @@ class Frozen(BaseModel):
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
+        cls.__refrozen_fields__ = tuple(
+            name for name, field in cls.model_fields.items() if not _keeps_frozen(field.annotation)
+        )
         _install_fast_private_init(cls)
 
     def frozen_fields(self, exclude_class: bool = False) -> Iterator[str]:
@@ -252,10 +278,13 @@ def _install_fast_private_init(cls: type[Frozen]) -> None:
     False) a copy of a prepared dict is equivalent. A user-defined ``model_post_init`` (which pydantic wraps) still
     runs after it; a private attribute with a default factory or a mutable default keeps pydantic's way.
     """
+    refrozen = cls.__refrozen_fields__
     defaults: dict[str, Any] = {}
     for name, private in cls.__private_attributes__.items():
         default: Any = private.default
         if private.default_factory is not None or type(default) not in _IMMUTABLE_PRIVATE_DEFAULTS:
+            if refrozen:  # pydantic's own initialization, after the freezing
+                _install_refreezing(cls, refrozen)
             return
         defaults[name] = default
     original = getattr(cls.__dict__.get("model_post_init"), "__wrapped__", None)  # pydantic's wrapper keeps it here
@@ -265,6 +294,8 @@ def _install_fast_private_init(cls: type[Frozen]) -> None:
     get_private = _get_private_slot
 
     def model_post_init(self: Frozen, context: Any, /) -> None:
+        if refrozen:
+            _refreeze(self, refrozen)
         try:
             private = get_private(self)  # not `getattr(self, ...)`: an unset slot would go through pydantic's
         except AttributeError:  # Python `__getattr__`, which costs more than all the rest here
@@ -281,6 +312,29 @@ def _install_fast_private_init(cls: type[Frozen]) -> None:
 
     model_post_init._miniagents_then = original  # type: ignore[attr-defined]
     model_post_init._miniagents_fresh = init_fresh  # type: ignore[attr-defined]
+    cls.model_post_init = model_post_init  # type: ignore[method-assign, assignment]
+
+
+def _refreeze(model: Frozen, names: tuple[str, ...]) -> None:
+    """Freeze again the values of the declared fields ``names`` (see `Frozen.__refrozen_fields__`).
+
+    Raises:
+        ValueError: a value that cannot be frozen (pydantic reports it as a `pydantic.ValidationError`).
+    """
+    values = model.__dict__
+    for name in names:
+        value = values[name]
+        if type(value) not in _PLAIN_LEAF_TYPES and not isinstance(value, Frozen):
+            values[name] = _freeze(value, name)
+
+
+def _install_refreezing(cls: type[Frozen], names: tuple[str, ...]) -> None:
+    then = cls.model_post_init
+
+    def model_post_init(self: Frozen, context: Any, /) -> None:
+        _refreeze(self, names)
+        then(self, context)
+
     cls.model_post_init = model_post_init  # type: ignore[method-assign, assignment]
 
 

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import datetime
 import hashlib
 from typing import Optional
 
 import pytest
-from pydantic import ValidationError
+from pydantic import PrivateAttr, ValidationError
 
 from miniagents import Message, PromisingContext
 from miniagents.promising.ext.frozen import Frozen
@@ -94,6 +95,33 @@ def test_values_are_frozen_recursively() -> None:
     assert frozen.mapping == Frozen(b=(4,))  # type: ignore[attr-defined]
     assert frozen.mapping.class_ == "Frozen"  # type: ignore[attr-defined]
     assert SampleModel(some_req_field="x", d={"y": 1}).d.class_ == "Frozen"  # type: ignore[attr-defined]
+
+
+class Table(Message):
+    cells: list[Message] = []  # noqa: RUF012 - what users write (a default is frozen too)
+    grid: list[list[int]] = []  # noqa: RUF012
+    when: Optional[datetime.datetime] = None  # noqa: UP045 - a type that parses a string into an unfrozen value
+    label: Optional[str] = None  # noqa: UP045
+
+
+class LabelledTable(Table):
+    _cache: list[int] = PrivateAttr(default_factory=list)  # (pydantic's own private initialization)
+
+
+@pytest.mark.parametrize("cls", [Table, LabelledTable])
+def test_declared_list_fields_are_frozen_too(cls: type[Table]) -> None:
+    table = cls(text="t", cells=[Message(text="c")], grid=[[1, 2], [3]])
+    assert table.cells == (Message(text="c"),) and table.grid == ((1, 2), (3,))
+    assert table == cls(text="t", cells=(Message(text="c"),), grid=((1, 2), (3,)))
+    assert table.hash_key == cls(text="t", cells=(Message(text="c"),), grid=((1, 2), (3,))).hash_key
+    assert cls.__refrozen_fields__ == ("cells", "grid", "when")  # (text, label: kept frozen by their types)
+    assert Message.__refrozen_fields__ == ()
+    assert cls(text="t").cells == ()
+
+
+def test_a_declared_type_that_makes_an_unfrozen_value_is_rejected_with_key_and_type() -> None:
+    with pytest.raises(ValidationError, match=r"'when'.*datetime"):
+        Table(text="t", when="2026-12-03T10:00:00")
 
 
 @pytest.mark.parametrize("bad", [{1, 2}, b"bytes", object()])
