@@ -350,14 +350,29 @@ class MiniAgents(PromisingContext):
                 sum(len(item.nodes()) if type(item) is PendingNodes else 1 for item in list(self._persist_queue)[1::2]),
             )
             self._persist_queue.clear()
-            task.cancel()
-            await asyncio.wait([task])
+            await self._acancel_persist_worker(task)
 
     async def _astop_persisting(self) -> None:
         task = self._persist_task
         if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
+            await self._acancel_persist_worker(task)
+
+    async def _acancel_persist_worker(self, task: asyncio.Task[None]) -> None:
+        """Cancel the task that runs the persist handlers; a handler that ignores the cancellation is left behind.
+
+        It gets `INTERRUPT_GRACE_SECONDS` to end. Then an error is logged, and the task is no longer this context's
+        (leaving it does not wait for it; the event loop reports it if it is still pending when the loop closes).
+        """
+        task.cancel()
+        await asyncio.wait([task], timeout=INTERRUPT_GRACE_SECONDS)
+        if not task.done():
+            logger.error(
+                "an on_persist_message handler ignored its cancellation for %s s; left running, the context is left",
+                INTERRUPT_GRACE_SECONDS,
+            )
+            self.child_tasks.discard(task)
+            if self._persist_task is task:
+                self._persist_task = None
 
     def wants_interaction_nodes(self) -> bool:
         """Interaction nodes are only built when someone can observe their resolution."""

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -180,6 +181,32 @@ async def test_a_hanging_persist_handler_cannot_keep_the_context_forever(
         async with asyncio.timeout(5), MiniAgents(on_persist_message=hanging):
             Message("stuck").as_promise  # noqa: B018
     assert any("did not return" in r.getMessage() or "has not returned" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_persist_handler_that_ignores_its_cancellation_is_left_behind(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import miniagents._mini_agents as mini_agents_module
+
+    monkeypatch.setattr(mini_agents_module, "PERSIST_HANDLER_GRACE_SECONDS", 0.2)
+    monkeypatch.setattr(mini_agents_module, "INTERRUPT_GRACE_SECONDS", 0.2)
+    release = asyncio.Event()
+
+    async def stubborn(_: Any, message: Message) -> None:
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await release.wait()
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="miniagents"):
+            async with asyncio.timeout(5), MiniAgents(on_persist_message=stubborn):
+                Message("stuck").as_promise  # noqa: B018
+        assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+            "an on_persist_message handler ignored its cancellation for 0.2 s; left running, the context is left"
+        ]
+    finally:
+        release.set()  # (the handler's task ends before the test's event loop closes)
+        await asyncio.sleep(0)
 
 
 @pytest.mark.parametrize(
