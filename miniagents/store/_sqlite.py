@@ -227,6 +227,12 @@ class SQLiteMessageStore(RecordingStore):
     async def _acheck_location(self) -> None:
         # (not `for_writing`: switching to WAL would fail at once, not wait, while another connection writes)
         await (await self._aconnect()).close()
+        # SQLite opens a file that it may not write read-only, without a word: every write would fail later. The
+        # directory matters too while there is no WAL file: SQLite makes it (and the shared-memory file) beside.
+        if not os.access(self.path, os.W_OK):
+            raise PermissionError(f"{self.path}: the database file is not writable")
+        if not self.path.with_name(self.path.name + "-wal").exists() and not os.access(self.path.parent, os.W_OK):
+            raise PermissionError(f"{self.path.parent}: the directory is not writable (SQLite writes its WAL there)")
 
     async def _aclose_connection(self) -> None:
         connection, self._writing = self._writing, None

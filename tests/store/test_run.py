@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -113,6 +114,22 @@ async def test_open_store_and_a_bad_location_fail_early(tmp_path: Any) -> None:
     (tmp_path / "a_directory.db").mkdir()
     with pytest.raises(IsADirectoryError, match="is a directory"):
         async with MiniAgents(store=open_store(tmp_path / "a_directory.db")):
+            pass
+
+
+@pytest.mark.parametrize("read_only", ["file", "directory"])
+async def test_a_sqlite_location_that_cannot_be_written_fails_early(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, read_only: str
+) -> None:
+    path = tmp_path / "runs.db"
+    async with open_store(path) as store:
+        await store.aopen()  # the tables exist: SQLite itself then opens the file read-only without a word
+    denied = path if read_only == "file" else tmp_path
+    real_access = os.access
+    # (as root, permission bits deny nothing: the operating system's answer is what is replaced)
+    monkeypatch.setattr(os, "access", lambda p, mode: real_access(p, mode) and not (p == denied and mode == os.W_OK))
+    with pytest.raises(PermissionError, match="database file is not writable" if read_only == "file" else "WAL"):
+        async with MiniAgents(store=path):
             pass
 
 
