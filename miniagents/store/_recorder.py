@@ -45,6 +45,8 @@ logger = logging.getLogger("miniagents.store")
 
 _BATCH_LIMIT = 50_000  # queued values per batch (5,000-25,000 operations): text is written well within 0.5 s
 _STALL_SECONDS = 30.0  # `awrite_queued` gives up waiting when the writer has written nothing for this long
+_BATCH_BYTES = 8 << 20  # JSON per batch (about): bigger ones are cut, see `StoreRecorder._batches`
+_SIZE_CHECK_VALUES = 200  # queued values between two looks at a batch's size (a few agent calls)
 _KNOWN_LIMIT = 200_000  # hash keys remembered as written (to skip rewriting them); forgotten all at once beyond
 
 
@@ -136,6 +138,9 @@ class StoreRecorder(RunObserver):
         """How many rows were left out after all their tries failed (logged, one line per batch)."""
         self._store_down = False  # the last batch found the store taking no write at all: one try per batch
         self._ops: deque[Any] = deque()  # appended on the event loop, taken by the writer thread (see `_push`)
+        # The periodic text of streaming messages: written first in the writer's next round, ahead of the queue
+        # (filled between rounds only; a partial's row is built from its text at that moment, so order is kept).
+        self._text_ops: deque[Any] = deque()
         self._known: set[str] = set()
         self._streams: dict[str, PartialMessage] = {}  # open partial messages by id
         self._followed: dict[int, PartialMessage] = {}  # the partial of each message promise being followed
@@ -396,8 +401,8 @@ class StoreRecorder(RunObserver):
                 if self._streams and now - last_text_flush >= self.flush_interval:
                     last_text_flush = now
                     for stream in self._dirty_streams():
-                        self._push("partial", stream, "streaming", None)
-                if self._ops:
+                        self._text_ops.extend(("partial", stream, "streaming", None))
+                if self._ops or self._text_ops:
                     await self._in_writer_thread(self._abuild_and_write_queued())
                     self._wake_written_waiters()
                     continue
@@ -473,6 +478,10 @@ class StoreRecorder(RunObserver):
         stream, so that the event loop can queue their text.
         """
         started = time.monotonic()
+        text_ops = self._text_ops
+        if text_ops:
+            for batch, _ in self._batches(list(map(_popleft, itertools.repeat(text_ops, len(text_ops))))):
+                await self._awrite_all(batch)
         queue = self._ops
         while queue:
             # Only this thread takes from the queue (the event loop only appends whole operations): these many
@@ -483,10 +492,15 @@ class StoreRecorder(RunObserver):
             while end < taken:
                 end += _OP_LENGTHS[ops[end]]
             ops += map(_popleft, itertools.repeat(queue, end - taken))
+            done = 0
             try:
-                await self._awrite_all(self._batches(ops))
+                for batch, done in self._batches(ops):
+                    await self._awrite_all(batch)
+                    if done < len(ops) and self._streams and time.monotonic() - started >= self.flush_interval:
+                        queue.extendleft(reversed(ops[done:]))  # (before what was queued since: order is kept)
+                        return
             finally:
-                self._written += len(ops)  # (given up on, when building the batch failed: the writer reports it)
+                self._written += done
             if self._streams and time.monotonic() - started >= self.flush_interval:
                 return
 
@@ -495,19 +509,37 @@ class StoreRecorder(RunObserver):
             if stream.dirty:
                 yield stream
 
-    def _batches(self, ops: list[Any]) -> StoreBatch:
-        """The rows of the queued operations ``ops`` (flat, see `_push`)."""
-        batch = StoreBatch()
-        message_values, partial_values = batch.values["messages"], batch.values["partials"]
-        call_values, slot_values = batch.values["calls"], batch.values["slots"]
-        calls: dict[str, int] = {}  # where each call's row starts: a call started and ended in a batch is one row
-        partials: dict[str, int] = {}
+    def _batches(self, ops: list[Any]) -> Iterator[tuple[StoreBatch, int]]:
+        """The rows of the queued operations ``ops`` (flat, see `_push`), as batches and how far each goes in ops.
+
+        A batch ends after about `_BATCH_BYTES` of JSON, so that a run of big messages does not hold up the
+        text of streaming ones (written between batches) for longer than writing that much takes.
+        """
         known = self._known
         if len(known) > _KNOWN_LIMIT:
             known.clear()
         now = time.time()
         position, end = 0, len(ops)
+        next_size_check = position + _SIZE_CHECK_VALUES
+        batch = StoreBatch()
+        message_values, partial_values = batch.values["messages"], batch.values["partials"]
+        call_values, slot_values = batch.values["calls"], batch.values["slots"]
+        calls: dict[str, int] = {}  # where each call's row starts: a call started and ended in a batch is one row
+        partials: dict[str, int] = {}
+        size = sized_messages = sized_partials = 0  # the JSON counted so far, and the values it was counted in
         while position < end:
+            if position >= next_size_check:
+                next_size_check = position + _SIZE_CHECK_VALUES
+                size += sum(map(len, message_values[sized_messages + 2 :: 4]))  # (each row's JSON)
+                size += sum(map(len, partial_values[sized_partials + 3 :: 7]))  # (each row's text)
+                sized_messages, sized_partials = len(message_values), len(partial_values)
+                if size > _BATCH_BYTES:
+                    yield batch, position
+                    batch = StoreBatch()
+                    message_values, partial_values = batch.values["messages"], batch.values["partials"]
+                    call_values, slot_values = batch.values["calls"], batch.values["slots"]
+                    calls, partials = {}, {}
+                    size = sized_messages = sized_partials = 0
             kind = ops[position]
             start, position = position + 1, position + _OP_LENGTHS[kind]
             try:
@@ -546,7 +578,7 @@ class StoreRecorder(RunObserver):
                     type(error).__name__,
                     error,
                 )
-        return batch
+        yield batch, position
 
     @staticmethod
     def _add_message(values: list[Any], message: Message, known: set[str]) -> str:

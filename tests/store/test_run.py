@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import threading
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -372,3 +374,48 @@ async def test_a_store_given_by_path_or_as_a_message_store_records(tmp_path: Any
 def test_a_store_of_another_kind_is_a_type_error() -> None:
     with pytest.raises(TypeError, match=r"store must be a file path .* got int"):
         MiniAgents(store=42)  # type: ignore[arg-type]
+
+
+class _BytesPerSecondStore(SQLiteMessageStore):
+    """Every write takes as long as its messages' JSON at ``rate`` bytes per second; it notes the partials' text."""
+
+    def __init__(self, path: Any, rate: float) -> None:
+        super().__init__(path)
+        self.rate = rate
+        self.texts: list[tuple[float, str]] = []  # (when written, the text) of each partial row written
+
+    async def awrite(self, batch: Any) -> None:
+        await asyncio.sleep(sum(len(row.json) for row in batch.messages) / self.rate)
+        await super().awrite(batch)
+        self.texts += [(time.monotonic(), row.text_json) for row in batch.partials]
+
+
+async def test_streaming_text_is_written_every_flush_interval_while_big_messages_are_written(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(recorder_module, "_BATCH_BYTES", 200_000)
+    store = _BytesPerSecondStore(tmp_path / "big.db", rate=10e6)  # 100 messages of 200 kB: 2 s of writing
+
+    async def tokens(_: dict[str, Any]) -> AsyncIterator[str]:
+        for i in range(150):
+            await asyncio.sleep(0.02)
+            yield f"t{i} "
+
+    @miniagent
+    async def streaming_agent(ctx: InteractionContext) -> None:
+        ctx.reply(Message.promise(message_token_streamer=tokens))
+
+    @miniagent
+    async def big_agent(ctx: InteractionContext, n: int) -> None:
+        ctx.reply(Message(text=f"{n}" + "y" * 200_000))
+
+    async with MiniAgents(store=store):
+        streamed = streaming_agent.inquire()
+        await asyncio.sleep(0.3)
+        for n in range(100):
+            big_agent.inquire(n=n)
+        await streamed
+    streaming = [when for when, text in store.texts if text != '""']
+    gaps = [later - earlier for earlier, later in itertools.pairwise(streaming)]
+    # the text went in about every 0.5 s; one batch of all the big messages would have held it up for 2 s
+    assert len(streaming) >= 4 and max(gaps) < 1.2, gaps
