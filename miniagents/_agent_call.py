@@ -85,10 +85,12 @@ class ObserverMethods(NamedTuple):
     input: tuple[Callable[..., Any], ...]
     reply: tuple[Callable[..., Any], ...]
     ended: tuple[Callable[..., Any], ...]
+    entered: tuple[Callable[..., Any], ...] = ()
     started_isolated: bool = True
     input_isolated: bool = True
     reply_isolated: bool = True
     ended_isolated: bool = True
+    entered_isolated: bool = True
 
 
 class CallHost(Protocol):
@@ -488,10 +490,13 @@ class AgentCall(WorkScope):
             request_promise = self._request_promise = MessageSequence.light_sequence_promise(
                 self._request_appender, start_asap=False
             )
-            if self._observers is not None and self._observers.input:
+            observers = self._observers
+            if observers is not None and observers.input:
                 request_promise.set_on_piece(self._on_input_piece)
             ctx = InteractionContext(agent, request_promise, self._reply_appender, mini_agents, self)
             _current_interaction.set(ctx)
+            if observers is not None and observers.entered:  # (in this task: what they set, the function sees)
+                self._notify(observers.entered, observers.entered_isolated, self)
             try:
                 with self._reply_appender:  # records what the function raised into the replies, then closes them
                     cancel_error: BaseException | None = None

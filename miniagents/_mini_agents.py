@@ -477,7 +477,7 @@ class MiniAgents(PromisingContext):
 
 
 _NOT_COLLECTED = object()
-_EVENTS = ("on_call_started", "on_call_input", "on_call_reply", "on_call_ended")
+_EVENTS = ("on_call_started", "on_call_input", "on_call_reply", "on_call_ended", "on_call_entered")
 
 
 def _observer_methods(observers: list[Any]) -> ObserverMethods | None:
@@ -491,8 +491,8 @@ def _observer_methods(observers: list[Any]) -> ObserverMethods | None:
         watching = [o for o in observers if getattr(type(o), event, no_op) is not no_op]
         lists.append(tuple(getattr(o, event) for o in watching))
         isolated.append(any(getattr(o, "isolated", True) for o in watching))
-    started, inputs, replies, ended = lists
-    return ObserverMethods(started, inputs, replies, ended, *isolated)
+    started, inputs, replies, ended, entered = lists
+    return ObserverMethods(started, inputs, replies, ended, entered, *isolated)
 
 
 async def _await_until(awaitable: Awaitable[Any], deadline: float | None) -> None:

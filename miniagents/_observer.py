@@ -36,6 +36,14 @@ class RunObserver:
     def on_call_started(self, call: AgentCall) -> None:
         """A call was made (before its agent function runs); ``call.status`` is ``RUNNING``."""
 
+    def on_call_entered(self, call: AgentCall) -> None:
+        """The call's agent function is about to run, in the call's own task (after `on_call_started`).
+
+        What this method sets in context variables (`contextvars`) the agent function sees, and so do the tasks
+        it starts: e.g. the current OpenTelemetry span, for the spans made inside the agent. A call cancelled
+        before its function ran is not entered.
+        """
+
     def on_call_input(self, call: AgentCall, index: int, message_promise: MessagePromise) -> None:
         """Input message number ``index`` (from 0) of ``call``, in order, as the agent's input produces it.
 

@@ -46,6 +46,7 @@ import os
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextvars import Token
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -126,10 +127,22 @@ class OpenTelemetryObserver(RunObserver):
         return self._spans.get(call)
 
     def on_call_started(self, call: AgentCall) -> None:
-        """Start the call's ``invoke_agent`` span, as a child of the parent call's span."""
+        """Start the call's ``invoke_agent`` span, as a child of the parent call's span.
+
+        Of a span inside the parent call's, rather: the span current where the call is made when it belongs to
+        the parent's trace (a tool call's ``execute_tool``, or a span of the agent's own code).
+        """
         parent = call.parent_call
-        parent_span = self._spans.get(parent) if parent is not None else None
-        context = trace.set_span_in_context(parent_span) if parent_span is not None else None
+        context = None  # the current span's child: a top-level call's parent is where it was inquired
+        if parent is not None:
+            parent_span = self._spans.get(parent)
+            if parent_span is None:  # (an enclosing context's observer has it)
+                found = _find_call_span(parent)
+                parent_span = None if found is None else found[1]
+            if parent_span is not None:
+                trace_id = parent_span.get_span_context().trace_id
+                if trace.get_current_span().get_span_context().trace_id != trace_id:
+                    context = trace.set_span_in_context(parent_span)
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "invoke_agent",
             "gen_ai.agent.name": call.agent_alias,
@@ -146,6 +159,12 @@ class OpenTelemetryObserver(RunObserver):
         )
         if self.capture_message_content:
             self._content[call] = ([], [])
+
+    def on_call_entered(self, call: AgentCall) -> None:
+        """Make the call's span the current one in its task: spans made in the agent's code become its children."""
+        span = self._spans.get(call)
+        if span is not None:
+            otel_context.attach(trace.set_span_in_context(span))  # (the task's own context: no detach needed)
 
     def on_call_ended(self, call: AgentCall) -> None:
         """Set the span status from the call's and end the span (after its messages, when content is captured)."""
@@ -435,15 +454,21 @@ class _ToolSpan:
     def __init__(self, span: Span, capture: bool) -> None:
         self._span = span
         self._capture = capture
+        self._attached: Token[otel_context.Context] | None = None
 
     def set_result(self, result: Any) -> None:
         if self._capture:
             self._span.set_attribute("gen_ai.tool.call.result", result if isinstance(result, str) else _to_json(result))
 
     def __enter__(self) -> _ToolSpan:
+        # current inside the block: an agent the tool calls, and instrumented clients, get spans under it
+        self._attached = otel_context.attach(trace.set_span_in_context(self._span))
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, error: BaseException | None, _: Any) -> None:
+        if self._attached is not None:
+            otel_context.detach(self._attached)
+            self._attached = None
         try:
             if error is not None:
                 if isinstance(error, (asyncio.CancelledError, GeneratorExit)):

@@ -401,4 +401,75 @@ async def test_the_chat_span_is_current_while_the_request_runs(
     chat_id = spans["chat m"].context.span_id
     assert parent_of(spans["POST /chat"]) == chat_id
     assert parent_of(spans["after"]) == chat_id
-    assert seen_outside == [trace.INVALID_SPAN]
+    # in the agent, outside the request, its call's span is current, not the chat span
+    assert [span.get_span_context().span_id for span in seen_outside] == [
+        spans["invoke_agent INSTRUMENTED_LLM"].context.span_id
+    ]
+
+
+async def test_the_call_span_is_current_in_the_agent_and_in_the_tasks_it_starts(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    tracer = provider.get_tracer("user code")
+
+    @miniagent
+    async def worker_agent(ctx: InteractionContext) -> None:
+        with tracer.start_as_current_span("work in the agent"):
+            await asyncio.sleep(0)
+        await asyncio.create_task(asyncio.sleep(0, trace.get_current_span()))  # (a task started by the agent)
+        ctx.reply("done")
+
+    @miniagent
+    async def lazy_caller_agent(ctx: InteractionContext) -> None:
+        ctx.reply(worker_agent.fork(alias="LAZY_WORKER").inquire(start_asap=False))  # started by the consumer
+
+    async with MiniAgents(observers=[OpenTelemetryObserver(tracer_provider=provider)]):
+        with tracer.start_as_current_span("request"):
+            await worker_agent.inquire()
+        await lazy_caller_agent.inquire()
+    spans = exporter.get_finished_spans()
+    work = [span for span in spans if span.name == "work in the agent"]
+    workers = {span.name: span for span in spans if span.name.startswith("invoke_agent")}
+    assert sorted(parent_of(span) for span in work) == sorted(
+        workers[name].context.span_id for name in ("invoke_agent WORKER_AGENT", "invoke_agent LAZY_WORKER")
+    )
+    assert parent_of(workers["invoke_agent LAZY_WORKER"]) == workers["invoke_agent LAZY_CALLER_AGENT"].context.span_id
+
+
+async def test_a_nested_context_with_its_own_observer_keeps_the_calls_in_one_trace(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    @miniagent
+    async def outer_agent(ctx: InteractionContext) -> None:
+        async with MiniAgents(observers=[OpenTelemetryObserver(tracer_provider=provider)]):
+            ctx.reply(await leaf_agent.inquire("x"))
+
+    async with MiniAgents(observers=[OpenTelemetryObserver(tracer_provider=provider)]):
+        await outer_agent.inquire()
+    spans = exporter.get_finished_spans()
+    outer = next(span for span in spans if span.name == "invoke_agent OUTER_AGENT")
+    leaves = [span for span in spans if span.name == "invoke_agent LEAF_AGENT"]  # (one per observer)
+    assert len(leaves) == 2 and all(parent_of(span) == outer.context.span_id for span in leaves)
+    assert {span.context.trace_id for span in spans} == {outer.context.trace_id}
+
+
+async def test_an_agent_used_as_a_tool_is_traced_inside_its_tool_span(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    from miniagents.ext.llm.testing import ScriptedToolCall
+
+    @miniagent
+    async def researcher(ctx: InteractionContext, topic: str) -> None:
+        """Research a topic."""
+        ctx.reply(f"facts about {topic}")
+
+    llm = scripted_llm_agent(
+        [ScriptedToolCall("researcher", {"topic": "owls"}), "Owls are birds."], alias="BOT", model="fake"
+    ).fork(tools=[researcher])
+    async with MiniAgents(observers=[OpenTelemetryObserver(tracer_provider=provider)]):
+        assert str((await llm.inquire("owls?"))[-1]) == "Owls are birds."
+    spans = exporter.get_finished_spans()
+    tool = next(span for span in spans if span.name == "execute_tool researcher")
+    researcher_span = next(span for span in spans if span.name == "invoke_agent RESEARCHER")
+    bot = next(span for span in spans if span.name == "invoke_agent BOT")
+    assert parent_of(researcher_span) == tool.context.span_id and parent_of(tool) == bot.context.span_id

@@ -153,6 +153,8 @@ class ToolCallSpan:
             self._span.set_result(result)
 
     def __enter__(self) -> ToolCallSpan:
+        if self._span is not None:
+            self._span.__enter__()  # (the span is current inside the block)
         return self
 
     def __exit__(
