@@ -142,7 +142,7 @@ class CallHost(Protocol):
         """Whether interaction nodes are observed."""
         ...
 
-    def observer_failed(self, observer: Any, method: str, error: BaseException) -> None:
+    def observer_failed(self, observer: Any, method: str, error: BaseException, call: Any = None) -> None:
         """Report an observer's exception."""
         ...
 
@@ -670,7 +670,7 @@ class AgentCall(WorkScope):
                 try:
                     method(*args)
                 except Exception as error:  # an observer's bug must not break the run
-                    self._mini_agents.observer_failed(method.__self__, method.__name__, error)  # type: ignore[attr-defined]
+                    self._mini_agents.observer_failed(method.__self__, method.__name__, error, self)  # type: ignore[attr-defined]
         finally:
             if isolated:
                 in_framework_work.reset(work_token)

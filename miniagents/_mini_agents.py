@@ -148,16 +148,17 @@ class MiniAgents(PromisingContext):
         if call.parent_call is None:
             self._root_calls.pop(call, None)
 
-    def observer_failed(self, observer: Any, method: str, error: BaseException) -> None:
-        """Log an observer's exception, once per observer and method."""
+    def observer_failed(self, observer: Any, method: str, error: BaseException, call: AgentCall | None = None) -> None:
+        """Log an observer's exception (naming the ``call`` it observed), once per observer and method."""
         key = (id(observer), method)
         if key not in self._failed_observers:
             self._failed_observers.add(key)
             logger.log(
                 self.log_level_for_errors,
-                "the observer %r failed in %s (reported once; it keeps being called)",
+                "the observer %r failed in %s%s (reported once; it keeps being called)",
                 observer,
                 method,
+                "" if call is None else f" for {call.describe_location()}",
                 exc_info=(type(error), error, error.__traceback__),
             )
 
@@ -318,7 +319,12 @@ class MiniAgents(PromisingContext):
             try:
                 await handler(promise, message)
             except Exception as error:
-                log_error_once(error, self.log_level_for_errors, "an on_persist_message handler failed")
+                log_error_once(
+                    error,
+                    self.log_level_for_errors,
+                    f"the on_persist_message handler {getattr(handler, '__qualname__', handler)!r} failed for "
+                    f"{_describe_persisted(message)}",
+                )
 
     async def _apersist_node(self, node: Message) -> None:
         """Persist a node that `PendingNodes` built.
@@ -493,6 +499,17 @@ def _observer_methods(observers: list[Any]) -> ObserverMethods | None:
         isolated.append(any(getattr(o, "isolated", True) for o in watching))
     started, inputs, replies, ended, entered = lists
     return ObserverMethods(started, inputs, replies, ended, entered, *isolated)
+
+
+def _describe_persisted(message: Message) -> str:
+    """Name a message for a persist handler's error: its class, the agent it came from when known, its key."""
+    alias = getattr(message, "agent_alias", None)
+    of_agent = f" of the agent {alias}" if isinstance(alias, str) else ""
+    try:
+        key = f" (hash key {message.hash_key})"
+    except Exception:  # (a message that cannot be serialized may be what the handler failed on)
+        key = ""
+    return f"{type(message).__name__}{of_agent}{key}"
 
 
 async def _await_until(awaitable: Awaitable[Any], deadline: float | None) -> None:

@@ -4,6 +4,7 @@ import asyncio
 import logging
 import time
 import uuid
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -15,6 +16,7 @@ from miniagents import (
     MiniAgent,
     MiniAgents,
     NoActiveContextError,
+    RunObserver,
     miniagent,
 )
 from miniagents.promising.sentinels import DEFAULT
@@ -376,3 +378,35 @@ async def test_call_ids_are_distinct_time_ordered_version_7_uuids() -> None:
         assert before_ms <= parsed.int >> 80 <= after_ms  # its first 48 bits: the Unix time in milliseconds
     timestamps = [uuid.UUID(call_id).int >> 80 for call_id in ids]
     assert timestamps == sorted(timestamps)
+
+
+async def test_a_failing_observer_and_persist_handler_are_reported_with_the_agent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class FailingObserver(RunObserver):
+        def on_call_ended(self, call: Any) -> None:
+            raise RuntimeError("observer boom")
+
+    async def failing_handler(_: Any, message: Message) -> None:
+        raise RuntimeError("handler boom")
+
+    @miniagent
+    async def leaf_agent(ctx: InteractionContext) -> None:
+        ctx.reply("leaf")
+
+    @miniagent
+    async def root_agent(ctx: InteractionContext) -> None:
+        ctx.reply(await leaf_agent.inquire())
+
+    with caplog.at_level(logging.ERROR, logger="miniagents"):
+        async with MiniAgents(observers=[FailingObserver()], on_persist_message=failing_handler):
+            await root_agent.inquire()
+    observer_lines = [r.getMessage() for r in caplog.records if "observer boom" in str(r.exc_info)]
+    assert len(observer_lines) == 1  # (once per observer and method)
+    assert "failed in on_call_ended for the agent LEAF_AGENT (called by ROOT_AGENT)" in observer_lines[0]
+    handler_lines = [r.getMessage() for r in caplog.records if "handler boom" in str(r.exc_info)]
+    assert (
+        f"the on_persist_message handler {failing_handler.__qualname__!r} failed for Message (hash key "
+        f"{Message('leaf').hash_key})"
+    ) in handler_lines
+    assert any(" of the agent LEAF_AGENT (hash key " in line for line in handler_lines)  # (its interaction nodes)
