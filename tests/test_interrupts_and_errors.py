@@ -324,3 +324,25 @@ async def test_a_background_task_of_an_agent_that_fails_is_logged_naming_the_age
     (logged,) = [record for record in caplog.records if record.exc_info]
     assert logged.getMessage() == "an error occurred in an async background task of the agent WORKER (called by BOSS)"
     assert isinstance(logged.exc_info[1], OSError)  # type: ignore[index]
+
+
+async def test_an_agent_error_in_a_users_background_task_names_where_it_was_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    @miniagent
+    async def failing_agent(ctx: InteractionContext) -> None:
+        raise ValueError("boom in the leaf")
+
+    @miniagent
+    async def forwarding_agent(ctx: InteractionContext) -> None:
+        ctx.reply(failing_agent.inquire())
+
+    async def consume() -> None:
+        await forwarding_agent.inquire()
+
+    with caplog.at_level(logging.DEBUG, logger="miniagents"):
+        async with MiniAgents() as context:
+            context.start_asap(consume())
+    assert [r.getMessage() for r in caplog.records if "boom in the leaf" in str(r.exc_info)] == [
+        "an error occurred in an async background task (raised in the agent FAILING_AGENT (called by FORWARDING_AGENT))"
+    ]

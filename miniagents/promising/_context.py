@@ -211,7 +211,18 @@ class PromisingContext:
         if not task.cancelled():
             error = task.exception()  # marks it as retrieved: it is logged here, once
             if error is not None:
-                log_error_once(error, log_level_for_errors, where(scope))
+                log_error_once(error, log_level_for_errors, where(scope) + self._raised_in(error))
+
+    def _raised_in(self, error: BaseException) -> str:
+        """`` (raised in the agent C (called by B <- A))`` when a failure of this context's work started there."""
+        context: PromisingContext | None = self
+        while context is not None:
+            entry = context._unretrieved_errors.get(id(error))
+            describe = None if entry is None else getattr(entry[1], "describe_location", None)
+            if describe is not None:
+                return f" (raised in {describe()})"
+            context = context.parent
+        return ""
 
     def start_soon(
         self,
