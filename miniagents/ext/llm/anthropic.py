@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncGenerator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -67,7 +68,14 @@ def _import_anthropic() -> ModuleType:
 
 
 def _new_default_client() -> AsyncAnthropic:
-    client: AsyncAnthropic = _import_anthropic().AsyncAnthropic()
+    sdk = _import_anthropic()
+    if not (os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")):
+        # (the SDK would make the client and fail each request with a TypeError about "authentication methods")
+        raise sdk.AnthropicError(
+            "no API key: set ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN), or fork the agent with "
+            "async_client=anthropic.AsyncAnthropic(api_key=...)"
+        )
+    client: AsyncAnthropic = sdk.AsyncAnthropic()
     return client
 
 

@@ -326,6 +326,7 @@ def test_default_client_is_created_lazily_once_per_event_loop(
         return client
 
     monkeypatch.setattr(anthropic_mock.sdk, "AsyncAnthropic", fake_async_anthropic)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
     monkeypatch.setattr(
         anthropic_module, "_default_clients", anthropic_module.ClientPerLoop(anthropic_module._new_default_client)
     )
@@ -338,3 +339,13 @@ def test_default_client_is_created_lazily_once_per_event_loop(
     assert [MiniAgents().run(two_inquiries()) for _ in range(2)] == [["ok", "ok"], ["ok", "ok"]]
     assert len(created) == 2
     assert created[0] is not created[1]
+
+
+async def test_without_a_key_the_error_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
+    async with MiniAgents():
+        with pytest.raises(
+            LLMError, match=r"anthropic request failed for model 'claude-x': no API key: set ANTHROPIC_API_KEY"
+        ):
+            await anthropic_agent.inquire("hi", model="claude-x")
