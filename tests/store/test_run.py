@@ -419,3 +419,26 @@ async def test_streaming_text_is_written_every_flush_interval_while_big_messages
     gaps = [later - earlier for earlier, later in itertools.pairwise(streaming)]
     # the text went in about every 0.5 s; one batch of all the big messages would have held it up for 2 s
     assert len(streaming) >= 4 and max(gaps) < 1.2, gaps
+
+
+async def test_a_call_is_recorded_as_ended_after_the_replies_it_streamed(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLiteMessageStore(tmp_path / "order.db")
+    recorder = store.observer()
+    pushed: list[tuple[Any, ...]] = []
+    push = recorder._push
+
+    def noting_push(*op: Any) -> None:
+        pushed.append(op)
+        push(*op)
+
+    monkeypatch.setattr(recorder, "_push", noting_push)
+    async with MiniAgents(store=store):
+        replies = await writer_agent.inquire("owls", style="short")  # (a streamed reply)
+    assert replies[0].text == "A short text about owls."
+    completed = next(i for i, op in enumerate(pushed) if op[0] == "partial" and op[2] == "complete")
+    ended = next(
+        i for i, op in enumerate(pushed) if op[0] == "call" and op[3] == "WRITER_AGENT" and op[5] == "finished"
+    )
+    assert completed < ended  # (a crash between the two batches would leave a finished call with a partial reply)
