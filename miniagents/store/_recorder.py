@@ -144,7 +144,7 @@ class StoreRecorder(RunObserver):
         self._known: set[str] = set()
         self._streams: dict[str, PartialMessage] = {}  # open partial messages by id
         self._followed: dict[int, PartialMessage] = {}  # the partial of each message promise being followed
-        self._streaming_replies: dict[AgentCall, list[tuple[MessagePromise, PartialMessage]]] = {}
+        self._streaming_replies: dict[str, list[tuple[MessagePromise, PartialMessage]]] = {}  # by call id
         self._writer: asyncio.Task[None] | None = None  # the writer task, while it runs (see `_start_writer`)
         self._pushed = 0  # values queued in all (on the event loop)
         self._written = 0  # of those, the values the writer has taken and written (or given up on)
@@ -166,14 +166,14 @@ class StoreRecorder(RunObserver):
         self.record_message_promise(call.call_id, "reply", index, message_promise)
         partial = self._followed.get(id(message_promise))
         if partial is not None:  # streaming: completed before the call's end is recorded (see `on_call_ended`)
-            self._streaming_replies.setdefault(call, []).append((message_promise, partial))
+            self._streaming_replies.setdefault(call.call_id, []).append((message_promise, partial))
 
     def on_call_ended(self, call: AgentCall) -> None:
         """Record the call's end, after the replies it streamed: a crash never leaves it finished with a partial.
 
         Its replies are complete when it ends; the tasks that follow them may not have noted it yet.
         """
-        for message_promise, partial in self._streaming_replies.pop(call, ()):
+        for message_promise, partial in self._streaming_replies.pop(call.call_id, ()):
             if message_promise.is_resolved and not partial.closed:
                 message = message_promise.result_nowait() if not message_promise.has_failed else None
                 if isinstance(message, Message):
