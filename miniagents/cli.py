@@ -300,16 +300,29 @@ async def achat(
             local model loads while the user types the first message.
 
     Raises:
-        CliError: the history file cannot be used (checked before anything is shown or written).
+        CliError: the history file cannot be used (checked before anything is shown or written), or a store's
+            history is open in another chat.
     """
-    from miniagents.ext.llm import SystemMessage, UserMessage
-    from miniagents.ext.misc_agents import aprompt_user, print_banner
-
     log = open_chat_log(history_file)
     try:
         messages = await log.aload()
     except ChatLogError as error:
         raise CliError(f"--history {error}") from error
+    try:
+        await _achat_turns(assistant_agent, system, log, messages, warm_up)
+    finally:
+        aclose = getattr(log, "aclose", None)  # (a store's history is claimed by this process until then)
+        if aclose is not None:
+            await aclose()
+
+
+async def _achat_turns(
+    assistant_agent: MiniAgent, system: str | None, log: ChatLog, messages: list[Message], warm_up: bool
+) -> None:
+    """The chat after its history is loaded (see `achat`)."""
+    from miniagents.ext.llm import SystemMessage, UserMessage
+    from miniagents.ext.misc_agents import aprompt_user, print_banner
+
     if warm_up:  # loads the model while the user types (the first answer waits for it); errors show there
         assistant_agent.inquire(UserMessage(text="Hi"), max_tokens=1)
     print_banner()

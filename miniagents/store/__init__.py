@@ -12,7 +12,7 @@ with its input and reply messages; `aload_message` and `aload_call_tree` read th
   ``miniagents chat --history chat.db``.
 """
 
-from miniagents.store._base import RecordingStore
+from miniagents.store._base import HistoryInUseError, RecordingStore
 from miniagents.store._chat_log import StoreChatLog
 from miniagents.store._history import store_history_agent
 from miniagents.store._loading import (
@@ -32,6 +32,7 @@ from miniagents.store._sqlite import SQLiteMessageStore
 
 __all__ = [
     "CallRow",
+    "HistoryInUseError",
     "MessageRegistry",
     "MessageRow",
     "MessageStore",

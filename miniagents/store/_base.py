@@ -8,13 +8,18 @@ from types import TracebackType
 from typing import Any
 
 from miniagents import AgentCall, RunObserver
+from miniagents.errors import MiniAgentsError
 from miniagents.messages import Message, MessagePromise
 from miniagents.store._loading import MessageRegistry, StoredCall, aload_call_tree, aload_history, aload_message
 from miniagents.store._recorder import StoreRecorder
 from miniagents.store._rows import CallRow, MessageRow, PartialRow, SlotRow, StoreBatch
 from miniagents.store._sql import SELECT_CALL_TREE, SELECT_MESSAGES, SELECT_PARTIALS, SELECT_ROOT_CALLS, SELECT_SLOTS
 
-__all__ = ["RecordingStore"]
+__all__ = ["HistoryInUseError", "RecordingStore"]
+
+
+class HistoryInUseError(MiniAgentsError):
+    """Another process writes the history that this one was to append to (see `RecordingStore.aclaim_history`)."""
 
 
 class RecordingStore(RunObserver, abc.ABC):
@@ -30,6 +35,7 @@ class RecordingStore(RunObserver, abc.ABC):
     def __init__(self) -> None:
         self._recorder = recorder = StoreRecorder(self)
         self._histories: dict[str, list[Any]] = {}
+        self._claims: dict[str, Any] = {}  # what holds each history claimed by this process (see `aclaim_history`)
         # The framework calls these for every event: the recorder's own methods, one call each (not two).
         self.on_call_started = recorder.on_call_started  # type: ignore[method-assign]
         self.on_call_input = recorder.on_call_input  # type: ignore[method-assign]
@@ -95,6 +101,40 @@ class RecordingStore(RunObserver, abc.ABC):
             loaded = await self.aload_history(history_id)
             history = self._histories.setdefault(history_id, list(loaded))
         return history
+
+    async def aclaim_history(self, history_id: str) -> None:
+        """Make this process the only writer of the history ``history_id`` until `arelease_history` (or its end).
+
+        Histories take positions counted in the writing process, so two processes appending to one history would
+        overwrite each other's messages; the second one is refused instead. The claim is an operating-system lock
+        on a file beside the database (SQLite) or a session advisory lock (PostgreSQL): a process that dies
+        releases it. Claiming a history this store object holds already does nothing.
+
+        Raises:
+            HistoryInUseError: another process (or another store object) holds the claim.
+        """
+        if history_id not in self._claims:
+            claim = await self._aclaim(history_id)
+            if claim is None:
+                raise HistoryInUseError(
+                    f"the history {history_id!r} of {self!r} is being written by another process "
+                    f"(one at a time can append to a history)"
+                )
+            self._claims[history_id] = claim
+
+    async def arelease_history(self, history_id: str) -> None:
+        """Release the claim of `aclaim_history` (nothing if this store object does not hold it)."""
+        claim = self._claims.pop(history_id, None)
+        if claim is not None:
+            await self._arelease(claim)
+
+    @abc.abstractmethod
+    async def _aclaim(self, history_id: str) -> Any:
+        """Take the claim of ``history_id`` without waiting: what holds it, or None when another holds it."""
+
+    @abc.abstractmethod
+    async def _arelease(self, claim: Any) -> None:
+        """Release a claim that `_aclaim` took."""
 
     async def __aenter__(self) -> RecordingStore:
         return self

@@ -11,7 +11,7 @@ import os
 from miniagents._chat_log import ChatLog, ChatLogError, MarkdownChatLog
 from miniagents.messages import Message
 from miniagents.promising.ext.frozen import Frozen
-from miniagents.store._base import RecordingStore
+from miniagents.store._base import HistoryInUseError, RecordingStore
 from miniagents.store._open import open_store
 from miniagents.store._recorder import PartialMessage
 
@@ -71,13 +71,21 @@ class StoreChatLog:
         return ""
 
     async def aload(self) -> list[Message]:
-        """Read the history: a ``Message(text=…, role=…, model=… or None)`` per entry.
+        """Claim the history for this process and read it: a ``Message(text=…, role=…, model=… or None)`` per entry.
 
-        An answer that a crash cut short ends with ``[interrupted]``.
+        An answer that a crash cut short ends with ``[interrupted]``. Until `aclose` (or the end of the process),
+        another chat on the same history is refused (`RecordingStore.aclaim_history`): two would overwrite each
+        other's messages.
 
         Raises:
-            StoreChatLogError: the store cannot be read.
+            StoreChatLogError: the store cannot be read, or another process writes the history.
         """
+        try:
+            await self.store.aclaim_history(self.history_id)  # (this chat alone appends to it, until `aclose`)
+        except HistoryInUseError as error:
+            raise StoreChatLogError(f"{self.path}: is open in another miniagents chat; one at a time") from error
+        except Exception as error:
+            raise StoreChatLogError(f"{self.path}: cannot be used: {type(error).__name__}: {error}") from error
         try:
             stored = await self.store.aload_history(self.history_id)
         except Exception as error:
@@ -97,6 +105,11 @@ class StoreChatLog:
                 )
             )
         return messages
+
+    async def aclose(self) -> None:
+        """Let another process append to the history (the claim `aload` took)."""
+        if self._store is not None:
+            await self._store.arelease_history(self.history_id)
 
     def append(self, role: str, model: str | None, text: str) -> None:
         """Record a whole message (e.g. the user's, as soon as it is typed)."""

@@ -112,6 +112,23 @@ class PostgresMessageStore(RecordingStore):
     async def _acheck_location(self) -> None:
         await (await self._aconnect()).close()
 
+    async def _aclaim(self, history_id: str) -> Any:
+        connection = await self._aconnect()  # held while the claim is: the lock is the session's
+        try:
+            taken = await connection.fetchval(
+                "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", f"miniagents history {self._prefix}{history_id}"
+            )
+        except BaseException:
+            await connection.close()
+            raise
+        if not taken:
+            await connection.close()
+            return None
+        return connection
+
+    async def _arelease(self, claim: Any) -> None:
+        await claim.close()  # (ends the session, and its lock)
+
     async def _aclose_connection(self) -> None:
         connection, self._writing = self._writing, None
         if connection is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sqlite3
 from collections.abc import Sequence
@@ -233,6 +234,20 @@ class SQLiteMessageStore(RecordingStore):
             raise PermissionError(f"{self.path}: the database file is not writable")
         if not self.path.with_name(self.path.name + "-wal").exists() and not os.access(self.path.parent, os.W_OK):
             raise PermissionError(f"{self.path.parent}: the directory is not writable (SQLite writes its WAL there)")
+
+    async def _aclaim(self, history_id: str) -> Any:
+        from filelock import FileLock, Timeout  # pylint: disable=import-outside-toplevel
+
+        digest = hashlib.sha256(f"{self._prefix}{history_id}".encode()).hexdigest()[:16]
+        lock = FileLock(f"{self.path}.history-{digest}.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return None
+        return lock
+
+    async def _arelease(self, claim: Any) -> None:
+        claim.release()
 
     async def _aclose_connection(self) -> None:
         connection, self._writing = self._writing, None

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,3 +160,38 @@ async def _drop_history(location: str) -> None:
         await connection.execute("DROP TABLE IF EXISTS miniagents_slots, miniagents_partials, miniagents_messages")
     finally:
         await connection.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_second_chat_on_one_history_is_refused_while_the_first_runs(
+    kind: str, keyboard: PipeInput, tmp_path: Path, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
+) -> None:
+    location = str(tmp_path / "chat.db") if kind == "sqlite" else request.getfixturevalue("postgres_url")
+    if kind == "postgres":
+        asyncio.run(_drop_history(location))
+    claimed, release = threading.Event(), threading.Event()
+
+    async def first_chat() -> None:  # (what the other process's chat holds while it runs)
+        store = open_store(location)
+        await store.aclaim_history("chat")
+        claimed.set()
+        await asyncio.to_thread(release.wait)
+        await store.arelease_history("chat")
+
+    holder = threading.Thread(target=asyncio.run, args=(first_chat(),))
+    holder.start()
+    try:
+        assert claimed.wait(30)
+        llm = scripted_llm_agent(["never"], model="fake-1")
+        keyboard.send_text("lost?" + ENTER + "exit" + ENTER)
+        assert cli.run_chat(llm, history_file=location) == 2
+        assert capsys.readouterr().err == (
+            f"miniagents: --history {location}: is open in another miniagents chat; one at a time\n"
+        )
+    finally:
+        release.set()
+        holder.join()
+    assert _history(location) == []  # nothing was written by the refused chat
+    llm = scripted_llm_agent(["an answer"], model="fake-1")
+    assert cli.run_chat(llm, history_file=location) == 0  # free again once the first chat ended
+    assert [text for _, _, text, _ in _history(location)] == ["lost?", "an answer"]

@@ -478,3 +478,19 @@ def test_a_batch_keeps_its_rows_flat_and_gives_them_back_as_rows() -> None:
     with pytest.raises(ValueError, match="no table 'rows' in a StoreBatch"):
         batch.add("rows", ("x",))
     assert len(batch) == 3  # nothing of a bad row is kept
+
+
+async def test_a_history_is_claimed_by_one_store_object_at_a_time(store_factory: Any) -> None:
+    from miniagents.store import HistoryInUseError
+
+    first, second = store_factory(), store_factory()  # (as two processes would have)
+    await first.aclaim_history("chat")
+    await first.aclaim_history("chat")  # (held already: nothing to do)
+    with pytest.raises(HistoryInUseError, match=r"'chat' of .* is being written by another process"):
+        await second.aclaim_history("chat")
+    await second.aclaim_history("notes")  # another history is free
+    await first.arelease_history("chat")
+    await second.aclaim_history("chat")
+    for history_id in ("chat", "notes"):
+        await second.arelease_history(history_id)
+    await first.arelease_history("notes")  # (not held: nothing to do)
