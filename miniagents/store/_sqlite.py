@@ -141,6 +141,8 @@ class SQLiteMessageStore(RecordingStore):
             if self.path.is_dir():
                 raise IsADirectoryError(f"{self.path}: is a directory, not a SQLite database file")
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists() and not os.access(self.path.parent, os.W_OK):
+                raise PermissionError(f"{self.path.parent}: the directory is not writable (to create {self.path.name})")
         _bind_none_cheaply()
         connection: aiosqlite.Connection = await driver.connect(self.path, isolation_level=None)
         try:
