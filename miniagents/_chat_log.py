@@ -14,7 +14,7 @@ from typing import Any, Protocol, TextIO
 
 from miniagents.errors import MiniAgentsError
 from miniagents.ext._chat_md import ROLES, ContentEscaper, format_header, format_message, parse_chat_md
-from miniagents.ext._chat_md_file import close_cut_write
+from miniagents.ext._chat_md_file import ChatMdDecodeError, close_cut_write, decode_chat_md
 from miniagents.messages import Message
 
 __all__ = ["AnswerWriter", "ChatLog", "ChatLogError", "MarkdownChatLog"]
@@ -48,8 +48,9 @@ class MarkdownChatLog:
             The file's text ("" for a missing file).
 
         Raises:
-            ChatLogError: the path is a directory or not a regular file, the file is not UTF-8, or it (or its
-                folder) is not readable or writable.
+            ChatLogError: the path is a directory or not a regular file, the file is not UTF-8 (a character cut
+                at its very end by a crash is not an error: it is left out, and dropped before the next message
+                is written), or it (or its folder) is not readable or writable.
         """
         path = self.path
         if not path.exists():
@@ -64,11 +65,10 @@ class MarkdownChatLog:
         except OSError as error:
             raise ChatLogError(f"{path}: cannot be read: {error.strerror or error}") from error
         try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as error:
-            line = data.count(b"\n", 0, error.start) + 1
+            text = decode_chat_md(path, data)  # a character cut at the very end (a cut write) is left out
+        except ChatMdDecodeError as error:
             raise ChatLogError(
-                f"{path}: is not valid UTF-8 (byte 0x{data[error.start]:02x} on line {line}): "
+                f"{path}: is not valid UTF-8 (byte 0x{data[error.offset]:02x} on line {error.line}): "
                 "fix that line or use another file"
             ) from error
         try:
@@ -107,7 +107,10 @@ class MarkdownChatLog:
         return AnswerWriter(self, role, model)
 
     def _open(self) -> TextIO:
-        """Open for appending (call it holding `_lock`); a message a crash cut short is closed first."""
+        """Open for appending (call it holding `_lock`); a write that a crash cut short is closed first.
+
+        `close_cut_write` drops a partial character and a header cut short, and ends the last line.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         stream = open(self.path, "a+", encoding="utf-8", newline="", buffering=1)
         close_cut_write(stream.fileno())

@@ -191,6 +191,34 @@ def test_a_missing_history_file_is_not_created_by_the_check(tmp_path: Path) -> N
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_history_file_cut_inside_a_character_or_a_header_is_used_and_closed(
+    keyboard: PipeInput, tmp_path: Path
+) -> None:
+    """A crash may cut the last write anywhere: the chat reads what is whole and closes the cut before appending."""
+    from miniagents._chat_log import MarkdownChatLog
+
+    history_file = tmp_path / "CHAT.md"
+    whole = (format_message("user", None, "hi") + format_message("assistant", "m", "smile 😀 more")).encode()
+    history_file.write_bytes(whole[: whole.index("😀".encode()) + 2])  # cut inside a character
+    assert [(m.role, m.text) for m in MarkdownChatLog(history_file).load()] == [("user", "hi"), ("assistant", "smile ")]
+    llm = scripted_llm_agent(["fine"])
+    keyboard.send_text("next" + ENTER + "exit" + ENTER)
+    assert cli.run_chat(llm, history_file=history_file) == 0
+    assert [(role, text) for role, _, text in parse_chat_md(history_file.read_text(encoding="utf-8"))] == [
+        ("user", "hi"),
+        ("assistant", "smile "),  # the cut character is dropped, the line ended
+        ("user", "next"),
+        ("assistant", "fine"),
+    ]
+    history_file.write_bytes(whole + b"\nassistant / gpt-4o")  # cut inside the header of the next message
+    MarkdownChatLog(history_file).append("user", None, "again")
+    assert parse_chat_md(history_file.read_text(encoding="utf-8")) == [
+        ("user", None, "hi"),
+        ("assistant", "m", "smile 😀 more"),
+        ("user", None, "again"),
+    ]
+
+
 @pytest.mark.parametrize("argv", [["chat", "--max-tokens", "0"], ["chat", "--temperature", "hot"], ["talk"]])
 def test_bad_options_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_main(argv, capsys)

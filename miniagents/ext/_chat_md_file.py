@@ -3,14 +3,17 @@
 - **Lock.** Every message is written while holding a lock on ``<file>.lock`` (`filelock`, an OS lock that dies with
   its process), so writers in several tasks or processes never interleave inside a message.
 - **Cut writes.** A writer killed mid-message leaves the file ending inside a line, maybe inside a UTF-8
-  character. `close_cut_write` (called under the lock before each message) drops a trailing partial character and
-  ends the line, so the blank line that starts the next header separates it: the next message is an entry of its own.
+  character, or inside the header of the next message. `close_cut_write` (called under the lock before each
+  message) drops a trailing partial character and a header cut short, and ends the line, so the blank line that
+  starts the next header separates it: the next message is an entry of its own, and the entries before the cut
+  stay as they were.
 - **Reading.** `read_messages` decodes strictly (an invalid byte is a `ChatMdDecodeError` naming its offset; an
-  incomplete character at the very end is a cut write in progress and is left out) and parses incrementally: the
-  entries that later appends cannot change (all but the last, see `parse_chat_md_entries`) are cached with the
-  bytes they came from; the next read compares those bytes with the file and reads and parses only what follows
-  them, if they are unchanged. Comparing and decoding go a megabyte at a time and parsing is mostly a line
-  scanner, so the thread that reads never holds the GIL for long (the event loop keeps running).
+  incomplete character at the very end is a cut write in progress and is left out, see `decode_chat_md`) and
+  parses incrementally: the entries that later appends cannot change (all but the last, see
+  `parse_chat_md_entries`) are cached with the bytes they came from; the next read compares those bytes with the
+  file and reads and parses only what follows them, if they are unchanged. Comparing and decoding go a megabyte
+  at a time and parsing is mostly a line scanner, so the thread that reads never holds the GIL for long (the
+  event loop keeps running).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import codecs
 import io
 import os
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -25,13 +29,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from miniagents.errors import MiniAgentsError
-from miniagents.ext._chat_md import ROLES, parse_chat_md_entries
+from miniagents.ext._chat_md import (
+    BOM,
+    HEADER_UNDERLINE,
+    ROLES,
+    is_header_line,
+    is_header_line_start,
+    parse_chat_md_entries,
+)
 from miniagents.messages import Message
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from filelock import AsyncFileLock
 
-__all__ = ["ChatMdDecodeError", "chat_md_lock", "close_cut_write", "read_messages"]
+__all__ = ["ChatMdDecodeError", "chat_md_lock", "close_cut_write", "decode_chat_md", "read_messages"]
 
 
 class ChatMdDecodeError(MiniAgentsError, ValueError):
@@ -63,25 +76,64 @@ def chat_md_lock(path: Path) -> AsyncFileLock:
     return AsyncFileLock(f"{path}.lock", poll_interval=0.01, run_in_executor=False)
 
 
-def close_cut_write(fd: int) -> None:
-    r"""End a write that a crash cut short: drop a trailing partial UTF-8 character and end the last line.
+_CUT_TAIL = 4096  # bytes read from the end of a file to close a cut write (a longer header line is kept)
+_LINE_BREAKS = re.compile(rb"(\r\n|\r|\n)")
+_BOM_BYTES = BOM.encode()
+_UNDERLINE_BYTES = HEADER_UNDERLINE.encode()
 
-    Call it while holding `chat_md_lock`, with ``fd`` open for appending. A file that is empty or ends with
-    ``\n`` is left alone (every complete message ends with one).
+
+def close_cut_write(fd: int) -> None:
+    r"""End a write that a crash cut short, so that the next message is an entry of its own.
+
+    A partial UTF-8 character at the end is dropped, and so is a header cut short: an empty line (or the file's
+    start) followed by the start of a header line of a known role without its line break, by a whole header line
+    (`is_header_line`) and its line break, or by a header line and a partial line of ``=`` (at most 40, no line
+    break). That is what the write of a header leaves when it is cut after a whole message (the writer never ends
+    a message that way, see `ContentEscaper.finish`); the same text after a line that is not empty is kept. Then
+    the last line is ended, unless the file ends with ``\n``.
+
+    Call it while holding `chat_md_lock`, with ``fd`` open for appending. A file that is empty or ends with a
+    whole message is left alone.
 
     Args:
         fd: a file descriptor of the file, opened for reading and appending (mode ``a+``).
     """
     size = os.fstat(fd).st_size
-    if size == 0:
-        return
-    tail = os.pread(fd, min(size, 4), size - min(size, 4))
-    if tail.endswith(b"\n"):
-        return
-    partial = _partial_character_length(tail)
-    if partial:
-        os.ftruncate(fd, size - partial)
-    os.write(fd, b"\n")
+    start = max(0, size - _CUT_TAIL)
+    tail = os.pread(fd, size - start, start)
+    keep = start + _complete_length(tail, whole=start == 0)
+    if keep < size:
+        os.ftruncate(fd, keep)
+    if keep and os.pread(fd, 1, keep - 1) != b"\n":
+        os.write(fd, b"\n")
+
+
+def _complete_length(tail: bytes, whole: bool) -> int:
+    """How many bytes of ``tail``, the end of a file (all of it when ``whole``), to keep (see `close_cut_write`)."""
+    kept = len(tail) - _partial_character_length(tail[-4:])
+    pieces = _LINE_BREAKS.split(tail[:kept])
+    lines = pieces[::2]  # the last one has no line break (it is empty when the text ends with one)
+    last = len(lines) - 1
+    if lines[last]:  # cut inside a line: the start of a header line, or a header line and part of its "=" line
+        if _decoded_is(is_header_line_start, lines[last]):
+            empty = last - 1
+        elif len(lines[last]) <= len(_UNDERLINE_BYTES) and not lines[last].strip(b"=") and last >= 1:
+            empty = last - 2 if _decoded_is(is_header_line, lines[last - 1]) else -1
+        else:
+            empty = -1
+    else:  # a whole header line and its line break (a partial "\r\n" included), no "=" line
+        empty = last - 2 if last >= 1 and _decoded_is(is_header_line, lines[last - 1]) else -1
+    empty_lines = (b"", _BOM_BYTES) if empty == 0 and whole else (b"",)  # (a line cut by the tail's start is not)
+    if empty < 0 or (empty == 0 and not whole) or lines[empty] not in empty_lines:
+        return kept  # not after an empty line: text to keep
+    return sum(map(len, pieces[: 2 * empty])) + len(lines[empty])  # up to the empty line's line break
+
+
+def _decoded_is(test: Callable[[str], bool], line: bytes) -> bool:
+    try:
+        return test(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        return False
 
 
 def _partial_character_length(tail: bytes) -> int:
@@ -147,22 +199,7 @@ def read_messages(path: Path, default_role: str) -> tuple[Message, ...]:
         except FileNotFoundError:
             cache.prefix, cache.messages = bytearray(), ()
             data = b""
-        start = len(cache.prefix)
-        decoder = codecs.getincrementaldecoder("utf-8")("strict")
-        try:  # a megabyte at a time, so that no single call holds the GIL for long (the event loop keeps running)
-            source = "".join(
-                decoder.decode(data[offset : offset + _DECODE_CHUNK], final=False)  # a cut character stays pending
-                for offset in range(0, len(data), _DECODE_CHUNK)
-            )
-        except UnicodeDecodeError:
-            try:
-                data.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                if exc.end < len(data) or exc.reason != "unexpected end of data":
-                    line = cache.prefix.count(b"\n") + data.count(b"\n", 0, exc.start) + 1
-                    raise ChatMdDecodeError(path, start + exc.start, line, exc.reason) from None
-            raise  # not reached: the incremental decoder fails only where the whole one does
-        decoded = len(data) - len(decoder.getstate()[0])  # the bytes of `source`
+        source, decoded = _decode(path, data, cache.prefix)
         parsed = parse_chat_md_entries(source)
         messages = tuple(
             Message(text=text, role=role if role in ROLES else default_role, model=model)
@@ -173,6 +210,45 @@ def read_messages(path: Path, default_role: str) -> tuple[Message, ...]:
             cache.messages += messages[: parsed.stable_entries]
             cache.prefix += data[: decoded - len(source[parsed.stable_chars :].encode("utf-8"))]
         return result
+
+
+def decode_chat_md(path: Path, data: bytes) -> str:
+    """Decode the bytes of a CHAT.md file; an incomplete UTF-8 character at the very end is a cut write, left out.
+
+    Args:
+        path: the file (named in the error).
+        data: its bytes.
+
+    Returns:
+        The text.
+
+    Raises:
+        ChatMdDecodeError: ``data`` holds a byte that is not UTF-8 (other than such a cut character).
+    """
+    return _decode(path, data, b"")[0]
+
+
+def _decode(path: Path, data: bytes, before: bytes | bytearray) -> tuple[str, int]:
+    """`decode_chat_md` of ``data``, the bytes that follow ``before`` in the file, a megabyte at a time.
+
+    Returns:
+        The text and how many bytes of ``data`` it holds (all but a cut character at the end).
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    try:  # a megabyte at a time, so that no single call holds the GIL for long (the event loop keeps running)
+        source = "".join(
+            decoder.decode(data[offset : offset + _DECODE_CHUNK], final=False)  # a cut character stays pending
+            for offset in range(0, len(data), _DECODE_CHUNK)
+        )
+    except UnicodeDecodeError:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if exc.end < len(data) or exc.reason != "unexpected end of data":
+                line = before.count(b"\n") + data.count(b"\n", 0, exc.start) + 1
+                raise ChatMdDecodeError(path, len(before) + exc.start, line, exc.reason) from None
+        raise  # not reached: the incremental decoder fails only where the whole one does
+    return source, len(data) - len(decoder.getstate()[0])
 
 
 def _starts_with(stream: io.BufferedReader, prefix: bytearray) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -76,12 +77,15 @@ async def markdown_history_agent(
     flushed to the file as soon as it arrives, so a crash loses at most what was in flight. If the incoming
     messages fail, the message being written is ended properly and the error propagates.
 
-    Each message is written under a lock on ``<file>.lock`` (`filelock`), so several processes or agents writing
-    one file never interleave inside a message. A message that a crash cut short is closed before the next one is
-    written (its last line is ended, a partial UTF-8 character dropped), so the next message is an entry of its
-    own. Reading back is incremental (entries already read are not parsed again) and runs in a worker thread. The
-    file is read when the call starts, and the promises of its messages are made while the incoming messages are
-    awaited (in a dialog, while the user types), so that replying a long history costs a turn little.
+    The header of a message is written with its first token, so a message that fails or ends before its first
+    token leaves no entry. Each message is written under a lock on ``<file>.lock`` (`filelock`), held from its
+    header to its end, so several processes or agents writing one file never interleave inside a message. A write
+    that a crash cut short is closed before the next message is written (a partial UTF-8 character and a header
+    cut short are dropped, the last line is ended), so the next message is an entry of its own and the entries
+    before stay as they were. Reading back is incremental (entries already read are not parsed again) and runs in
+    a worker thread. The file is read when the call starts, and the promises of its messages are made while the
+    incoming messages are awaited (in a dialog, while the user types), so that replying a long history costs a
+    turn little.
 
     Args:
         ctx: the interaction context.
@@ -95,7 +99,8 @@ async def markdown_history_agent(
         Every message in the file, including earlier runs', as ``Message(role=…, model=… or None, text=…)``,
         unless ``only_write``. Damage costs at most the entry it is in: text before the first heading is an entry
         of ``default_role``, as is a section under a heading with an unknown role word (``# tool``); a leading
-        BOM is ignored; a code fence left open ends at the next role heading.
+        BOM is ignored; a code fence or HTML block left open ends at the next role heading, and never swallows
+        a heading written by this agent.
 
     Raises:
         ChatMdDecodeError: the file (when appending) holds a byte that is not UTF-8; raised before anything
@@ -130,22 +135,31 @@ async def _awrite_messages(ctx: InteractionContext, path: Path, lock: AsyncFileL
                 continue
             metadata = message_promise.preliminary_metadata
             role = getattr(metadata, "role", None)
-            if not (isinstance(role, str) and role.strip().lower() in ROLES):
+            if isinstance(role, str) and role.strip().lower() in ROLES:
+                role = role.strip()
+            else:
                 role = default_role  # a heading with another role would not be read back as a message
             model = getattr(metadata, "model", None)
-            async with lock:  # one message at a time, whichever task or process writes it
-                close_cut_write(stream.fileno())
-                # a model with whitespace would make the heading unreadable
-                stream.write(format_header(role, "_".join(str(model).split()) if model else None))
-                stream.flush()
-                escaper = ContentEscaper()
+            # a model with whitespace would make the heading unreadable
+            header = format_header(role, "_".join(str(model).split()) if model else None)
+            async with contextlib.AsyncExitStack() as held:
+                escaper: ContentEscaper | None = None  # the header is written with the first token
                 try:
                     async for token in message_promise:
-                        stream.write(escaper.feed(token))
+                        if not token:
+                            continue
+                        if escaper is None:  # one message at a time, whichever task or process writes it
+                            await held.enter_async_context(lock)
+                            close_cut_write(stream.fileno())
+                            escaper = ContentEscaper()
+                            stream.write(header + escaper.feed(token))
+                        else:
+                            stream.write(escaper.feed(token))
                         stream.flush()
                 finally:
-                    stream.write(escaper.finish())
-                    stream.flush()
+                    if escaper is not None:
+                        stream.write(escaper.finish())
+                        stream.flush()
 
 
 class ChatHistory(abc.ABC):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -16,7 +15,7 @@ from hypothesis import strategies as st
 
 from miniagents import MiniAgents
 from miniagents.ext import _chat_md_file
-from miniagents.ext._chat_md import format_message, parse_chat_md
+from miniagents.ext._chat_md import ParsedChatMd, format_header, format_message, parse_chat_md
 from miniagents.ext._chat_md_file import close_cut_write, read_messages
 from miniagents.ext.history_agents import ChatHistoryMD, ChatMdDecodeError, markdown_history_agent
 from miniagents.ext.llm import AssistantMessage, UserMessage
@@ -39,23 +38,12 @@ def _append_like_the_agent(path: Path, role: str, model: str | None, text: str) 
         stream.write(format_message(role, model, text))
 
 
-def _as_not_last(text: str) -> tuple[str, ...]:
-    """The ways an entry's text can start once a fragment of a cut header follows it: as written, or (when its last
-    line is blank) with that line's escape kept, since a blank line is unescaped only as the entry's last line."""
-    *rest, last = re.split(r"(\r\n|\r|\n)", text)
-    return (text, "".join(rest) + "\\" + last) if rest and not last.strip(" \t") else (text,)
-
-
-def _check_after_cut(path: Path, earlier: list[tuple[str, str | None, str]]) -> None:
+def _check_after_cut(path: Path, earlier: list[tuple[str, str | None, str]], cut: tuple[str, str | None, str]) -> None:
     entries = _fields(read_messages(path, "assistant"))
-    assert entries[-1] == NEXT  # the next message is an entry of its own, whole
-    assert entries[: len(earlier) - 1] == earlier[:-1]  # earlier entries are intact …
-    role, model, text = entries[len(earlier) - 1]
-    assert (role, model) == earlier[-1][:2]
-    assert isinstance(text, str) and text.startswith(
-        _as_not_last(earlier[-1][2])
-    )  # … but for a fragment of a cut header
-    assert len(entries) - len(earlier) in (1, 2)  # at most one entry for what the cut left
+    assert entries[: len(earlier)] == earlier  # the entries before the cut are intact, wherever it is …
+    assert entries[-1] == NEXT  # … and the next message is an entry of its own, whole
+    assert len(entries) - len(earlier) in (1, 2)  # at most one entry for what the cut left: the cut message's
+    assert len(entries) - len(earlier) == 1 or entries[-2][:2] == (cut[0].lower(), cut[1])
 
 
 def test_a_write_cut_at_any_byte_is_closed_on_the_next_open(tmp_path: Path) -> None:
@@ -65,9 +53,49 @@ def test_a_write_cut_at_any_byte_is_closed_on_the_next_open(tmp_path: Path) -> N
         path = tmp_path / f"CHAT-{offset}.md"
         path.write_bytes(before + cut[:offset])
         _append_like_the_agent(path, *NEXT)
-        _check_after_cut(path, EARLIER)
+        _check_after_cut(path, EARLIER, CUT)
         if offset == len(cut):  # nothing was cut: everything is there as written
             assert _fields(read_messages(path, "assistant")) == [*EARLIER, CUT, NEXT]
+        elif 1 < offset < len(format_header(*CUT[:2]).encode()):  # cut inside the header: it is dropped
+            # (a cut after its first "\n" leaves an empty line, a trailing blank line of the entry before)
+            assert path.read_bytes() == before + format_message(*NEXT).encode()
+
+
+def test_a_cut_in_a_hand_written_file_with_a_bom_and_crlf_costs_at_most_the_cut_entry(tmp_path: Path) -> None:
+    rule = "=" * 40
+    earlier = [("user", None, "héllo 😀"), ("assistant", "m", "answer\r\nline2")]
+    cut = ("system", None, "sys")
+    parts = [f"\r\n{role}{f' / {model}' if model else ''}\r\n{rule}\r\n{text}\r\n" for role, model, text in earlier]
+    before = ("\ufeff" + "".join(parts)).encode()
+    written = f"\r\n{cut[0]}\r\n{rule}\r\n{cut[2]}\r\n".encode()
+    for offset in range(len(written) + 1):
+        path = tmp_path / f"CHAT-{offset}.md"
+        path.write_bytes(before + written[:offset])
+        _append_like_the_agent(path, *NEXT)
+        _check_after_cut(path, earlier, cut)
+    for offset in range(len(before)):  # cut anywhere before: the entries whole before the cut are intact
+        path = tmp_path / f"CHAT-before-{offset}.md"
+        path.write_bytes(before[:offset])
+        _append_like_the_agent(path, *NEXT)
+        entries = _fields(read_messages(path, "assistant"))
+        whole = 1 if offset >= len(before) - len(parts[1].encode()) else 0
+        assert entries[:whole] == earlier[:whole] and entries[-1] == NEXT, offset
+
+
+def test_text_that_merely_looks_like_a_cut_header_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "CHAT.md"
+    ends_like_a_header = ("assistant", "m", "the roles are:\n\nuser")  # a whole message: it ends with an empty line
+    path.write_text(format_message(*EARLIER[0]) + format_message(*ends_like_a_header), encoding="utf-8")
+    _append_like_the_agent(path, *NEXT)
+    assert _fields(read_messages(path, "assistant")) == [EARLIER[0], ends_like_a_header, NEXT]
+    for kept in ["hi\nuser", "hi\n\nthanks", "hi\n\n=====", "hi\n\nuser / a b", "hi\n\ntool\n", "hi\n\nusers"]:
+        path.write_text(f"# user\n{kept}", encoding="utf-8")  # hand-written, maybe without a final line break
+        _append_like_the_agent(path, *NEXT)
+        assert _fields(read_messages(path, "assistant")) == [("user", None, kept.rstrip("\n")), NEXT], kept
+    for cut in ["\n\nassistant / gpt-4o", "\n\nassistant / gpt-4o\n", "\n\nUser\n" + "=" * 40, "\r\n\r\nsystem\r"]:
+        path.write_text(f"# user\nhi{cut}", encoding="utf-8", newline="")  # a header cut short: dropped
+        _append_like_the_agent(path, *NEXT)
+        assert _fields(read_messages(path, "assistant")) == [("user", None, "hi"), NEXT], cut
 
 
 _TEXT = st.lists(
@@ -75,23 +103,25 @@ _TEXT = st.lists(
     | st.text(max_size=3),
     max_size=12,
 ).map("".join)
-_MESSAGE = st.tuples(st.sampled_from(["user", "assistant", "system"]), st.none() | st.just("m"), _TEXT)
+_MESSAGE = st.tuples(st.sampled_from(["user", "assistant", "System"]), st.none() | st.just("m"), _TEXT)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_MESSAGE, min_size=1, max_size=3), _MESSAGE, st.data())
 def test_any_crash_offset_in_any_history_costs_at_most_the_cut_entry(
     earlier: list[tuple[str, str | None, str]], cut: tuple[str, str | None, str], data: st.DataObject
 ) -> None:
     before = "".join(format_message(*message) for message in earlier).encode()
     written = format_message(*cut).encode()
-    offset = data.draw(st.integers(0, len(written)))
+    header = len(format_header(*cut[:2]))
+    offset = data.draw(st.integers(0, header) | st.integers(0, len(written)))  # inside the header, half the time
+    earlier = [(role.lower(), model, text) for role, model, text in earlier]  # read back lower-cased
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "CHAT.md"
         path.write_bytes(before + written[:offset])
         read_messages(path, "assistant")  # a cut write reads without an error (a partial character is left out)
         _append_like_the_agent(path, *NEXT)
-        _check_after_cut(path, earlier)
+        _check_after_cut(path, earlier, cut)
 
 
 async def test_the_agent_closes_a_cut_write_before_its_first_message(tmp_path: Path) -> None:
@@ -181,6 +211,29 @@ async def test_damage_costs_at_most_its_own_entry(tmp_path: Path) -> None:
         ("assistant", "m", "next answer"),
         ("user", None, "next question"),
     ]
+
+
+def test_entries_after_a_repaired_block_are_parsed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fence left open early in a long file is repaired once: the entries after it are kept, not parsed again."""
+    path = tmp_path / "CHAT.md"
+    messages = [("user" if index % 2 else "assistant", None, f"#{index} text") for index in range(40)]
+    source = "".join(format_message(*message) for message in messages)
+    path.write_text(source.replace("#3 text", "#3 open\n```\n\nx", 1), encoding="utf-8")
+    first = read_messages(path, "assistant")
+    assert _fields(first)[3] == ("user", None, "#3 open\n```\n\nx")
+    _append_like_the_agent(path, *NEXT)
+    parsed: list[str] = []
+    parse = _chat_md_file.parse_chat_md_entries
+
+    def recording_parse(text: str) -> ParsedChatMd:
+        parsed.append(text)
+        return parse(text)
+
+    monkeypatch.setattr(_chat_md_file, "parse_chat_md_entries", recording_parse)
+    second = read_messages(path, "assistant")
+    assert _fields(second) == [*_fields(first), NEXT]
+    assert all(message is earlier for message, earlier in zip(second, first[:-1], strict=False))
+    assert parsed == [format_message(*messages[-1])[1:] + format_message(*NEXT)]  # from the last heading on
 
 
 @pytest.mark.parametrize("compare_chunk", [1, 7, 1 << 20])

@@ -1,5 +1,6 @@
 """Tests for the CHAT.md format: writing (streamed, escaped) and reading back."""
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -10,6 +11,8 @@ from miniagents.ext._chat_md import (
     ContentEscaper,
     format_header,
     format_message,
+    is_header_line,
+    is_header_line_start,
     parse_chat_md,
     parse_chat_md_entries,
     parse_chat_md_entries_markdown_it,
@@ -136,6 +139,58 @@ def test_an_unclosed_fence_ends_at_the_next_role_heading():
     assert parse_chat_md("# user\n<!--\n# assistant\n-->\n") == [("user", None, "<!--\n# assistant\n-->")]
 
 
+def test_a_block_left_open_never_swallows_a_written_heading():
+    """An open fence or HTML comment costs only its entry, even when a later block could close it."""
+    written = [
+        ("user", None, "What is 2+2?"),
+        ("assistant", None, "4"),
+        ("user", None, "Explain a pipeline"),
+        ("assistant", "m", "Data flows: input --> parse --> output\n```\ncode\n```"),
+    ]
+    tail = "".join(format_message(*message) for message in written)
+    for opened in ("<!-- TODO: ask about caching", "```python\nprint(1)", "~~~", "<pre>", "<?php"):
+        source = f"# user\n{opened}\n" + tail  # a hand-written entry with a block left open
+        expected = [("user", None, opened), *written]
+        assert parse_chat_md(source) == expected, opened
+        assert parse_chat_md_entries_markdown_it(source).entries == expected, opened
+        assert parse_chat_md("\ufeff" + source.replace("\n", "\r\n")) == [  # a BOM, CRLF line breaks
+            (role, model, text.replace("\n", "\r\n")) for role, model, text in expected
+        ], opened
+    # a heading that is not the writer's (ATX, or a short underline) is still read as CommonMark says
+    assert parse_chat_md("# user\n```\nopen\n# assistant\n```\nx\n") == [
+        ("user", None, "```\nopen\n# assistant\n```\nx")
+    ]
+    assert parse_chat_md("# user\n<!--\n\nassistant\n===\n-->\n") == [("user", None, "<!--\n\nassistant\n===\n-->")]
+
+
+def test_entries_after_a_repaired_block_are_final():
+    """A block repaired in one entry does not make every later entry unstable (they would be parsed again)."""
+    messages = [("user" if index % 2 else "assistant", None, f"#{index} text") for index in range(12)]
+    source = "".join(format_message(*message) for message in messages).replace("#3 text", "#3 open\n```\n\nx", 1)
+    parsed = parse_chat_md_entries(source)
+    assert parsed.entries[3] == ("user", None, "#3 open\n```\n\nx")
+    assert parsed.stable_entries == len(messages) - 1
+    assert source[parsed.stable_chars :] == format_message(*messages[-1])[1:]
+    assert parsed == parse_chat_md_entries_markdown_it(source)
+
+
+def test_closed_fences_at_column_0_are_read_without_markdown_it(monkeypatch: pytest.MonkeyPatch):
+    """A hand-written file with raw code blocks (headings inside them are content) needs no CommonMark parser."""
+
+    def no_parser():
+        raise AssertionError("markdown-it was used")
+
+    rule = "=" * 40
+    block = "````python\n# a comment\n\nuser\n===\n```\n~~~\n````\n"
+    source = "".join(f"\n{role}\n{rule}\nHere:\n{block}and more.\n" for role in ("user", "assistant") * 3)
+    expected = [(role, None, f"Here:\n{block}and more.") for role in ("user", "assistant") * 3]
+    assert parse_chat_md_entries_markdown_it(source).entries == expected
+    monkeypatch.setattr(_chat_md, "_block_parser", no_parser)
+    assert parse_chat_md(source) == expected
+    tilde = "User\n===\n~~~~ x\n# assistant\n```\n  ~~~~~\n\nsystem\n=\nok\n"  # short underlines too
+    assert parse_chat_md(tilde) == [("user", None, "~~~~ x\n# assistant\n```\n  ~~~~~"), ("system", None, "ok")]
+
+
 def test_stable_part_excludes_the_last_entry_and_repaired_ones():
     two = format_message("user", None, "a") + format_message("assistant", None, "b")
     parsed = parse_chat_md_entries(two)
@@ -145,6 +200,10 @@ def test_stable_part_excludes_the_last_entry_and_repaired_ones():
     assert parse_chat_md_entries("pre\n# user\nx").stable_entries == 1  # the preamble is final
     repaired = "# user\na\n# assistant\n```\n# user\nb\n# assistant\nc\n"
     assert parse_chat_md_entries(repaired)[1:] == (len("# user\na\n"), 1)
+    # a heading without a line break after it may still turn into text ("# user x", "====x")
+    assert parse_chat_md_entries("# user\na\n# assistant")[1:] == (0, 0)
+    assert parse_chat_md_entries(two + "\nuser\n" + "=" * 40)[1:] == (parsed.stable_chars, 1)
+    assert parse_chat_md_entries("\ufeff# user\na\n").stable_chars == 0  # nothing final, not even the BOM
 
 
 @settings(max_examples=300, deadline=None)
@@ -187,6 +246,28 @@ def test_carriage_returns_survive_a_file(tmp_path):
         file.write(format_message("user", None, text))
     with path.open(encoding="utf-8", newline="") as file:
         assert parse_chat_md(file.read()) == [("user", None, text)]
+
+
+def test_a_last_line_like_a_header_after_an_empty_line_is_followed_by_an_empty_line():
+    """So that a whole message never ends like a header cut before its "=" line (which a writer drops)."""
+    for text in ["a\n\nuser", "a\n\nAssistant / gpt-4o", "a\r\n\r\nsystem", "a\r\rsystem / m", "a\n\nuse" + "r"]:
+        escaper = ContentEscaper()
+        written = "".join(map(escaper.feed, text)) + escaper.finish()  # as it streams
+        assert written == text + "\n\n", repr(text)
+        assert parse_chat_md(format_header("user", None) + written) == [("user", None, text)]
+    for text in ["a\nuser", "\nuser", "user", "a\n\nuser x", "a\n\nthanks", "a\n \nuser", "a\n\nuser\n", "a\n\n#"]:
+        assert not format_message("user", None, text).endswith("\n\n"), repr(text)
+
+
+def test_header_lines_and_their_starts():
+    for line in ["user", "System", "assistant / gpt-4o", "user / a/b"]:  # as `format_header` writes them
+        assert is_header_line(line), line
+        assert all(is_header_line_start(line[:end]) for end in range(1, len(line) + 1)), line
+    assert is_header_line("ASSISTANT/m") and not is_header_line_start("ASSISTANT/")  # read, but never written
+    for line in ["", " user", "tool", "user / a b", "users", "# user", "\\user", "user:"]:
+        assert not is_header_line(line), line
+    for start in ["", " u", "x", "users", "user /x", "user / a b", "=", "user  "]:
+        assert not is_header_line_start(start), start
 
 
 def test_writer_holds_back_only_the_undecided_line_start():
@@ -269,6 +350,7 @@ _MD_LINES = (  # lines that open, close or hide blocks, headings and containers 
     "<!--", "-->", "<pre>", "</pre>", "<div>", "</div>", "<?", "?>", "<!X", "<![CDATA[", "]]>", "<a>", "<script>",
     "<\u017fcript>", "<Pre>", "<details>", "<!x", "a <b>",
     "</script>", "***", "---", "___", "[a]: /u", "\\", "\\\\", "\\ ", "\ufeffuser", "\u212a", "\u212auser",
+    "~~~~", "````", "```x`", "``` py", "```  ", "  ~~~~", "\t```", "[a]:", "- <div>", "> <div>", "<!-- c -->",
 )  # fmt: skip
 _BLOCK = st.one_of(
     st.lists(st.sampled_from(_MD_LINES) | st.text(max_size=4), min_size=1, max_size=6),  # raw lines
@@ -293,6 +375,16 @@ def test_the_line_scanner_reads_exactly_as_markdown_it(source):
     assert parse_chat_md_entries(source) == parse_chat_md_entries_markdown_it(source)
 
 
+@settings(max_examples=1000, deadline=None)
+@given(_DOCUMENT, st.data())
+def test_the_stable_part_of_any_document_is_final(source, data):
+    """Whatever is appended (a file grows by appends), the entries within the stable part stay as they are."""
+    cut = data.draw(st.integers(0, len(source)))
+    head = parse_chat_md_entries(source[:cut])
+    tail = parse_chat_md_entries(source[head.stable_chars :])
+    assert head.entries[: head.stable_entries] + tail.entries == parse_chat_md(source)
+
+
 def test_the_line_scanner_decides_long_clean_stretches_and_hands_over_the_rest():
     messages = [
         ("user" if index % 2 else "assistant", None, f"#{index}\n```\ncode\n```\n- a\n\n<b>") for index in range(40)
@@ -313,5 +405,6 @@ def test_the_line_scanner_reads_in_chunks_like_at_once(source, chunk):
     _chat_md._SCAN_CHUNK = chunk
     try:
         assert parse_chat_md_entries(source) == expected
+        assert parse_chat_md_entries_markdown_it(source) == expected
     finally:
         _chat_md._SCAN_CHUNK = original

@@ -174,9 +174,55 @@ async def test_every_token_is_on_disk_before_the_next_one_is_asked_for(tmp_path:
     async with MiniAgents():
         message = AssistantMessage.promise(start_asap=False, message_token_streamer=stream, model="m")
         await markdown_history_agent.fork(history_md_file=chat_md, only_write=True).inquire(message)
-    header = f"\nassistant / m\n{RULE}\n"
-    assert on_disk == [header + "".join(tokens[:count]) for count in range(len(tokens))]
+    header = f"\nassistant / m\n{RULE}\n"  # written with the first token
+    assert on_disk == ["", *(header + "".join(tokens[:count]) for count in range(1, len(tokens)))]
     assert chat_md.read_text(encoding="utf-8") == header + "".join(tokens) + "\n"
+
+
+async def test_a_message_without_tokens_leaves_no_entry(tmp_path: Path) -> None:
+    """A message that fails before its first token, or has none, writes nothing (not an empty entry)."""
+    chat_md = tmp_path / "CHAT.md"
+
+    async def failing(_: dict[str, Any]) -> AsyncIterator[str]:
+        raise ConnectionError("network down")
+        yield ""  # pragma: no cover - makes it an async generator
+
+    async with MiniAgents():
+        agent = markdown_history_agent.fork(history_md_file=chat_md)
+        message = AssistantMessage.promise(message_token_streamer=failing, model="m")
+        with pytest.raises(ConnectionError, match="network down"):
+            await agent.inquire([UserMessage("hi"), message])
+        replies = await agent.inquire([streamed([], role="assistant"), streamed(["", ""]), UserMessage("again")])
+    assert fields(replies) == [("user", None, "hi"), ("user", None, "again")]
+    assert chat_md.read_text(encoding="utf-8") == f"\nuser\n{RULE}\nhi\n\nuser\n{RULE}\nagain\n"
+
+
+async def test_the_lock_is_held_from_the_first_token_to_the_end_of_the_message(tmp_path: Path) -> None:
+    from filelock import FileLock, Timeout
+
+    chat_md = tmp_path / "CHAT.md"
+    other_writer = FileLock(f"{chat_md}.lock")
+    held: list[bool] = []
+
+    def lock_is_held() -> bool:
+        try:
+            other_writer.acquire(timeout=0)
+        except Timeout:
+            return True
+        other_writer.release()
+        return False
+
+    async def stream(_: dict[str, Any]) -> AsyncIterator[str]:
+        for token in ["one ", "two"]:
+            held.append(lock_is_held())  # asked for the next token: is the lock held meanwhile?
+            yield token
+        held.append(lock_is_held())
+
+    async with MiniAgents():
+        message = AssistantMessage.promise(start_asap=False, message_token_streamer=stream)
+        await markdown_history_agent.fork(history_md_file=chat_md, only_write=True).inquire(message)
+    assert held == [False, True, True]  # free until the header is written with the first token
+    assert not lock_is_held()
 
 
 async def test_an_error_mid_message_keeps_the_tokens_written_so_far(tmp_path: Path) -> None:
@@ -260,7 +306,8 @@ def test_any_streamed_text_round_trips(messages: list[tuple[str, str | None, tup
             return await markdown_history_agent.fork(history_md_file=chat_md).inquire(promises)
 
         replies = MiniAgents().run(main())
-    assert fields(replies) == [(role, model, text) for role, model, (text, _) in messages]
+    # a message without text has no tokens: it leaves no entry
+    assert fields(replies) == [(role, model, text) for role, model, (text, _) in messages if text]
 
 
 # compat objects
