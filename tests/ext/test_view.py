@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import subprocess
 import sys
 import time
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,26 +81,166 @@ async def test_json_endpoints() -> None:
         assert foreign.status_code == 400  # only 127.0.0.1 / localhost host names
 
 
+def post_json(client: httpx.AsyncClient, body: str | bytes, **headers: str) -> Any:
+    """POST a raw JSON text (httpx's ``json=`` cannot send NaN or infinity)."""
+    return client.post("/api/ingest", content=body, headers={"content-type": "application/json", **headers})
+
+
 async def test_ingest_endpoint_validates() -> None:
     live = LiveRuns()
     async with client_for(live) as client:
         ok = await client.post("/api/ingest", json=batch("r", {"type": "call", "id": "c", "parent": None}))
-        assert ok.json() == {"ok": True}
+        assert ok.json() == {"ok": True, "skipped": 0}
         bad = [
             (b"not json", "not JSON"),
             (json.dumps([1]).encode(), "must be an object"),
             (json.dumps({"run": "", "events": []}).encode(), "'run' must be"),
             (json.dumps(batch("r", {"type": "nope"})).encode(), "unknown event type 'nope'"),
             (json.dumps(batch("r", {"type": "status", "id": "c", "status": "weird"})).encode(), "unknown status"),
-            (json.dumps(batch("r", {"type": "status", "id": "zz", "status": "finished"})).encode(), "unknown call"),
-            (json.dumps(batch("r", {"type": "link", "call": "zz", "key": "m"})).encode(), "unknown call"),
+            (json.dumps(batch("r", {"type": "link", "call": "c", "key": "m"})).encode(), "'direction' must be"),
         ]
         for body, error in bad:
-            response = await client.post("/api/ingest", content=body)
+            response = await post_json(client, body)
             assert response.status_code == 400, body
             assert error in response.json()["error"], (body, response.json())
     with pytest.raises(EventError, match="'events' must be a list"):
         live.ingest({"run": "r", "events": None})
+
+
+CALL = '{"type": "call", "id": "c2", "parent": null, "alias": "A", "started_at": 1.0}'
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ('{"run": "bad", "started_at": 1e999, "events": []}', "'started_at' must be a finite number or null, got inf"),
+        ('{"run": "bad", "started_at": NaN, "events": []}', "'started_at' must be a finite number or null, got nan"),
+        ('{"run": "bad", "started_at": "soon", "events": []}', "'started_at' must be a finite number"),
+        ('{"run": "bad", "started_at": true, "events": []}', "'started_at' must be a finite number"),
+        ('{"run": "bad", "name": 5, "events": []}', "'name' must be a string or null"),
+        ('{"run": "r", "events": [{"type": "call", "id": "c2", "started_at": NaN}]}', "'started_at' must be a finite"),
+        ('{"run": "r", "events": [{"type": "call", "id": "c2", "started_at": -Infinity}]}', "got -inf"),
+        ('{"run": "r", "events": [{"type": "call", "id": 7}]}', "event 'call': 'id' must be a non-empty string"),
+        ('{"run": "r", "events": [{"type": "call", "id": ""}]}', "event 'call': 'id' must be a non-empty string"),
+        ('{"run": "r", "events": [{"type": "call", "id": "c2", "alias": ["A"]}]}', "'alias' must be a string"),
+        ('{"run": "r", "events": [{"type": "call", "id": "c2", "parent": 1}]}', "'parent' must be a non-empty string"),
+        (
+            '{"run": "r", "events": [{"type": "status", "id": "c", "status": "failed", "error": {"x": 1}}]}',
+            "event 'status': 'error' must be a string or null, got {'x': 1}",
+        ),
+        (
+            '{"run": "r", "events": [{"type": "status", "id": "c", "status": "failed", "ended_at": "soon"}]}',
+            "event 'status': 'ended_at' must be a finite number or null, got 'soon'",
+        ),
+        (
+            '{"run": "r", "events": [{"type": "status", "id": "c", "status": "failed", "ended_at": 1e400}]}',
+            "'ended_at' must be a finite number or null, got inf",
+        ),
+        ('{"run": "r", "events": [{"type": "text", "key": "m", "text": 3}]}', "'text' must be a string or null"),
+        ('{"run": "r", "events": [{"type": "text", "key": "m", "done": "yes"}]}', "'done' must be true or false"),
+        ('{"run": "r", "events": [{"type": "text", "key": "m", "class": 1}]}', "'class' must be a non-empty string"),
+        ('{"run": "r", "events": [{"type": "text", "key": "m", "error": 1, "done": true}]}', "'error' must be a"),
+        # the whole batch is refused: the valid call before the bad event is not applied either
+        ('{"run": "r", "events": [' + CALL + ', {"type": "call", "id": "c3", "started_at": NaN}]}', "got nan"),
+    ],
+)
+async def test_ingest_refuses_bad_numbers_and_types_and_nothing_breaks(body: str, error: str) -> None:
+    live = LiveRuns()
+    live.ingest(batch("r", {"type": "call", "id": "c", "parent": None, "alias": "A", "started_at": 1.0}))
+    async with client_for(live) as client:
+        response = await post_json(client, body)
+        assert response.status_code == 400
+        assert error in response.json()["error"]
+        runs = await client.get("/api/runs")  # (a stored infinity or NaN made this a 500 for every run)
+        assert runs.status_code == 200
+        assert [run["id"] for run in runs.json()] == ["r"]
+        run = (await client.get("/api/runs/r")).json()
+        assert run["calls"] == [
+            {
+                "id": "c",
+                "parent": None,
+                "alias": "A",
+                "status": "running",
+                "started_at": 1.0,
+                "ended_at": None,
+                "error": None,
+            }
+        ]
+        assert (await client.get("/api/runs/r/calls/c")).status_code == 200
+        assert (await client.get("/api/runs/r/calls/c2")).status_code == 404
+
+
+async def test_ingest_takes_only_json_from_no_other_site() -> None:
+    """Against cross-site request forgery: a web page can post text or a form anywhere, but not JSON."""
+    live = LiveRuns()
+    body = json.dumps(batch("r", {"type": "call", "id": "c", "parent": None}))
+    async with client_for(live) as client:
+        for headers, status, error in [
+            ({"content-type": "text/plain"}, 415, "must be application/json, got 'text/plain'"),
+            ({"content-type": "application/x-www-form-urlencoded"}, 415, "must be application/json"),
+            ({"content-type": "multipart/form-data; boundary=x"}, 415, "must be application/json"),
+            ({}, 415, "must be application/json, got 'none'"),
+            ({"content-type": "application/json", "origin": "http://evil.example"}, 403, "'http://evil.example'"),
+            ({"content-type": "text/plain", "origin": "http://evil.example"}, 403, "is not allowed"),
+            ({"content-type": "application/json", "origin": "null"}, 403, "is not allowed"),  # (a sandboxed page)
+            ({"content-type": "application/json", "origin": "http://127.0.0.1:9999"}, 403, "is not allowed"),
+            ({"content-type": "application/json", "origin": "http://localhost"}, 403, "is not allowed"),
+        ]:
+            response = await client.post("/api/ingest", content=body, headers=headers)
+            assert (response.status_code, error in response.json()["error"]) == (status, True), headers
+        assert live.list_runs() == []
+        # the page's own origin, and programs (no Origin header), may publish
+        own = await client.post(
+            "/api/ingest", content=body, headers={"content-type": "application/json; charset=utf-8", "origin": BASE}
+        )
+        assert own.json() == {"ok": True, "skipped": 0}
+        assert (await post_json(client, json.dumps(batch("r2")))).status_code == 200
+    assert [run["id"] for run in live.list_runs()] == ["r2", "r"]
+
+
+async def test_ingest_skips_events_of_unknown_calls_and_repeated_calls() -> None:
+    live = sample_runs()
+    async with client_for(live) as client:
+        # (the call events of "lost" were in a batch the server never got)
+        response = await client.post(
+            "/api/ingest",
+            json=batch(
+                "r1",
+                {"type": "status", "id": "lost", "status": "finished"},
+                {"type": "link", "call": "lost", "direction": "reply", "key": "m9"},
+                {"type": "call", "id": "c3", "parent": "lost", "alias": "LATE", "started_at": 3.0},
+                {"type": "call", "id": "c1", "parent": None, "alias": "AGAIN", "started_at": 9.0},
+                {"type": "status", "id": "c3", "status": "finished", "ended_at": 4.0},
+                {"type": "link", "call": "c3", "direction": "input", "key": "m0"},
+            ),
+        )
+        assert response.json() == {"ok": True, "skipped": 3}
+        run = (await client.get("/api/runs/r1")).json()
+        assert [(c["id"], c["parent"], c["alias"], c["status"]) for c in run["calls"]] == [
+            ("c1", None, "TOP", "running"),  # not reset by the repeated call event
+            ("c2", "c1", "CHILD", "running"),
+            ("c3", "lost", "LATE", "finished"),
+        ]
+        top = (await client.get("/api/runs/r1/calls/c1")).json()
+        assert ([m["key"] for m in top["inputs"]], [m["key"] for m in top["replies"]]) == (["m0"], ["m1"])
+        late = (await client.get("/api/runs/r1/calls/c3")).json()
+        assert [m["preview"] for m in late["inputs"]] == ["question"]
+    assert [e["type"] + ":" + e["id"] for e in await run_events(live, "r1")] == [
+        "call:c1",
+        "call:c2",
+        "call:c3",
+        "status:c3",
+    ]
+
+
+async def run_events(live: LiveRuns, run_id: str) -> list[dict[str, Any]]:
+    """The call events `follow_run` starts with (what a page that opens the run gets)."""
+    events = live.follow_run(run_id)
+    assert isinstance(events, AsyncGenerator)
+    try:
+        return await anext(events)
+    finally:
+        await events.aclose()
 
 
 async def read_sse(lines: Any, count: int) -> list[dict[str, Any]]:
@@ -206,7 +348,67 @@ async def test_publisher_without_a_server_warns_once_and_the_run_goes_on(
     warnings = [r for r in caplog.records if r.name == "miniagents.view"]
     assert len(warnings) == 1
     assert "not reachable" in warnings[0].getMessage() and "miniagents view" in warnings[0].getMessage()
-    assert publisher.sent_events == 0
+    assert publisher.sent_events == 0 and publisher.dropped_events > 0
+
+
+@miniagent
+async def early_agent(ctx: InteractionContext) -> None:
+    ctx.reply("early")
+
+
+@miniagent
+async def late_agent(ctx: InteractionContext) -> None:
+    ctx.reply("late")
+
+
+@miniagent
+async def patient_agent(ctx: InteractionContext, gate: Any) -> None:
+    await early_agent.inquire()
+    await gate.wait()
+    ctx.reply(late_agent.inquire())
+
+
+class LogSeen(logging.Handler):
+    """Sets `seen` on the first record (the publisher logs from a task of the test's event loop)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.set()
+
+
+async def test_a_view_server_started_during_the_run_shows_it_from_then_on(caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()
+    publisher = ViewPublisher(url=f"http://127.0.0.1:{port}", flush_interval=0.01)  # nobody listens there yet
+    gate = asyncio.Event()  # PATIENT_AGENT starts LATE_AGENT once the server runs
+    first_warning = LogSeen()
+    logging.getLogger("miniagents.view").addHandler(first_warning)
+    try:
+        with caplog.at_level(logging.WARNING, logger="miniagents.view"), contextlib.ExitStack() as server:
+            async with MiniAgents(observers=[publisher]):
+                replies = patient_agent.fork(gate=gate).inquire()  # (fork: an Event cannot be frozen)
+                await asyncio.wait_for(first_warning.seen.wait(), 10)
+                _, live = server.enter_context(view_server(port=port))
+                gate.set()
+                assert [str(reply) for reply in await replies] == ["late"]
+            run = live.get_run(publisher.run_id)
+    finally:
+        logging.getLogger("miniagents.view").removeHandler(first_warning)
+    assert run is not None
+    calls = {call["alias"]: call for call in run["calls"]}
+    # EARLY_AGENT ran while nobody listened; PATIENT_AGENT was still running when the server came (sent again)
+    assert sorted(calls) == ["LATE_AGENT", "PATIENT_AGENT"]
+    assert calls["LATE_AGENT"]["parent"] == calls["PATIENT_AGENT"]["id"]
+    assert {call["status"] for call in calls.values()} == {"finished"}
+    late = live.get_call(publisher.run_id, calls["LATE_AGENT"]["id"])
+    assert late is not None and [m["preview"] for m in late["replies"]] == ["late"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "miniagents.view"]
+    assert len(messages) == 2, messages  # one when the events start to be lost, one when they get through again
+    assert "not reachable" in messages[0]
+    assert "takes the events of this run again" in messages[1]
+    assert publisher.dropped_events > 0 and publisher.sent_events > 0
 
 
 def test_publisher_rejects_bad_arguments() -> None:

@@ -14,10 +14,10 @@ from tests.servers import free_port
 
 
 @contextlib.contextmanager
-def view_server(live: LiveRuns | None = None) -> Iterator[tuple[str, LiveRuns]]:
-    """Yield ``(base_url, live_runs)`` while a view server runs; stop it on exit."""
+def view_server(live: LiveRuns | None = None, port: int | None = None) -> Iterator[tuple[str, LiveRuns]]:
+    """Yield ``(base_url, live_runs)`` while a view server runs on ``port`` (a free one by default); stop it on exit."""
     live = LiveRuns() if live is None else live
-    port = free_port()
+    port = free_port() if port is None else port
     config = uvicorn.Config(
         create_app(live), host="127.0.0.1", port=port, log_level="warning", lifespan="off", timeout_graceful_shutdown=2
     )

@@ -39,8 +39,11 @@ def create_app(source: RunSource, live: LiveRuns | None = None) -> Starlette:
         ``GET /api/runs/{run}/calls/{call}``, ``GET /api/runs/{run}/messages/{key}``, the server-sent event
         streams ``GET /api/runs/{run}/events`` (call events, a JSON list per event) and
         ``GET /api/runs/{run}/messages/{key}/stream`` (a message's text as it streams), and ``POST /api/ingest``
-        (a batch, see `LiveRuns.ingest`). Only the host names ``127.0.0.1`` and ``localhost`` are served (against
-        DNS rebinding).
+        (a batch, see `LiveRuns.ingest`; it answers ``{"ok": true, "skipped": n}`` with the number of skipped
+        events, or 400 with ``{"error": ...}`` for a malformed batch). Only the host names ``127.0.0.1`` and
+        ``localhost`` are served (against DNS rebinding); ``POST /api/ingest`` takes only ``application/json``
+        (415 otherwise) and refuses a request whose ``Origin`` is another site's (403), so that no web page can
+        publish to it.
     """
     if live is None and isinstance(source, LiveRuns):
         live = source
@@ -75,15 +78,18 @@ def create_app(source: RunSource, live: LiveRuns | None = None) -> Starlette:
     async def ingest(request: Request) -> Response:
         if live is None:
             return _not_found("ingest")
+        refusal = _refuse_cross_site(request)
+        if refusal is not None:
+            return refusal
         try:
             body = await request.json()
         except ValueError:
             return JSONResponse({"error": "the body is not JSON"}, status_code=400)
         try:
-            live.ingest(body)
+            skipped = live.ingest(body)
         except EventError as error:
             return JSONResponse({"error": str(error)}, status_code=400)
-        return JSONResponse({"ok": True})
+        return JSONResponse({"ok": True, "skipped": skipped})
 
     routes = [
         Route("/", index),
@@ -98,6 +104,25 @@ def create_app(source: RunSource, live: LiveRuns | None = None) -> Starlette:
     ]
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost"])]
     return Starlette(routes=routes, middleware=middleware)
+
+
+def _refuse_cross_site(request: Request) -> Response | None:
+    """The error response for a publish request that a web page of another origin could have sent, else None.
+
+    A page can post to any address without the server's consent (no CORS preflight) only as a "simple" request:
+    with a form's or a text content type. Requiring ``application/json`` rules those out, and a browser names the
+    origin of the page in ``Origin``, which must then be this server's own (programs send no ``Origin``).
+    """
+    origin = request.headers.get("origin")
+    own = f"{request.url.scheme}://{request.url.netloc}"
+    if origin is not None and origin.lower() != own.lower():
+        return JSONResponse({"error": f"publishing from the origin {origin!r} is not allowed"}, status_code=403)
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
+        return JSONResponse(
+            {"error": f"the content type must be application/json, got {media_type or 'none'!r}"}, status_code=415
+        )
+    return None
 
 
 def _not_found(what: str) -> JSONResponse:

@@ -21,6 +21,8 @@ __all__ = ["DEFAULT_PORT", "ViewPublisher"]
 DEFAULT_PORT = 8765
 """The port ``miniagents view`` listens on (on 127.0.0.1) unless told otherwise."""
 
+_RETRY_INTERVAL = 0.25  # seconds between batches while the server does not take them
+
 logger = logging.getLogger("miniagents.view")
 
 
@@ -33,8 +35,11 @@ class ViewPublisher(RunObserver):
 
     Events are batched: they are collected in memory (each observer method only appends to a list) and sent
     every ``flush_interval`` seconds by a background task of the `MiniAgents` context (leaving the context waits
-    for the last batch). When the server is not running, a warning is logged once and the events are dropped: the
-    run itself is never slowed down or failed by the view.
+    for the last batch). While the server is not running (or refuses the events), they are dropped (a batch every
+    quarter of a second at most) and one warning is logged; another one says when a batch gets through again. That
+    batch sends the start of the calls still running again, so that a view server started (or restarted) during
+    the run shows them and every call that starts from then on (the server skips the events of calls whose start
+    it never got). The run itself is never slowed down or failed by the view.
 
     Args:
         url: the server's address; ``http://127.0.0.1:8765`` by default, or the environment variable
@@ -76,24 +81,28 @@ class ViewPublisher(RunObserver):
         self._mini_agents: MiniAgents | None = None
         self._keys: weakref.WeakKeyDictionary[MessagePromise, str] = weakref.WeakKeyDictionary()
         self._next_key = 0
-        self._warned = False
+        # call id -> its "call" event, until a batch with the call's end has been sent (or dropped)
+        self._open_calls: dict[str, dict[str, Any]] = {}
+        self._failing = False  # the last batch did not get through (a warning was logged)
         self.sent_events = 0
-        """How many events the server has accepted so far."""
+        """How many events the server has taken so far."""
+        self.dropped_events = 0
+        """How many events were dropped so far because the server was not reachable or refused them."""
 
     # --- RunObserver --------------------------------------------------------------------------------------------
 
     def on_call_started(self, call: AgentCall) -> None:
         """Publish the new call (its parent, alias and start time)."""
         parent = call.parent_call
-        self._emit(
-            {
-                "type": "call",
-                "id": call.call_id,
-                "parent": parent.call_id if parent is not None else None,
-                "alias": call.agent_alias,
-                "started_at": call.started_at,
-            }
-        )
+        event = {
+            "type": "call",
+            "id": call.call_id,
+            "parent": parent.call_id if parent is not None else None,
+            "alias": call.agent_alias,
+            "started_at": call.started_at,
+        }
+        self._open_calls[call.call_id] = event
+        self._emit(event)
 
     def on_call_input(self, call: AgentCall, index: int, message_promise: MessagePromise) -> None:
         """Publish that the message is an input of the call (and its text, once per message)."""
@@ -175,10 +184,13 @@ class ViewPublisher(RunObserver):
             # http on 127.0.0.1 only (checked in __init__): no certificates to load, no proxy to go through
             async with httpx.AsyncClient(timeout=10.0, verify=False, trust_env=False) as client:
                 while True:
-                    await asyncio.sleep(self.flush_interval)
+                    await asyncio.sleep(max(self.flush_interval, _RETRY_INTERVAL if self._failing else 0))
                     await self._aread_texts()
                     events, self._events = self._events, []
                     await self._asend(client, events)
+                    for event in events:
+                        if event["type"] == "status":
+                            self._open_calls.pop(event["id"], None)
                     if not self._events and not self._unread:
                         self._flusher = None  # the next event starts a new flusher (even while this one closes)
                         break
@@ -189,26 +201,45 @@ class ViewPublisher(RunObserver):
     async def _asend(self, client: Any, events: list[dict[str, Any]]) -> None:
         import httpx
 
+        batch = events
+        if self._failing:
+            # the server may have missed the start of the calls still running (and of those ending in this batch):
+            # send them first (it skips the ones it has), so that the view shows them and the calls they start
+            new = {event["id"] for event in events if event["type"] == "call"}
+            batch = [event for call_id, event in self._open_calls.items() if call_id not in new] + events
         try:
             response = await client.post(
                 f"{self.url}/api/ingest",
-                json={"run": self.run_id, "name": self.run_name, "started_at": self.started_at, "events": events},
+                json={"run": self.run_id, "name": self.run_name, "started_at": self.started_at, "events": batch},
             )
         except httpx.HTTPError as error:
-            self._warn(
+            self._drop(
+                events,
                 f"the view server at {self.url} is not reachable ({type(error).__name__}: {error}); "
-                "start it with `miniagents view`"
+                "start it with `miniagents view`",
             )
             return
         if response.status_code != 200:
-            self._warn(f"the view server at {self.url} refused events: {response.status_code} {response.text[:200]}")
+            self._drop(
+                events, f"the view server at {self.url} refused events: {response.status_code} {response.text[:200]}"
+            )
             return
         self.sent_events += len(events)
+        if self._failing:
+            self._failing = False
+            logger.warning(
+                "the view server at %s takes the events of this run again (%d dropped); it shows the calls still "
+                "running and those that start from now on",
+                self.url,
+                self.dropped_events,
+            )
 
-    def _warn(self, text: str) -> None:
-        if not self._warned:
-            self._warned = True
-            logger.warning("%s; events of this run are dropped", text)
+    def _drop(self, events: list[dict[str, Any]], text: str) -> None:
+        """Count the events as dropped; warn if the batch before got through (once per outage, not per batch)."""
+        self.dropped_events += len(events)
+        if not self._failing:
+            self._failing = True
+            logger.warning("%s; events of this run are dropped until it takes them", text)
 
 
 def _text_done(key: str, error: str | None, class_name: str) -> dict[str, Any]:

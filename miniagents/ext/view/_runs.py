@@ -7,6 +7,7 @@ message store) implements the same `RunSource` protocol.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol, runtime_checkable
@@ -16,6 +17,7 @@ from miniagents.errors import MiniAgentsError
 __all__ = ["EventError", "LiveRuns", "RunSource"]
 
 _STATUSES = frozenset({"running", "finished", "failed", "cancelled"})
+_DIRECTIONS = ("input", "reply")
 _MAX_RUNS = 100  # the oldest runs are forgotten beyond this
 _MAX_BATCH = 5000  # call events per server-sent event
 
@@ -116,11 +118,95 @@ class _Run:
         self.changed = asyncio.Event()
 
 
-def _require(event: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
-    value = event.get(name)
-    if not isinstance(value, kind):
-        raise EventError(f"event {event.get('type')!r}: {name!r} must be {kind}, got {value!r}")
-    return value
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _string(where: str, value: Any, *, optional: bool = False) -> Any:
+    """``value`` if it is a non-empty string (or None, if ``optional``); raises `EventError` naming ``where``."""
+    if (value is None and optional) or (isinstance(value, str) and value):
+        return value
+    expected = "a non-empty string or null" if optional else "a non-empty string"
+    raise EventError(f"{where} must be {expected}, got {_show(value)}")
+
+
+def _text(where: str, value: Any) -> str | None:
+    """``value`` if it is a string (possibly empty) or None; raises `EventError` naming ``where``."""
+    if value is None or isinstance(value, str):
+        return value
+    raise EventError(f"{where} must be a string or null, got {_show(value)}")
+
+
+def _time(where: str, value: Any) -> float | None:
+    """``value`` as a float if it is a finite number (or None); raises `EventError` naming ``where``.
+
+    JSON has no infinity or NaN, but Python's parser reads ``1e999`` as infinity and accepts ``NaN``: such a value
+    could not be sent back as JSON.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # (an integer too big for a float)
+            number = math.inf
+        if math.isfinite(number):
+            return number
+    raise EventError(f"{where} must be a finite number or null, got {_show(value)}")
+
+
+def _checked_event(event: Any) -> dict[str, Any]:
+    """The event with every field the view keeps checked and normalised; raises `EventError` on the first bad one."""
+    if not isinstance(event, dict):
+        raise EventError(f"an event must be an object, got {_show(event)}")
+    kind = event.get("type")
+    where = f"event {kind!r}:"
+    if kind == "call":
+        alias = event.get("alias", "?")
+        if not isinstance(alias, str):  # (an agent's alias can be empty)
+            raise EventError(f"{where} 'alias' must be a string, got {_show(alias)}")
+        return {
+            "type": "call",
+            "id": _string(f"{where} 'id'", event.get("id")),
+            "parent": _string(f"{where} 'parent'", event.get("parent"), optional=True),
+            "alias": alias,
+            "started_at": _time(f"{where} 'started_at'", event.get("started_at")),
+        }
+    if kind == "status":
+        status = event.get("status")
+        if status not in _STATUSES:
+            raise EventError(f"{where} unknown status {_show(status)} (expected one of {sorted(_STATUSES)})")
+        return {
+            "type": "status",
+            "id": _string(f"{where} 'id'", event.get("id")),
+            "status": status,
+            "ended_at": _time(f"{where} 'ended_at'", event.get("ended_at")),
+            "error": _text(f"{where} 'error'", event.get("error")),
+        }
+    if kind == "link":
+        direction = event.get("direction")
+        if direction not in _DIRECTIONS:
+            raise EventError(f"{where} 'direction' must be 'input' or 'reply', got {_show(direction)}")
+        return {
+            "type": "link",
+            "call": _string(f"{where} 'call'", event.get("call")),
+            "direction": direction,
+            "key": _string(f"{where} 'key'", event.get("key")),
+        }
+    if kind == "text":
+        done = event.get("done", False)
+        if not isinstance(done, bool):
+            raise EventError(f"{where} 'done' must be true or false, got {_show(done)}")
+        return {
+            "type": "text",
+            "key": _string(f"{where} 'key'", event.get("key")),
+            "text": _text(f"{where} 'text'", event.get("text")),
+            "done": done,
+            "error": _text(f"{where} 'error'", event.get("error")),
+            "class": _string(f"{where} 'class'", event.get("class"), optional=True),
+        }
+    raise EventError(f"unknown event type {_show(kind)}")
 
 
 class LiveRuns:
@@ -133,39 +219,43 @@ class LiveRuns:
     def __init__(self) -> None:
         self._runs: dict[str, _Run] = {}
 
-    def ingest(self, body: Any) -> None:
+    def ingest(self, body: Any) -> int:
         """Apply one published batch: ``{"run": id, "name": str, "started_at": float, "events": [...]}``.
 
-        The run is created by its first batch. Event shapes (see `ViewPublisher`): ``{"type": "call", "id",
-        "parent", "alias", "started_at"}``, ``{"type": "status", "id", "status", "ended_at", "error"}``,
-        ``{"type": "link", "call", "direction": "input" | "reply", "key"}`` and ``{"type": "text", "key",
-        "text"}`` / ``{"type": "text", "key", "done": true, "error", "class"}``.
+        The run is created by its first batch (``name`` and ``started_at``, a Unix time in seconds, are optional
+        and read only then). Event shapes (see `ViewPublisher`): ``{"type": "call", "id", "parent", "alias",
+        "started_at"}``, ``{"type": "status", "id", "status", "ended_at", "error"}``, ``{"type": "link", "call",
+        "direction": "input" | "reply", "key"}`` and ``{"type": "text", "key", "text"}`` / ``{"type": "text",
+        "key", "done": true, "error", "class"}``. Ids, keys and classes are non-empty strings, aliases strings,
+        errors and texts strings or null, times finite numbers (Unix times in seconds) or null.
+
+        The whole batch is checked before any of it is applied. An event that cannot be applied is skipped: a
+        ``status`` or ``link`` event of a call the view has not seen (its ``call`` event was lost, e.g. while the
+        server was not running) and a ``call`` event repeating a known call's id (the call is not reset).
+
+        Returns:
+            How many events were skipped.
 
         Raises:
-            EventError: the batch or an event in it is malformed; the events before it are applied.
+            EventError: the batch or an event in it is malformed (the message names the first problem); nothing
+                of the batch is applied.
         """
         if not isinstance(body, dict):
             raise EventError("the body must be an object")
         run_id, events = body.get("run"), body.get("events")
         if not isinstance(run_id, str) or not run_id:
-            raise EventError("'run' must be a non-empty string")
+            raise EventError(f"'run' must be a non-empty string, got {_show(run_id)}")
         if not isinstance(events, list):
-            raise EventError("'events' must be a list")
+            raise EventError(f"'events' must be a list, got {_show(events)}")
+        name = _text("'name'", body.get("name"))
+        started_at = _time("'started_at'", body.get("started_at"))
+        checked = [_checked_event(event) for event in events]
         run = self._runs.get(run_id)
         if run is None:
-            started_at = body.get("started_at")
-            run = self._new_run(
-                run_id,
-                str(body.get("name") or run_id),
-                float(started_at) if isinstance(started_at, (int, float)) else time.time(),
-            )
-        try:
-            for event in events:
-                if not isinstance(event, dict):
-                    raise EventError(f"an event must be an object, got {event!r}")
-                self._apply(run, event.get("type"), event)
-        finally:
-            run.notify()
+            run = self._new_run(run_id, name or run_id, time.time() if started_at is None else started_at)
+        skipped = sum(1 for event in checked if not self._apply(run, event))
+        run.notify()
+        return skipped
 
     def _new_run(self, run_id: str, name: str, started_at: float) -> _Run:
         run = self._runs[run_id] = _Run(run_id, name, started_at)
@@ -173,18 +263,20 @@ class LiveRuns:
             del self._runs[next(iter(self._runs))]
         return run
 
-    def _apply(self, run: _Run, kind: Any, event: dict[str, Any]) -> None:
+    @staticmethod
+    def _apply(run: _Run, event: dict[str, Any]) -> bool:
+        """Apply a checked event; False if it is skipped (see `ingest`)."""
+        kind = event["type"]
         if kind == "call":
-            call_id = _require(event, "id", str)
-            parent = event.get("parent")
-            if parent is not None and not isinstance(parent, str):
-                raise EventError(f"event 'call': 'parent' must be a string or null, got {parent!r}")
+            call_id = event["id"]
+            if call_id in run.calls:
+                return False
             call = {
                 "id": call_id,
-                "parent": parent,
-                "alias": str(event.get("alias", "?")),
+                "parent": event["parent"],
+                "alias": event["alias"],
                 "status": "running",
-                "started_at": event.get("started_at"),
+                "started_at": event["started_at"],
                 "ended_at": None,
                 "error": None,
             }
@@ -192,44 +284,27 @@ class LiveRuns:
             run.links[call_id] = ([], [])
             run.call_events.append({"type": "call", **call})
         elif kind == "status":
-            call_id = _require(event, "id", str)
-            status = event.get("status")
-            if status not in _STATUSES:
-                raise EventError(f"event 'status': unknown status {status!r}")
-            existing = run.calls.get(call_id)
+            existing = run.calls.get(event["id"])
             if existing is None:
-                raise EventError(f"event 'status': unknown call {call_id!r}")
-            call = existing
-            call.update(status=status, ended_at=event.get("ended_at"), error=event.get("error"))
-            run.call_events.append(
-                {
-                    "type": "status",
-                    "id": call_id,
-                    "status": status,
-                    "error": call["error"],
-                    "ended_at": call["ended_at"],
-                }
-            )
+                return False
+            existing.update(status=event["status"], ended_at=event["ended_at"], error=event["error"])
+            run.call_events.append(event)
         elif kind == "link":
-            call_id = _require(event, "call", str)
-            key = _require(event, "key", str)
-            links = run.links.get(call_id)
+            links = run.links.get(event["call"])
             if links is None:
-                raise EventError(f"event 'link': unknown call {call_id!r}")
-            links[0 if event.get("direction") == "input" else 1].append(key)
-            run.message(key)
-        elif kind == "text":
-            message = run.message(_require(event, "key", str))
-            if isinstance(event.get("class"), str):
+                return False
+            links[0 if event["direction"] == "input" else 1].append(event["key"])
+            run.message(event["key"])
+        else:  # "text"
+            message = run.message(event["key"])
+            if event["class"] is not None:
                 message.class_ = event["class"]
-            text = event.get("text")
-            if isinstance(text, str) and text:
-                message.chunks.append(text)
-            if event.get("done"):
+            if event["text"]:
+                message.chunks.append(event["text"])
+            if event["done"]:
                 message.done = True
-                message.error = event.get("error")
-        else:
-            raise EventError(f"unknown event type {kind!r}")
+                message.error = event["error"]
+        return True
 
     def add_call_tree(self, root: Any, name: str | None = None) -> str:
         """Add a finished (e.g. stored) run from its root call tree; returns the run's id (the root call's id).
@@ -242,7 +317,8 @@ class LiveRuns:
             name: what the view calls the run; the root's alias and start time by default.
 
         Raises:
-            EventError: a status is unknown or a call id is not a string.
+            EventError: a field has the wrong type or value (see `ingest`), e.g. an unknown status or a call id
+                that is not a string; nothing of the tree is added.
         """
         events: list[dict[str, Any]] = []
         keys: dict[int, str] = {}  # the same message object in several places is one message
