@@ -6,7 +6,7 @@ import asyncio
 import os
 from collections import deque
 from collections.abc import Awaitable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from miniagents._agent_call import AgentCall, ObserverMethods, PendingNodes
 from miniagents._observer import RunObserver
@@ -30,9 +30,6 @@ from miniagents.promising._failures import log_error_once, logger
 from miniagents.promising._promise import Promise
 from miniagents.promising._tasks import require_coroutine_function
 
-if TYPE_CHECKING:
-    from miniagents.store import MessageStore
-
 __all__ = ["MiniAgents"]
 
 PERSIST_HANDLER_GRACE_SECONDS = 10.0
@@ -54,17 +51,16 @@ class MiniAgents(PromisingContext):
         on_persist_message: one ``async def handler(promise, message)`` or an iterable of them, see
             `on_persist_message`.
         observers: `RunObserver`s that see every agent call of this context (and of contexts nested in it).
-        store: a message store that persists every message and agent call: a file path (SQLite) or a
-            ``postgresql://`` URL (opened with `miniagents.store.open_store`), a `miniagents.store.MessageStore`
-            (recorded through a `miniagents.store.StoreRecorder`), or a `RunObserver` such as a
-            `miniagents.store.RecordingStore`. If it has ``async def aopen()`` / ``async def aclose()``, they are
-            awaited when the context is entered / left (``aclose`` after `RunObserver.aon_context_exit`, which a
-            store uses to write what it recorded).
+        store: a message store that persists every message and agent call: a `RunObserver` such as
+            ``miniagents.store.open_store("runs.db")`` (a `miniagents.store.RecordingStore`), or a
+            `miniagents.store.StoreRecorder` of any `miniagents.store.MessageStore`. If it has
+            ``async def aopen()`` / ``async def aclose()``, they are awaited when the context is entered / left
+            (``aclose`` after `RunObserver.aon_context_exit`, which a store uses to write what it recorded).
         **promising_kwargs: the other `PromisingContext` arguments (``start_everything_asap_by_default`` …).
 
     Raises:
-        TypeError: a handler is not an ``async def`` function, or ``store`` is none of the kinds above.
-        ImportError: a store given by location whose driver is not installed (the message names the extra).
+        TypeError: a handler is not an ``async def`` function, or ``store`` is not a `RunObserver` (for a path
+            or a bare `MessageStore`, the message says what to pass).
     """
 
     def __init__(
@@ -73,7 +69,7 @@ class MiniAgents(PromisingContext):
         on_promise_resolved: PromiseResolvedHandler | Iterable[PromiseResolvedHandler] = (),
         on_persist_message: PersistMessageEventHandler | Iterable[PersistMessageEventHandler] = (),
         observers: Iterable[RunObserver] = (),
-        store: RunObserver | MessageStore | str | os.PathLike[str] | None = None,
+        store: RunObserver | None = None,
         **promising_kwargs: Any,
     ) -> None:
         super().__init__(on_promise_resolved=on_promise_resolved, **promising_kwargs)
@@ -88,7 +84,7 @@ class MiniAgents(PromisingContext):
         self._agent_tasks: set[asyncio.Task[Any]] = set()
         self._observers: list[RunObserver] = list(observers)
         self.store: RunObserver | None = _as_store_observer(store)
-        """The observer that records into the store (a `RecordingStore`, or a `StoreRecorder` of a `MessageStore`)."""
+        """The store given, which records the run."""
         if self.store is not None:
             self._observers.append(self.store)
         self._failed_observers: set[tuple[int, str]] = set()
@@ -525,21 +521,18 @@ async def _await_until(awaitable: Awaitable[Any], deadline: float | None) -> Non
 
 
 def _as_store_observer(store: Any) -> RunObserver | None:
-    """The observer that records into ``store`` (see `MiniAgents`); a store given by location is opened here.
+    """``store`` as given to `MiniAgents`, checked: an observer that records what it sees.
 
     Raises:
-        TypeError: ``store`` is none of the accepted kinds.
+        TypeError: ``store`` is not a `RunObserver` (for a path, a URL or a bare `miniagents.store.MessageStore`
+            the message says how to make one: the core does not import the store package, which is built on it).
     """
     if store is None or isinstance(store, RunObserver):
         return store
-    # the store package (optional drivers) is imported only when a store is given this way
-    from miniagents.store import MessageStore, StoreRecorder, open_store  # pylint: disable=import-outside-toplevel
-
     if isinstance(store, (str, os.PathLike)):
-        return open_store(store)
-    if isinstance(store, MessageStore):
-        return StoreRecorder(store)
-    raise TypeError(
-        f"store must be a file path (SQLite), a postgresql:// URL, a MessageStore or a RunObserver, "
-        f"got {type(store).__name__}"
-    )
+        hint = f"open_store({os.fspath(store)!r}) (from miniagents.store import open_store)"
+    elif callable(getattr(store, "awrite", None)):
+        hint = "StoreRecorder(your_store) (from miniagents.store import StoreRecorder)"
+    else:
+        hint = "a RunObserver, e.g. miniagents.store.open_store('runs.db')"
+    raise TypeError(f"store must be a RunObserver that records the run, got {type(store).__name__}: pass {hint}")

@@ -1,7 +1,8 @@
 """Durable message stores: every message and agent call of a run, in SQLite (embedded) or PostgreSQL.
 
-``MiniAgents(store="runs.db")`` (or a `MessageStore` object, or ``open_store(...)``) records every agent call
-with its input and reply messages; `aload_message` and `aload_call_tree` read them back as their own classes.
+``MiniAgents(store=open_store("runs.db"))`` (or a ``postgresql://`` URL, or ``StoreRecorder(your_store)`` for a
+`MessageStore` of your own) records every agent call with its input and reply messages; `aload_message` and
+`aload_call_tree` read them back as their own classes.
 
 - `MessageStore`: the protocol a backend implements (write a batch of rows, read rows, close).
 - `SQLiteMessageStore` (``pip install "miniagents[sqlite]"``), `PostgresMessageStore`

@@ -133,7 +133,7 @@ async def test_a_sqlite_location_that_cannot_be_written_fails_early(
     monkeypatch.setattr(os, "access", lambda p, mode: real_access(p, mode) and not (p == denied and mode == os.W_OK))
     expected = {"file": "database file is not writable", "directory": "WAL", "directory of a new file": "to create"}
     with pytest.raises(PermissionError, match=expected[read_only]):  # (before aiosqlite starts a thread)
-        async with MiniAgents(store=path):
+        async with MiniAgents(store=open_store(path)):
             pass
 
 
@@ -354,28 +354,28 @@ class RowsOnly:
         )
 
 
-async def test_a_store_given_by_path_or_as_a_message_store_records(tmp_path: Any) -> None:
-    async with MiniAgents(store=tmp_path / "runs.db") as context:
-        replies = await plain_echo_agent.inquire("by path")
-    assert isinstance(context.store, SQLiteMessageStore)
-    async with open_store(tmp_path / "runs.db") as reader:
-        (run,) = await reader.aread_root_calls()
-        assert (await reader.aload_call_tree(run)).replies == replies
-
+async def test_a_message_store_of_ones_own_records_through_a_store_recorder(tmp_path: Any) -> None:
     backing = SQLiteMessageStore(tmp_path / "other.db")
     backend = RowsOnly(backing)
     assert isinstance(backend, MessageStore) and not isinstance(backend, RunObserver)
-    async with MiniAgents(store=backend) as context:
+    async with MiniAgents(store=StoreRecorder(backend)):
         replies = await plain_echo_agent.inquire("as a MessageStore")
-    assert type(context.store) is StoreRecorder and context.store.store is backend
     (run,) = await backing.aread_root_calls()
     assert (await backing.aload_call_tree(run)).replies == replies
     await backing.aclose()
 
 
-def test_a_store_of_another_kind_is_a_type_error() -> None:
-    with pytest.raises(TypeError, match=r"store must be a file path .* got int"):
-        MiniAgents(store=42)  # type: ignore[arg-type]
+@pytest.mark.parametrize(
+    ("store", "hint"),
+    [
+        ("runs.db", r"got str: pass open_store\('runs.db'\)"),
+        (RowsOnly(SQLiteMessageStore("unused.db")), r"got RowsOnly: pass StoreRecorder\(your_store\)"),
+        (42, "got int: pass a RunObserver"),
+    ],
+)
+def test_a_store_that_is_not_an_observer_is_a_type_error_that_says_what_to_pass(store: Any, hint: str) -> None:
+    with pytest.raises(TypeError, match=f"store must be a RunObserver that records the run, {hint}"):
+        MiniAgents(store=store)
 
 
 class _BytesPerSecondStore(SQLiteMessageStore):
