@@ -46,7 +46,7 @@ logger = logging.getLogger("miniagents.store")
 _BATCH_LIMIT = 50_000  # queued values per batch (5,000-25,000 operations): text is written well within 0.5 s
 _STALL_SECONDS = 30.0  # `awrite_queued` gives up waiting when the writer has written nothing for this long
 _BATCH_BYTES = 8 << 20  # JSON per batch (about): bigger ones are cut, see `StoreRecorder._batches`
-_SIZE_CHECK_VALUES = 200  # queued values between two looks at a batch's size (a few agent calls)
+_SIZE_CHECK_VALUES = 16  # values of message rows (4 rows) between two looks at a batch's size
 _KNOWN_LIMIT = 200_000  # hash keys remembered as written (to skip rewriting them); forgotten all at once beyond
 
 
@@ -538,7 +538,7 @@ class StoreRecorder(RunObserver):
             known.clear()
         now = time.time()
         position, end = 0, len(ops)
-        next_size_check = position + _SIZE_CHECK_VALUES
+        next_size_check = _SIZE_CHECK_VALUES  # (in values of message rows: the JSON is there)
         batch = StoreBatch()
         message_values, partial_values = batch.values["messages"], batch.values["partials"]
         call_values, slot_values = batch.values["calls"], batch.values["slots"]
@@ -546,8 +546,8 @@ class StoreRecorder(RunObserver):
         partials: dict[str, int] = {}
         size = sized_messages = sized_partials = 0  # the JSON counted so far, and the values it was counted in
         while position < end:
-            if position >= next_size_check:
-                next_size_check = position + _SIZE_CHECK_VALUES
+            if len(message_values) >= next_size_check:
+                next_size_check = len(message_values) + _SIZE_CHECK_VALUES
                 size += sum(map(len, message_values[sized_messages + 2 :: 4]))  # (each row's JSON)
                 size += sum(map(len, partial_values[sized_partials + 3 :: 7]))  # (each row's text)
                 sized_messages, sized_partials = len(message_values), len(partial_values)
@@ -558,6 +558,7 @@ class StoreRecorder(RunObserver):
                     call_values, slot_values = batch.values["calls"], batch.values["slots"]
                     calls, partials = {}, {}
                     size = sized_messages = sized_partials = 0
+                    next_size_check = _SIZE_CHECK_VALUES
             kind = ops[position]
             start, position = position + 1, position + _OP_LENGTHS[kind]
             try:
