@@ -473,6 +473,7 @@ class AgentCall(WorkScope):
         if self._function_done:
             return
         self._function_done = True
+        self._input_read = True  # (nothing reads it now: the observers of inputs see none)
         error = error or AgentCallCancelledError(f"the agent call {self.agent.alias} was cancelled", self.agent.alias)
         self._request_appender.close()
         self._reply_appender.fail(error)  # (the direct path ends the replies with it)
@@ -495,12 +496,14 @@ class AgentCall(WorkScope):
                 request_promise.set_on_piece(self._on_input_piece)
             ctx = InteractionContext(agent, request_promise, self._reply_appender, mini_agents, self)
             _current_interaction.set(ctx)
-            if observers is not None and observers.entered:  # (in this task: what they set, the function sees)
-                self._notify(observers.entered, observers.entered_isolated, self)
             try:
                 with self._reply_appender:  # records what the function raised into the replies, then closes them
                     cancel_error: BaseException | None = None
                     try:
+                        if self._cancel_error is not None:  # cancelled before it ran: the function does not run
+                            await asyncio.sleep(0)  # (the cancellation, put off until this task started, lands here)
+                        if observers is not None and observers.entered:  # (in this task: the function sees what
+                            self._notify(observers.entered, observers.entered_isolated, self)  # they set)
                         await agent.func(ctx, **self._function_kwargs)
                     except BaseException as error:
                         if not is_own_cancellation(error):

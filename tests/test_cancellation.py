@@ -483,3 +483,32 @@ async def test_leaving_a_context_awaits_its_own_observers_exit_hooks_after_its_w
         "outer: exit",
     ]
     assert "aon_context_exit" in caplog.text and "disk full" in caplog.text  # logged; the others ran all the same
+
+
+@pytest.mark.parametrize("start_asap", [True, False])
+async def test_a_call_cancelled_before_its_function_ran_never_runs_it_and_ends_cancelled(start_asap: bool) -> None:
+    events: list[str] = []
+
+    class Watcher(RunObserver):
+        def on_call_input(self, call: Any, index: int, message_promise: MessagePromise) -> None:
+            events.append("input")
+
+        def on_call_entered(self, call: Any) -> None:
+            events.append("entered")
+
+        def on_call_ended(self, call: Any) -> None:
+            events.append(f"ended {call.status.value}")
+
+    @miniagent
+    async def side_effect_agent(ctx: InteractionContext) -> None:
+        events.append("the function ran")
+        await ctx.message_promises
+        ctx.reply("done")
+
+    async with MiniAgents(observers=[Watcher()]):
+        replies = side_effect_agent.inquire("hi", start_asap=start_asap)
+        replies.cancel()
+        with pytest.raises(AgentCallCancelledError):
+            await replies
+    # (the input may be reported: it was given; the call's end comes after it)
+    assert [event for event in events if event != "input"] == ["ended cancelled"]

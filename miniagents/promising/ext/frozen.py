@@ -41,6 +41,12 @@ def _freeze(value: Any, key: str) -> Any:
     if isinstance(value, (list, tuple)):
         return tuple([_freeze(item, key) for item in value])
     if isinstance(value, dict):
+        for name in value:
+            if not isinstance(name, str):
+                raise ValueError(
+                    f"the value of {key!r} is a dict with the key {name!r} of type {type(name).__name__}: "
+                    f"a dict is frozen into a Frozen, whose field names must be strings"
+                )
         return Frozen(**value)
     raise ValueError(
         f"the value of {key!r} has the type {type(value).__name__}, which cannot be frozen: "

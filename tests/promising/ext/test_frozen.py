@@ -124,7 +124,7 @@ def test_a_declared_type_that_makes_an_unfrozen_value_is_rejected_with_key_and_t
         Table(text="t", when="2026-12-03T10:00:00")
 
 
-@pytest.mark.parametrize("bad", [{1, 2}, b"bytes", object()])
+@pytest.mark.parametrize("bad", [{1, 2}, b"bytes", object(), {1: "a non-string key"}])
 def test_unfreezable_values_are_rejected_with_key_and_type(bad: object) -> None:
     with pytest.raises(ValidationError, match=rf"'bad_key'.*{type(bad).__name__}"):
         Frozen(bad_key=bad)
