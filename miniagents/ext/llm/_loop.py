@@ -417,16 +417,22 @@ class AgentLoop:
                         yield TextDelta(text[emitted:])
                         emitted = len(text)
         if decided == "answer":
+            if structured or emitted:
+                return
+            try:  # (a complete answer without a "response": nothing was given out)
+                text = json.loads(buffer).get("response")
+            except (ValueError, AttributeError):
+                text = None
+            if not isinstance(text, str):
+                raise self._no_json_answer(buffer, 'neither "tool_calls" nor a string "response"')
             return
         try:
             answer = json.loads(buffer)
             calls = answer["tool_calls"]
         except (ValueError, KeyError, TypeError) as error:
-            raise LLMResponseError(
-                f"{self.adapter.provider} model {self.adapter.model!r} gave no valid JSON answer: {buffer[:200]!r}",
-                provider=self.adapter.provider,
-                model=self.adapter.model,
-            ) from error
+            raise self._no_json_answer(buffer) from error
+        if not (isinstance(calls, list) and all(isinstance(call, dict) for call in calls)):
+            raise self._no_json_answer(buffer, '"tool_calls" is not a list of objects')
         for index, call in enumerate(calls):
             yield ToolCallDelta(
                 index=index,
@@ -434,6 +440,16 @@ class AgentLoop:
                 call_id=f"call_{uuid.uuid4().hex[:16]}",
                 name=str(call.get("name")),
             )
+
+    def _no_json_answer(self, buffer: str, why: str = "") -> LLMResponseError:
+        """The error of an answer that the JSON tool-calling mode cannot use (``why``: what is wrong with it)."""
+        because = f" ({why})" if why else ""
+        return LLMResponseError(
+            f"{self.adapter.provider} model {self.adapter.model!r} gave no valid JSON answer{because}: "
+            f"{buffer[:200]!r}",
+            provider=self.adapter.provider,
+            model=self.adapter.model,
+        )
 
     def _prompt(self, messages: Sequence[Message]) -> list[Message]:
         """The input as the model sees it: another agent's answer is a user turn (unless disabled)."""

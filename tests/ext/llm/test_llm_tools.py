@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any, Literal
 
 import pydantic
@@ -455,3 +456,23 @@ async def test_achain_loop_over_llm_agents_passes_each_answer_as_the_next_user_t
             await achain_loop([researcher, writer, AWAIT, stopper], initial_input=UserMessage("owls"))
     assert writer.prompts == [[{"role": "user", "content": "Notes about owls."}]]
     assert [str(m) for m in seen] == ["A paragraph about owls."]
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        ('{"answer": "3"}', 'neither "tool_calls" nor a string "response"'),
+        ('{"tool_calls": "add"}', '"tool_calls" is not a list of objects'),
+        ('{"tool_calls": ["add"]}', '"tool_calls" is not a list of objects'),
+        ('{"tool_calls": [1]}', '"tool_calls" is not a list of objects'),
+    ],
+)
+async def test_json_tool_calling_refuses_an_answer_of_another_shape(answer: str, why: str) -> None:
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    agent = scripted_llm_agent([answer, '{"response": "3"}']).fork(tools=[add], tool_calling="json")
+    async with MiniAgents():
+        with pytest.raises(LLMResponseError, match=re.escape(f"gave no valid JSON answer ({why}): {answer!r}")):
+            await agent.inquire("1+2?")
