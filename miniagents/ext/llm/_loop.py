@@ -34,7 +34,7 @@ from miniagents.ext.llm.llm_common import (
     message_to_llm_dict,
 )
 from miniagents.ext.llm.output import OutputSpec, _output_message_class
-from miniagents.ext.llm.tools import Tool, ToolLike, aresolve_tools
+from miniagents.ext.llm.tools import Tool, ToolLike, ToolSourceError, aresolve_tools
 from miniagents.messages import Message, MessagePromise
 from miniagents.miniagents import InteractionContext
 from miniagents.promising.promising import StreamAppender
@@ -277,10 +277,10 @@ class AgentLoop:
         """Run turns until the model answers without tool calls; reply every message on the way."""
         try:  # (one coroutine, not two: every token of the model resumes this frame)
             options = self.options
-            try:
+            try:  # (a misused tools=[...] raises ValueError or TypeError from here: the agent function fails)
                 tools = await aresolve_tools(options.tools)
-            except Exception as error:
-                self._reply_failure(self._wrap(error, "could not list the tools"))
+            except ToolSourceError as error:  # a tool source's failure is reported like the model's
+                self._reply_failure(self._wrap(error.__cause__ or error, "could not list the tools"))
                 return
             if self.output_via_tool and OUTPUT_TOOL_NAME in tools:
                 raise ValueError(f"the tool name {OUTPUT_TOOL_NAME!r} is reserved for structured output")

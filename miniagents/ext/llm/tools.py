@@ -50,9 +50,10 @@ from typing import Any, Protocol, overload, runtime_checkable
 import pydantic
 import pydantic_core
 
+from miniagents.errors import MiniAgentsError
 from miniagents.miniagents import InteractionContext, MiniAgent
 
-__all__ = ["Tool", "ToolSource", "aresolve_tools", "tool", "tool_result_text"]
+__all__ = ["Tool", "ToolSource", "ToolSourceError", "aresolve_tools", "tool", "tool_result_text"]
 
 _NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _SECTION = re.compile(r"^(Args|Arguments|Parameters|Returns|Yields|Raises|Example|Examples|Note|Notes):\s*$")
@@ -301,12 +302,17 @@ def _cached_tool(item: Callable[..., Any] | MiniAgent) -> Tool:
     return cached
 
 
+class ToolSourceError(MiniAgentsError):
+    """A tool source (e.g. an MCP server) could not list its tools; its own error is the ``__cause__``."""
+
+
 async def aresolve_tools(items: Iterable[ToolLike] | None) -> dict[str, Tool]:
     """Turn the ``tools=[...]`` items of an LLM agent into tools by name (tool sources are asked now).
 
     Raises:
-        ValueError: two tools share a name.
+        ValueError: two tools share a name, or a function's name is not a valid tool name.
         TypeError: an item is not a function, a `MiniAgent`, a `Tool` or a tool source.
+        ToolSourceError: a tool source failed to list its tools.
     """
     tools: dict[str, Tool] = {}
     for item in items or ():
@@ -315,7 +321,10 @@ async def aresolve_tools(items: Iterable[ToolLike] | None) -> dict[str, Tool]:
         elif isinstance(item, MiniAgent):
             found = [_cached_tool(item)]
         elif hasattr(item, "alist_tools"):  # a ToolSource (a Protocol isinstance check is slow)
-            found = await item.alist_tools()
+            try:
+                found = await item.alist_tools()
+            except Exception as error:
+                raise ToolSourceError(f"the tool source {item!r} could not list its tools: {error}") from error
         elif callable(item):
             found = [_cached_tool(item)]
         else:

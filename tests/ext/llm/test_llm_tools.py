@@ -15,6 +15,7 @@ from miniagents.errors import AgentCallCancelledError
 from miniagents.ext import agent_chain
 from miniagents.ext.llm import (
     AssistantMessage,
+    LLMError,
     LLMMaxTurnsError,
     LLMOutputError,
     LLMResponseError,
@@ -420,9 +421,8 @@ def test_tool_sources_and_duplicate_names() -> None:
         llm = scripted_llm_agent([ScriptedToolCall("add", {"a": 1, "b": 1}), "2"]).fork(tools=[Source()])
         messages = await llm.inquire("1+1")
         assert [str(m) for m in messages if isinstance(m, ToolResultMessage)] == ["2"]
-        (failed,) = [mp async for mp in scripted_llm_agent(["x"]).fork(tools=[add, Source()]).inquire("x")]
-        with pytest.raises(Exception, match="two tools are named 'add'"):
-            await failed
+        with pytest.raises(ValueError, match="two tools are named 'add'"):  # (misuse: the reply sequence fails)
+            await scripted_llm_agent(["x"]).fork(tools=[add, Source()]).inquire("x")
 
     MiniAgents().run(main())
 
@@ -476,3 +476,32 @@ async def test_json_tool_calling_refuses_an_answer_of_another_shape(answer: str,
     async with MiniAgents():
         with pytest.raises(LLMResponseError, match=re.escape(f"gave no valid JSON answer ({why}): {answer!r}")):
             await agent.inquire("1+2?")
+
+
+@pytest.mark.parametrize(
+    ("tools", "error", "message"),
+    [
+        ([lambda a: a], ValueError, "a tool name must match"),
+        ([tool_result_text, tool_result_text], ValueError, "two tools are named 'tool_result_text'"),
+        ([42], TypeError, "a tool must be a function, a MiniAgent, a Tool or a tool source, got 42"),
+    ],
+)
+async def test_misused_tools_fail_the_inquiry_with_the_usual_errors(
+    tools: list[Any], error: type, message: str
+) -> None:
+    agent = scripted_llm_agent(["never asked"]).fork(tools=tools)
+    async with MiniAgents():
+        with pytest.raises(error, match=re.escape(message)):  # (not an LLMError: nothing failed at the model)
+            await agent.inquire("hi")
+
+
+async def test_a_tool_source_that_fails_to_list_its_tools_is_reported_like_the_model() -> None:
+    class BrokenSource:
+        async def alist_tools(self) -> list[Tool]:
+            raise ConnectionError("the server went away")
+
+    agent = scripted_llm_agent(["never asked"]).fork(tools=[BrokenSource()])
+    async with MiniAgents():
+        (failed,) = [message_promise async for message_promise in agent.inquire("hi")]
+        with pytest.raises(LLMError, match="could not list the tools: ConnectionError: the server went away"):
+            await failed
