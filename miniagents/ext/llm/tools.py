@@ -8,7 +8,9 @@ Each item may be:
   through pydantic, its description from the docstring (the summary, and the parameters' descriptions from a
   Google-style ``Args:`` section);
 - a `MiniAgent` (``@miniagent async def search(ctx, query: str) -> None``): the same, from its function's
-  signature after ``ctx``; the arguments become ``inquire`` kwargs and the text of its replies is the result;
+  signature after ``ctx``; the arguments become ``inquire`` kwargs and the text of its replies is the result.
+  The arguments arrive in their JSON form (kwargs must be freezable): a pydantic model as a dict of its fields, a
+  date as its ISO string; a plain function tool gets them as its annotations say;
 - a `Tool` (made by `tool`, to set the name or description);
 - a tool source such as `miniagents.ext.llm.mcp.MCPServer`: anything with ``async alist_tools() -> list[Tool]``.
 
