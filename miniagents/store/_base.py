@@ -36,6 +36,7 @@ class RecordingStore(RunObserver, abc.ABC):
         self._recorder = recorder = StoreRecorder(self)
         self._histories: dict[str, list[Any]] = {}
         self._claims: dict[str, Any] = {}  # what holds each history claimed by this process (see `aclaim_history`)
+        self._writing: Any = None  # the writing connection, opened by a backend's `awrite` (closed by `aclose`)
         # The framework calls these for every event: the recorder's own methods, one call each (not two).
         self.on_call_started = recorder.on_call_started  # type: ignore[method-assign]
         self.on_call_input = recorder.on_call_input  # type: ignore[method-assign]
@@ -190,9 +191,11 @@ class RecordingStore(RunObserver, abc.ABC):
             return
         await self._aclose_connection()
 
-    @abc.abstractmethod
     async def _aclose_connection(self) -> None:
         """Close the writing connection, if it is open (on the loop it was opened on: the writer thread's)."""
+        connection, self._writing = self._writing, None
+        if connection is not None:
+            await connection.close()
 
     @abc.abstractmethod
     async def _acheck_location(self) -> None:

@@ -59,7 +59,6 @@ class PostgresMessageStore(RecordingStore):
         self.dsn = dsn
         self._prefix = check_prefix(table_prefix)
         self._connect_timeout = connect_timeout
-        self._writing: Any = None
         self._schema_ready = False
 
     def __repr__(self) -> str:
@@ -128,8 +127,3 @@ class PostgresMessageStore(RecordingStore):
 
     async def _arelease(self, claim: Any) -> None:
         await claim.close()  # (ends the session, and its lock)
-
-    async def _aclose_connection(self) -> None:
-        connection, self._writing = self._writing, None
-        if connection is not None:
-            await connection.close()

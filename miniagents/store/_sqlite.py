@@ -250,8 +250,3 @@ class SQLiteMessageStore(RecordingStore):
 
     async def _arelease(self, claim: Any) -> None:
         claim.release()
-
-    async def _aclose_connection(self) -> None:
-        connection, self._writing = self._writing, None
-        if connection is not None:
-            await connection.close()

@@ -329,9 +329,7 @@ def _refreeze(model: Frozen, names: tuple[str, ...]) -> None:
     """
     values = model.__dict__
     for name in names:
-        value = values[name]
-        if type(value) not in _PLAIN_LEAF_TYPES and not isinstance(value, Frozen):
-            values[name] = _freeze(value, name)
+        values[name] = _freeze(values[name], name)  # (a value that is frozen already comes back as it is)
 
 
 def _install_refreezing(cls: type[Frozen], names: tuple[str, ...]) -> None:
