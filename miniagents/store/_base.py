@@ -109,7 +109,8 @@ class RecordingStore(RunObserver, abc.ABC):
         Histories take positions counted in the writing process, so two processes appending to one history would
         overwrite each other's messages; the second one is refused instead. The claim is an operating-system lock
         on a file beside the database (SQLite) or a session advisory lock (PostgreSQL): a process that dies
-        releases it. Claiming a history this store object holds already does nothing.
+        releases it, and so does leaving ``async with store:``. Claiming a history this store object holds already
+        does nothing.
 
         Raises:
             HistoryInUseError: another process (or another store object) holds the claim.
@@ -146,7 +147,11 @@ class RecordingStore(RunObserver, abc.ABC):
         try:
             await self.aflush()
         finally:
-            await self.aclose()
+            try:
+                await self.aclose()
+            finally:
+                for history_id in list(self._claims):  # (the histories claimed within the block, e.g. by agents)
+                    await self.arelease_history(history_id)
 
     @abc.abstractmethod
     async def awrite(self, batch: StoreBatch) -> None:

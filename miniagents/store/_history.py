@@ -37,7 +37,10 @@ async def store_history_agent(
     each message is recorded as it streams (its text flushed at least every 0.5 s), so after a crash the history
     has every completed message and the text of an interrupted one up to its last flush; that one loads with
     ``partial=True`` (and ``partial_status``), and the conversation continues after it. The history is read from
-    the store once per process and kept in memory; one process at a time should write a given history.
+    the store once per process and kept in memory. The first call claims the history for this process
+    (`RecordingStore.aclaim_history`) until it ends: a history takes positions counted in the process that writes
+    it, so a second process (or another store object on the same database) gets `HistoryInUseError` instead of
+    overwriting its messages.
 
     Args:
         ctx: the interaction context.
@@ -48,8 +51,12 @@ async def store_history_agent(
     Replies:
         Every message of the history, earlier runs' included, unless ``only_write``. A message whose preliminary
         metadata has a truthy ``no_history`` is neither recorded nor replied.
+
+    Raises:
+        HistoryInUseError: another process (or store object) writes this history.
     """
     resolved = _resolve_store(store)
+    await resolved.aclaim_history(history_id)  # (before the history is loaded: no other writer can follow it)
     history = await resolved.ahistory(history_id)
     recorder = resolved.observer()
     # the reply needs the earlier messages' promises: made while the user types (in a dialog)

@@ -494,3 +494,20 @@ async def test_a_history_is_claimed_by_one_store_object_at_a_time(store_factory:
     for history_id in ("chat", "notes"):
         await second.arelease_history(history_id)
     await first.arelease_history("notes")  # (not held: nothing to do)
+
+
+async def test_store_history_agent_claims_its_history_until_the_store_is_left(store_factory: Any) -> None:
+    from miniagents.store import HistoryInUseError, store_history_agent
+
+    first, second = store_factory(), store_factory()  # (as two processes would have)
+    async with first:
+        async with MiniAgents():
+            await store_history_agent.fork(store=first, history_id="chat").inquire(UserMessage("from the first"))
+        async with MiniAgents():
+            with pytest.raises(HistoryInUseError, match="'chat'"):
+                await store_history_agent.fork(store=second, history_id="chat").inquire(UserMessage("lost"))
+            other = await store_history_agent.fork(store=second, history_id="notes").inquire(UserMessage("n"))
+            assert [m.text for m in other] == ["n"]  # another history is free
+    async with second, MiniAgents():  # the first left its store: the history is free again
+        replies = await store_history_agent.fork(store=second, history_id="chat").inquire(UserMessage("second"))
+    assert [m.text for m in replies] == ["from the first", "second"]  # nothing of the refused turn was written
