@@ -6,17 +6,18 @@ header is a setext level-1 Markdown heading), the escaped content, and a final n
     \nuser\n========================================\nhi\n
 
 Reading parses the file as CommonMark (markdown-it-py) and splits it at the top-level h1 headings whose text is
-``<role>[ / <model>]``, where the role is one word (letters, digits, ``_``, ``-``; ``user``, ``assistant`` and
-``system`` are the known ones, in any case) and the model has no whitespace. Other headings are ordinary content.
-Damage costs at most the entry it is in: a leading BOM is dropped, text before the first heading is an entry
-without a role, a heading with an unknown role word starts an entry of its own, and a fence or HTML block left
-open cannot swallow a heading the writer wrote. A *written heading* (a blank line or the text's start, a role line
-at column 0, a line of exactly 40 ``=`` and its line break) always starts an entry: the text is cut there and each
-part is read as CommonMark by itself (the writer escapes every content line that starts with ``=``, so no content
-looks like that). Within a part, a fence or HTML block left open ends at the next role heading instead of running
-to the part's end. That is the CommonMark reading; a line scanner finds the same entries without markdown-it-py
-wherever no line could open or hide a block, or only closed fences do (see `parse_chat_md_entries`), which makes
-reading a long file about 20 times faster.
+``<role>[ / <model>]``, where the role is ``user``, ``assistant`` or ``system`` (in any case) and the model has no
+whitespace. Other headings (``# Notes``) are ordinary content, kept verbatim in the entry they are in. A *written
+heading* (a blank line or the text's start, a role line at column 0, a line of exactly 40 ``=`` and its line
+break) always starts an entry, and its role may be any one word (letters, digits, ``_``, ``-``): an entry that a
+writer wrote with another role (``tool``) is read with that role (`read_messages` gives it its default role). Damage
+costs at most the entry it is in: a leading BOM is dropped, text before the first heading is an entry without a
+role, and a fence or HTML block left open cannot swallow a written heading: the text is cut at each written
+heading and each part is read as CommonMark by itself (the writer escapes every content line that starts with
+``=``, so no content looks like that). Within a part, a fence or HTML block left open ends at the next role
+heading instead of running to the part's end. That is the CommonMark reading; a line scanner finds the same
+entries without markdown-it-py wherever no line could open or hide a block, or only closed fences do (see
+`parse_chat_md_entries`), which makes reading a long file about 20 times faster.
 
 Escaping scheme (applied per content line, so ordinary text is written verbatim):
 
@@ -122,6 +123,12 @@ def _parse_heading(text: str) -> tuple[str, str | None] | None:
     if not _ROLE_WORD.fullmatch(role) or any(char.isspace() for char in model):
         return None
     return role, model or None
+
+
+def _known_heading(text: str) -> tuple[str, str | None] | None:
+    """`_parse_heading` for any heading but a written one: only a role of `ROLES` makes it a role heading."""
+    heading = _parse_heading(text)
+    return heading if heading is not None and heading[0] in ROLES else None
 
 
 def _column_0_heading(line: str) -> tuple[str, str | None] | None:
@@ -267,15 +274,15 @@ def _content(lines: list[tuple[str, str]]) -> str:
 
 
 def _role_line(lines: list[str], index: int) -> bool:
-    """Whether line ``index`` starts a role heading (ATX, or setext with its underline on the next line)."""
+    """Whether line ``index`` starts a heading of a known role (ATX, or setext with its underline on the next line)."""
     line = lines[index]
     match = _ATX_HEADING.fullmatch(line)
     if match:
-        return _parse_heading(match.group(1)) is not None
+        return _known_heading(match.group(1)) is not None
     indent = len(line) - len(line.lstrip(" "))
     if indent > 3 or _is_blank(line) or index + 1 >= len(lines) or not _SETEXT_H1_UNDERLINE.fullmatch(lines[index + 1]):
         return False
-    return _parse_heading(line) is not None
+    return _known_heading(line) is not None
 
 
 def _swallowing_block_end(token: Token, lines: list[str], first: int) -> int | None:
@@ -306,7 +313,8 @@ class ParsedChatMd(NamedTuple):
     """What `parse_chat_md_entries` returns."""
 
     entries: list[tuple[str | None, str | None, str]]
-    """A ``(role or None, model or None, text)`` tuple per entry, with the role lower-cased and possibly unknown."""
+    """A ``(role or None, model or None, text)`` tuple per entry, with the role lower-cased (an unknown one only from a
+    written heading)."""
     stable_chars: int
     """How many characters of the source hold only final entries: text appended to the source can change or
     extend only the entries from there on (the last one, one whose heading has no line break after it yet, and,
@@ -318,11 +326,12 @@ class ParsedChatMd(NamedTuple):
 def parse_chat_md_entries(source: str) -> ParsedChatMd:
     r"""Reads back the entries of a CHAT.md text and tells which of them later appends cannot change.
 
-    Damage costs at most the entry it is in: a leading BOM is dropped, text before the first heading is an entry
-    of its own (role None), a heading with an unknown role word (``# tool``) starts an entry of its own, and a
-    fence or HTML block left open ends at the next role heading; one never swallows a heading the writer wrote
-    (a blank line, a role line at column 0, a line of 40 ``=`` and its line break), where each part of the text
-    is read by itself.
+    A heading starts an entry when its role is a known one, or, whatever its role word (``tool``), when the writer
+    wrote it (a blank line, a role line at column 0, a line of 40 ``=`` and its line break); any other heading
+    (``# Notes``, ``# tool``) is content of the entry it is in. Damage costs at most the entry it is in: a
+    leading BOM is dropped, text before the first heading is an entry of its own (role None), and a fence or
+    HTML block left open ends at the next role heading; one never swallows a written heading, where each part of
+    the text is read by itself.
 
     The result is exactly `parse_chat_md_entries_markdown_it`'s (the CommonMark reading), found faster: a line
     scanner finds the written headings and the other setext ones (a blank line, a role line at column 0, a line
@@ -441,8 +450,9 @@ def _scan_lines(lines: list[str]) -> tuple[list[tuple[int, str, str | None, bool
                 heading = _role_candidate(lines, index - 1, known)
                 if heading is not None:
                     written = line.removesuffix("\r") == HEADER_UNDERLINE and index + 1 < len(lines)
-                    candidates.append((index - 1, *heading, written))
-                    continue
+                    if written or heading[0] in ROLES:  # any other heading is content (markdown-it reads it)
+                        candidates.append((index - 1, *heading, written))
+                        continue
             suspicious.append(index)
     return candidates, suspicious
 
@@ -595,7 +605,7 @@ def _markdown_it_headings(lines: list[str], start: int, end: int) -> list[_Headi
     headings = []
     for index, token in enumerate(tokens):
         if token.level == 0 and token.map and token.type == "heading_open" and token.tag == "h1":
-            parsed = _parse_heading(tokens[index + 1].content)
+            parsed = _known_heading(tokens[index + 1].content)
             if parsed:
                 headings.append((start + token.map[0], start + token.map[1], *parsed))
     return headings
@@ -625,7 +635,7 @@ def _markdown_it_part(lines: list[str], offset: int, headings: list[_Heading]) -
             if token.level != 0 or not token.map:
                 continue
             if token.type == "heading_open" and token.tag == "h1":
-                parsed = _parse_heading(tokens[index + 1].content)  # the heading's inline token
+                parsed = _known_heading(tokens[index + 1].content)  # the heading's inline token
                 if parsed:
                     line = offset + first + token.map[0]
                     _add_headings(headings, [(line, offset + first + token.map[1], *parsed)])
@@ -703,11 +713,12 @@ def parse_chat_md_entries_markdown_it(source: str) -> ParsedChatMd:
     `parse_chat_md_entries` uses it for the parts of a text that its line scanner cannot decide by itself; the
     tests compare the two on random documents.
 
-    Damage costs at most the entry it is in: a leading BOM is dropped, text before the first heading is an entry
-    of its own (role None), a heading with an unknown role word (``# tool``) starts an entry of its own, and a
-    fence or HTML block left open ends at the next role heading. The text is cut at every written heading (a
-    blank line or the text's start, a role line at column 0, a line of 40 ``=`` and its line break), and each
-    part is parsed by itself, so that no block swallows one.
+    A heading starts an entry when its role is a known one, or, whatever its role word (``tool``), when the writer
+    wrote it (a blank line or the text's start, a role line at column 0, a line of 40 ``=`` and its line break);
+    any other heading (``# Notes``, ``# tool``) is content. Damage costs at most the entry it is in: a leading
+    BOM is dropped, text before the first heading is an entry of its own (role None), and a fence or HTML block
+    left open ends at the next role heading. The text is cut at every written heading, and each part is parsed
+    by itself, so that no block swallows one.
 
     Args:
         source: The text (read with ``newline=""`` so that ``\r`` is kept).
@@ -719,19 +730,25 @@ def parse_chat_md_entries_markdown_it(source: str) -> ParsedChatMd:
     pairs = _line_pairs(source[skipped:])  # the same line breaks as markdown-it's
     lines = [line for line, _ in pairs]
     end = len(pairs) - 1 if len(pairs) > 1 and pairs[-1] == ("", "") else len(pairs)
-    written = [
-        underline - 1
-        for underline, (line, line_break) in enumerate(pairs)
-        if line == HEADER_UNDERLINE
-        and line_break
-        and underline
-        and (underline == 1 or _is_blank(lines[underline - 2]))
-        and _column_0_heading(lines[underline - 1]) is not None
-    ]
+    written: list[_Heading] = []  # whatever their role word (markdown-it's reading takes only the known roles)
+    for underline, (line, line_break) in enumerate(pairs):
+        if (
+            line == HEADER_UNDERLINE
+            and line_break
+            and underline
+            and (underline == 1 or _is_blank(lines[underline - 2]))
+        ):
+            heading = _column_0_heading(lines[underline - 1])
+            if heading is not None:
+                written.append((underline - 1, underline + 1, *heading))
     headings: list[_Heading] = []
     repaired: int | None = None
-    for part_start, part_end in zip([0, *written], [*written, end], strict=True):
+    part_starts = [0, *(heading[0] for heading in written)]
+    part_ends = [*(heading[0] for heading in written), end]
+    for part_start, part_end, first in zip(part_starts, part_ends, [None, *written], strict=True):
         if part_end > part_start:
+            if first is not None:
+                _add_headings(headings, [first])
             repaired = _markdown_it_part(lines[part_start:part_end], part_start, headings)
     entries: list[tuple[str | None, str | None, str]] = []
     preamble = _content(pairs[: headings[0][0] if headings else len(pairs)])

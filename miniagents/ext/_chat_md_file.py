@@ -172,7 +172,8 @@ def read_messages(path: Path, default_role: str) -> tuple[Message, ...]:
 
     Args:
         path: the file.
-        default_role: the role of entries without a known one (text before the first heading, ``# tool`` …).
+        default_role: the role of entries without a known one (text before the first heading, a ``tool`` entry
+            written with the writer's heading …).
 
     Returns:
         The messages, earlier ones the same objects as on the previous read of this file.

@@ -97,10 +97,12 @@ async def markdown_history_agent(
 
     Replies:
         Every message in the file, including earlier runs', as ``Message(role=…, model=… or None, text=…)``,
-        unless ``only_write``. Damage costs at most the entry it is in: text before the first heading is an entry
-        of ``default_role``, as is a section under a heading with an unknown role word (``# tool``); a leading
-        BOM is ignored; a code fence or HTML block left open ends at the next role heading, and never swallows
-        a heading written by this agent.
+        unless ``only_write``. A heading whose text is not a role (``# Notes``) is ordinary content, kept in the
+        entry it is in. Damage costs at most the entry it is in: text before the first heading is an entry of
+        ``default_role``, as is one under a heading written as this agent writes them (a blank line, the role
+        line, 40 ``=``) with a role other than ``user``, ``assistant`` and ``system``; a leading BOM is ignored; a
+        code fence or HTML block left open ends at the next role heading, and never swallows a heading written by
+        this agent.
 
     Raises:
         ChatMdDecodeError: the file (when appending) holds a byte that is not UTF-8; raised before anything

@@ -197,7 +197,10 @@ async def test_an_invalid_byte_is_a_clear_error_before_anything_is_written(tmp_p
 async def test_damage_costs_at_most_its_own_entry(tmp_path: Path) -> None:
     path = tmp_path / "CHAT.md"
     path.write_bytes(
-        "\ufeffnotes before any heading\n\n# user\nhi\n# tool\nresult\n# assistant\n```py\nopen fence\n".encode()
+        (
+            "\ufeffnotes before any heading\n\n# user\nhi\n# Notes\nkept\n\ntool\n" + "=" * 40 + "\nresult\n"
+            "# assistant\n```py\nopen fence\n"
+        ).encode()
     )
     async with MiniAgents():
         replies = await markdown_history_agent.fork(history_md_file=path).inquire(
@@ -205,12 +208,34 @@ async def test_damage_costs_at_most_its_own_entry(tmp_path: Path) -> None:
         )
     assert _fields(replies) == [
         ("assistant", None, "notes before any heading"),  # default_role
-        ("user", None, "hi"),
-        ("assistant", None, "result"),  # an unknown role: default_role
+        ("user", None, "hi\n# Notes\nkept"),  # a heading that is not a role heading is content
+        ("assistant", None, "result"),  # an unknown role in a heading as the writer writes it: default_role
         ("assistant", None, "```py\nopen fence"),  # the open fence ends at the next heading
         ("assistant", "m", "next answer"),
         ("user", None, "next question"),
     ]
+
+
+def test_hand_written_headings_without_a_known_role_stay_text_as_the_file_grows(tmp_path: Path) -> None:
+    """Read after each append (incrementally), a heading that is not a role heading stays in its entry's text."""
+    path = tmp_path / "CHAT.md"
+    path.write_text("".join(format_message(*message) for message in EARLIER), encoding="utf-8")
+    read_messages(path, "assistant")
+    steps = [
+        ("\n# Notes\nfirst note\n", "\n\n# Notes\nfirst note"),
+        ("\nNotes\n===\nsecond note\n", "\n\n# Notes\nfirst note\n\nNotes\n===\nsecond note"),
+        ("\ntool\n" + "=" * 40, "\n\n# Notes\nfirst note\n\nNotes\n===\nsecond note\n\ntool\n" + "=" * 40),
+    ]
+    for appended, text in steps:  # a heading cut before its line break is text until the break arrives
+        with path.open("a", encoding="utf-8") as stream:
+            stream.write(appended)
+        assert _fields(read_messages(path, "assistant")) == [EARLIER[0], (*EARLIER[1][:2], EARLIER[1][2] + text)]
+    with path.open("a", encoding="utf-8") as stream:
+        stream.write("\nresult\n")  # now a written heading: an entry of its own, of the default role
+    text = "\n\n# Notes\nfirst note\n\nNotes\n===\nsecond note"
+    expected = [EARLIER[0], (*EARLIER[1][:2], EARLIER[1][2] + text), ("assistant", None, "result")]
+    assert _fields(read_messages(path, "assistant")) == expected
+    assert _fields(read_messages(path, "system"))[-1] == ("system", None, "result")  # read afresh: the same
 
 
 def test_entries_after_a_repaired_block_are_parsed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

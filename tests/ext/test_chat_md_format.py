@@ -116,14 +116,73 @@ def test_a_bom_is_ignored():
     assert parse_chat_md("\ufeff# user\nhi") == [("user", None, "hi")]
 
 
-def test_an_unknown_role_is_an_entry_of_its_own():
-    source = "# user\nhi\n# tool / fn-1\nresult\n\nTool\n===\nmore\n# assistant\nok"
-    assert parse_chat_md(source) == [
-        ("user", None, "hi"),
-        ("tool", "fn-1", "result"),
-        ("tool", None, "more"),
-        ("assistant", None, "ok"),
-    ]
+_RULE = "=" * 40
+
+
+def test_an_unknown_role_is_an_entry_of_its_own_in_a_written_heading():
+    """A heading as the writer writes it (a blank line, the role line, 40 ``=``) starts an entry whatever its role."""
+    source = f"# user\nhi\n\ntool / fn-1\n{_RULE}\nresult\n\nTool\n{_RULE}\nmore\n# assistant\nok"
+    expected = [("user", None, "hi"), ("tool", "fn-1", "result"), ("tool", None, "more"), ("assistant", None, "ok")]
+    assert parse_chat_md(source) == expected
+    assert parse_chat_md_entries_markdown_it(source).entries == expected
+    assert parse_chat_md(format_message("Tool", "fn-1", "result")) == [("tool", "fn-1", "result")]
+
+
+_NOT_A_ROLE = {  # hand-written headings that are not role headings, and a line after each
+    "atx-notes": "# Notes\nsome notes",
+    "atx-tool": "# Tool\nresult",
+    "atx-tool-model": "# tool / fn-1\nresult",
+    "setext-3": "Notes\n===\nsome notes",
+    "setext-1": "Notes\n=\nx",
+    "setext-39": f"notes\n{_RULE[1:]}\nx",
+    "setext-41": f"Notes\n{_RULE}=\nx",
+}
+
+
+@pytest.mark.parametrize("block", _NOT_A_ROLE.values(), ids=_NOT_A_ROLE)
+@pytest.mark.parametrize(
+    "user, assistant",
+    [("# user", "# assistant"), (f"\nuser\n{_RULE}", f"\nassistant\n{_RULE}")],
+    ids=["between-atx", "between-written"],
+)
+def test_a_heading_without_a_known_role_is_content(block, user, assistant):
+    """Only a heading the writer writes may start an entry of an unknown role; any other one is kept as text."""
+    source = f"{user}\nhi\n\n{block}\n{assistant}\nok\n"
+    expected = [("user", None, f"hi\n\n{block}"), ("assistant", None, "ok")]
+    assert parse_chat_md(source) == expected
+    assert parse_chat_md_entries_markdown_it(source).entries == expected
+    crlf = "\ufeff" + source.replace("\n", "\r\n")
+    assert parse_chat_md(crlf) == [(role, model, text.replace("\n", "\r\n")) for role, model, text in expected]
+
+
+def test_a_written_underline_after_a_line_of_text_is_content():
+    source = f"\nuser\n{_RULE}\nhi\ntool\n{_RULE}\nx\n"  # not after a blank line: not a written heading
+    assert parse_chat_md(source) == [("user", None, f"hi\ntool\n{_RULE}\nx")]
+
+
+def test_a_heading_without_a_known_role_before_the_first_entry_is_in_the_preamble():
+    for source in ("# Notes\nintro\n\n# user\nhi\n", f"# Notes\nintro\n\nuser\n{_RULE}\nhi\n"):
+        expected = [(None, None, "# Notes\nintro"), ("user", None, "hi")]
+        assert parse_chat_md(source) == expected
+        assert parse_chat_md_entries_markdown_it(source).entries == expected
+    assert parse_chat_md("Notes\n===\n") == [(None, None, "Notes\n===")]
+    assert parse_chat_md("# notes") == [(None, None, "# notes")]
+
+
+def test_a_heading_without_a_known_role_does_not_end_an_open_block():
+    source = "# user\n```\ncode\n# Notes\nmore\n# assistant\nok\n"
+    expected = [("user", None, "```\ncode\n# Notes\nmore"), ("assistant", None, "ok")]
+    assert parse_chat_md(source) == expected
+    assert parse_chat_md_entries_markdown_it(source).entries == expected
+
+
+def test_text_with_heading_lines_round_trips():
+    text = f"# Notes\nsome notes\n\nNotes\n===\n\ntool\n{_RULE}\nx\n\n# Tool\n  # user\nuser\n=\nend"
+    for role in ROLES:
+        source = format_message("user", None, "q") + format_message(role, "m", text) + format_message("user", None, "z")
+        expected = [("user", None, "q"), (role, "m", text), ("user", None, "z")]
+        assert parse_chat_md(source) == expected
+        assert parse_chat_md_entries_markdown_it(source).entries == expected
 
 
 def test_an_unclosed_fence_ends_at_the_next_role_heading():
@@ -348,7 +407,7 @@ _MD_LINES = (  # lines that open, close or hide blocks, headings and containers 
     "   # user", "\\# user", "```", "```python", "~~~", "````", "   ```", "    ```", "- ```", "> ```", "1. ```",
     "\\```", "` ``", "- a", "* b", "1. c", "10) d", "-", "> a", ">", "> # user", "- # user", ">>", "    code", "\tcode",
     "<!--", "-->", "<pre>", "</pre>", "<div>", "</div>", "<?", "?>", "<!X", "<![CDATA[", "]]>", "<a>", "<script>",
-    "<\u017fcript>", "<Pre>", "<details>", "<!x", "a <b>",
+    "<\u017fcript>", "<Pre>", "<details>", "<!x", "a <b>", "# Notes", "Notes", "# tool", "Tool / m", "#  TOOL  #",
     "</script>", "***", "---", "___", "[a]: /u", "\\", "\\\\", "\\ ", "\ufeffuser", "\u212a", "\u212auser",
     "~~~~", "````", "```x`", "``` py", "```  ", "  ~~~~", "\t```", "[a]:", "- <div>", "> <div>", "<!-- c -->",
 )  # fmt: skip
