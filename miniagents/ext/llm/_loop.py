@@ -111,10 +111,15 @@ class ToolSpec:
 
 @dataclass(frozen=True)
 class ResponseFormat:
-    """A JSON schema the answer must follow (an ``"object"`` schema, or an ``anyOf`` of them)."""
+    """A JSON schema the answer must follow (an ``"object"`` schema, or an ``anyOf`` of them).
+
+    ``strict`` is True when the schema is in the form of OpenAI's strict structured outputs (see
+    `OutputSpec.strict_schema`), so an OpenAI-compatible request asks for it with ``"strict": true``.
+    """
 
     name: str
     schema: dict[str, Any]
+    strict: bool = False
 
 
 @dataclass(frozen=True)
@@ -301,7 +306,7 @@ class AgentLoop:
                     f"tool_calling='json' needs a JSON-schema response format, which {self.adapter.provider} lacks"
                 )
             tool_choice = options.tool_choice
-            output = ResponseFormat(self.output.name, self.output.schema) if self.output is not None else None
+            output = self._response_format()
             for turn in range(1, options.max_turns + 1):
                 if options.max_tool_rounds is not None and turn > options.max_tool_rounds and tools:
                     tool_choice = "none"  # the tool rounds are used up: the model must answer now
@@ -355,6 +360,14 @@ class AgentLoop:
         except BaseException as error:
             self._finish_all(error)
             raise
+
+    def _response_format(self) -> ResponseFormat | None:
+        """The output's schema for a JSON-schema response format: its strict form when it has one."""
+        if self.output is None:
+            return None
+        if self.output.strict_schema is not None:
+            return ResponseFormat(self.output.name, self.output.strict_schema, strict=True)
+        return ResponseFormat(self.output.name, self.output.schema)
 
     def _astream(self, request: TurnRequest) -> AsyncGenerator[Event, None]:
         """One model request (a ``chat {model}`` span around it when tracing is on)."""
@@ -712,10 +725,10 @@ def openai_request_params(request: TurnRequest) -> dict[str, Any]:
         if request.parallel_tool_calls is not None:
             params["parallel_tool_calls"] = request.parallel_tool_calls
     if request.output is not None:
-        params["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {"name": request.output.name, "schema": request.output.schema},
-        }
+        json_schema: dict[str, Any] = {"name": request.output.name, "schema": request.output.schema}
+        if request.output.strict:
+            json_schema["strict"] = True
+        params["response_format"] = {"type": "json_schema", "json_schema": json_schema}
     return params
 
 

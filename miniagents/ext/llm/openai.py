@@ -165,7 +165,14 @@ async def openai_agent(
         max_tool_rounds: after this many turns with tool calls, the tools are withdrawn (``tool_choice="none"``)
             and the model must answer; None: no such limit (small models may call tools over and over).
         output_type: a type pydantic validates (through ``fork``); the final message is then a
-            `StructuredOutputMessage` whose ``output`` is the value (see `miniagents.ext.llm.output`).
+            `StructuredOutputMessage` whose ``output`` is the value (see `miniagents.ext.llm.output`). Its JSON
+            schema goes out as a ``response_format`` with ``"strict": true`` (the API then guarantees an answer
+            that follows it) when it has a strict form that accepts the same values: every object closed with
+            ``additionalProperties: false`` and all its fields required, a field defaulting to None and
+            accepting None (``note: str | None = None``) sent as required and nullable, and only keywords
+            strict mode knows. Otherwise, e.g. a field with another default (``score: int = 0``, which strict
+            mode would force the model to fill in), ``dict[str, ...]``, ``min_length`` or a ``uri`` format, it
+            goes out as pydantic made it, without ``strict``.
         raise_tool_errors: raise `LLMToolError` when a tool raises, instead of telling the model the error.
         other_agents_as_user: send an assistant message of *another* agent (its ``agent_alias`` differs) as a
             user turn, so a chain of LLM agents hands each step the previous step's answer as its input; False

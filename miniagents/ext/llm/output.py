@@ -7,6 +7,10 @@ and once complete the message has an ``output`` property holding the value valid
 pydantic validates works (models, dataclasses, ``list[int]``, ``Literal[...]`` …); a type whose schema is not
 an object is wrapped as ``{"response": ...}`` on the wire and unwrapped again.
 
+The ``response_format`` asks for OpenAI's strict mode (``"strict": true``: the answer is guaranteed to follow the
+schema) when the schema has a strict form that accepts the same values, and goes out as it is otherwise (see
+`OutputSpec.strict_schema`): a model whose fields are all required is strict, one with ``score: int = 0`` is not.
+
 `apartial_outputs` yields the values validated from the JSON so far while the message streams (pydantic's
 partial JSON validation: an unfinished string or list is cut at the end, an unfinished field is left out).
 
@@ -63,6 +67,8 @@ class OutputSpec:
         schema: the JSON schema sent to the provider (an object schema; see ``wrapped``).
         wrapped: whether the type's own schema is not an object and is wrapped as ``{"response": ...}``.
         adapter: the `pydantic.TypeAdapter` that validates the JSON (of the wrapper when ``wrapped``).
+        strict_schema: ``schema`` in the form OpenAI's strict structured outputs accept, or None when it has no
+            such form that accepts the same values (see `_strict_json_schema`).
     """
 
     output_type: Any
@@ -70,6 +76,7 @@ class OutputSpec:
     schema: dict[str, Any]
     wrapped: bool
     adapter: pydantic.TypeAdapter[Any]
+    strict_schema: dict[str, Any] | None
 
     @classmethod
     def of(cls, output_type: Any) -> OutputSpec:
@@ -93,7 +100,14 @@ class OutputSpec:
             wrapper = pydantic.create_model(f"{name}_response", **fields)
             adapter = pydantic.TypeAdapter(wrapper)
             schema = adapter.json_schema()
-        spec = cls(output_type=output_type, name=name, schema=schema, wrapped=wrapped, adapter=adapter)
+        spec = cls(
+            output_type=output_type,
+            name=name,
+            schema=schema,
+            wrapped=wrapped,
+            adapter=adapter,
+            strict_schema=_strict_json_schema(schema),
+        )
         _spec_cache[output_type] = spec
         return spec
 
@@ -131,6 +145,144 @@ class OutputSpec:
 
 
 _spec_cache: dict[Any, OutputSpec] = {}
+
+_STRICT_KEYWORDS = frozenset(
+    {
+        # any node
+        "type", "title", "description", "enum", "const", "anyOf", "$ref",
+        # objects, arrays, strings, numbers
+        "properties", "required", "additionalProperties",
+        "items", "minItems", "maxItems",
+        "pattern", "format",
+        "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
+    }
+)  # fmt: skip
+"""The JSON Schema keywords OpenAI's strict mode takes (``$defs`` too, at the root); any other one is refused."""
+
+_STRICT_TYPES = frozenset({"string", "number", "integer", "boolean", "object", "array", "null"})
+_STRICT_FORMATS = frozenset({"date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid"})
+_DEFINITION_PREFIX = "#/$defs/"
+
+
+class _NotStrict(Exception):
+    """The schema has no strict form that accepts the same values."""
+
+
+def _strict_json_schema(schema: dict[str, Any]) -> dict[str, Any] | None:
+    """The schema in the form OpenAI's strict structured outputs accept, or None when that would change its meaning.
+
+    Strict mode wants every object to list all its properties in ``required`` and to have
+    ``additionalProperties: false``, and it knows only a subset of JSON Schema. The strict form is a copy with:
+
+    - ``additionalProperties: false`` on every object (pydantic ignores unknown fields anyway);
+    - an optional property whose default is ``null`` and whose schema accepts ``null`` (``x: int | None = None``)
+      made required, its ``default`` dropped: the model answers ``null`` where it would have left it out;
+    - a ``$ref`` with other keywords beside it (a field's ``description``) replaced by the definition it points to,
+      unless that definition refers back to itself that way.
+
+    None is returned (the schema goes out as it is, not strict) for a root that is not an object, any other
+    optional property (e.g. ``score: int = 0``, which strict mode would force the model to fill in), objects with
+    ``additionalProperties`` other than false or without ``properties`` (``dict[str, int]``), a node without
+    ``type``, ``anyOf`` or ``$ref`` (``Any``), a keyword strict mode does not take (``minLength``, ``oneOf``,
+    ``prefixItems``, ``uniqueItems``, ``default`` …) or a ``format`` it does not know (``uri``).
+
+    Args:
+        schema: a JSON schema as pydantic makes it (definitions in ``$defs`` at the root); it is not changed.
+
+    Returns:
+        The strict form (a new dict), or None.
+
+    Example:
+        >>> _strict_json_schema({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]})
+        {'type': 'object', 'properties': {'n': {'type': 'integer'}}, 'required': ['n'], 'additionalProperties': False}
+        >>> print(_strict_json_schema({"type": "object", "properties": {"n": {"type": "integer", "default": 0}}}))
+        None
+    """
+    if schema.get("type") != "object":
+        return None
+    definitions = schema.get("$defs", {})
+    try:
+        if not isinstance(definitions, dict):
+            raise _NotStrict
+        root = _strict_node({key: value for key, value in schema.items() if key != "$defs"}, definitions, frozenset())
+        if definitions:
+            root["$defs"] = {
+                name: _strict_node(definition, definitions, frozenset()) for name, definition in definitions.items()
+            }
+    except _NotStrict:
+        return None
+    return root
+
+
+def _strict_node(node: Any, definitions: dict[str, Any], inlined: frozenset[str]) -> dict[str, Any]:
+    """The strict form of one schema node (``inlined``: the definitions being inlined around it).
+
+    Raises:
+        _NotStrict: the node has no strict form that accepts the same values.
+    """
+    if not isinstance(node, dict) or not node.keys() <= _STRICT_KEYWORDS:
+        raise _NotStrict
+    reference = node.get("$ref")
+    if reference is not None:
+        if not (isinstance(reference, str) and reference.startswith(_DEFINITION_PREFIX)):
+            raise _NotStrict
+        name = reference.removeprefix(_DEFINITION_PREFIX)
+        if name not in definitions:
+            raise _NotStrict
+        if len(node) == 1:
+            return dict(node)  # (the definition itself is made strict among the root's definitions)
+        if name in inlined:
+            raise _NotStrict  # a definition that contains itself cannot be inlined
+        siblings = {key: value for key, value in node.items() if key != "$ref"}
+        return _strict_node({**definitions[name], **siblings}, definitions, inlined | {name})
+    types = node.get("type")
+    type_names = [types] if isinstance(types, str) else types
+    if types is None and "anyOf" not in node:
+        raise _NotStrict
+    if types is not None and not (isinstance(type_names, list) and set(type_names) <= _STRICT_TYPES):
+        raise _NotStrict
+    if "format" in node and node["format"] not in _STRICT_FORMATS:
+        raise _NotStrict
+    strict = dict(node)
+    if "anyOf" in node:
+        if not isinstance(node["anyOf"], list):
+            raise _NotStrict
+        strict["anyOf"] = [_strict_node(option, definitions, inlined) for option in node["anyOf"]]
+    if "items" in node:
+        strict["items"] = _strict_node(node["items"], definitions, inlined)
+    if "properties" in node or "object" in (type_names or ()):
+        properties = node.get("properties")
+        if not isinstance(properties, dict) or node.get("additionalProperties", False) is not False:
+            raise _NotStrict
+        required = node.get("required", [])
+        strict["properties"] = {
+            name: _strict_node(value if name in required else _without_null_default(value), definitions, inlined)
+            for name, value in properties.items()
+        }
+        strict["required"] = list(properties)
+        strict["additionalProperties"] = False
+    return strict
+
+
+def _without_null_default(property_schema: Any) -> dict[str, Any]:
+    """An optional property made required: only one whose default is null and that accepts null keeps its meaning.
+
+    Raises:
+        _NotStrict: the property has another default (or none), or does not accept null.
+    """
+    if not isinstance(property_schema, dict) or "default" not in property_schema:
+        raise _NotStrict
+    if property_schema["default"] is not None or not _accepts_null(property_schema):
+        raise _NotStrict
+    return {key: value for key, value in property_schema.items() if key != "default"}
+
+
+def _accepts_null(node: dict[str, Any]) -> bool:
+    types = node.get("type")
+    if types == "null" or (isinstance(types, list) and "null" in types):
+        return True
+    options = node.get("anyOf")
+    return isinstance(options, list) and any(isinstance(o, dict) and o.get("type") == "null" for o in options)
 
 
 class StructuredOutputMessage(AssistantMessage):

@@ -21,6 +21,12 @@ A sync function runs in a worker thread (`asyncio.to_thread`), so it cannot bloc
 The result of a function becomes text for the model: a ``str`` as it is, None as ``""``, anything else as
 JSON (through pydantic, so models, dataclasses and datetimes work).
 
+A call the loop cannot run goes back to the model as an error result (``Error: ...``, ``is_error=True``), so it
+can try again: a tool that raises, arguments that do not validate, or a name none of the tools has (with
+``raise_tool_errors=True`` each raises `LLMToolError` instead). A model that calls a tool although its agent
+was given none (tools passed in the provider's own parameters, say) gets no answer: no tool loop runs, and the
+`ToolCallMessage` is replied as it is, for the caller to handle.
+
 Example:
     >>> from miniagents.ext.llm.tools import tool
     >>> def add(a: int, b: int = 0) -> int:

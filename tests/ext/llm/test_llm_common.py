@@ -77,7 +77,9 @@ def test_all_is_sorted_explicit_and_importable(module_name: str) -> None:
     assert public <= set(exported), public - set(exported)
 
 
-@pytest.mark.parametrize("module_name", ["miniagents.ext.llm", "miniagents.ext.llm.llm_common"])
+@pytest.mark.parametrize(
+    "module_name", ["miniagents.ext.llm", "miniagents.ext.llm.llm_common", "miniagents.ext.llm.output"]
+)
 def test_docstring_examples(module_name: str) -> None:
     results = doctest.testmod(importlib.import_module(module_name))
     assert results.failed == 0

@@ -9,6 +9,7 @@ The server fixtures (``conftest.py``) skip only when a package they need is not 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -135,6 +136,38 @@ async def test_openai_agent_structured_output_from_the_llama_cpp_server(openai_s
     assert isinstance(message, OpenAIMessage)
     assert isinstance(message.output, _Verdict)  # the grammar makes even a 135M model answer with valid JSON
     assert partials[-1] == message.output
+
+
+class _Draft(pydantic.BaseModel):
+    verdict: Literal["accept", "revise"]
+    score: int = 0
+
+
+@pytest.mark.parametrize(("output_type", "strict"), [(_Verdict, True), (_Draft, False)], ids=["strict", "not-strict"])
+async def test_openai_agent_sends_strict_schemas_only_when_they_keep_their_meaning(
+    openai_sdk: Any, llama_server_url: str, output_type: type[pydantic.BaseModel], strict: bool
+) -> None:
+    from miniagents.ext.llm.openai import openai_agent
+
+    bodies: list[dict[str, Any]] = []
+
+    async def record(request: Any) -> None:
+        bodies.append(json.loads(request.content))
+
+    http_client = openai_sdk.DefaultAsyncHttpxClient(event_hooks={"request": [record]})
+    async with openai_sdk.AsyncOpenAI(
+        base_url=llama_server_url, api_key=LOCAL_KEY, max_retries=0, http_client=http_client
+    ) as client:
+        agent = openai_agent.fork(model="smollm2", async_client=client, output_type=output_type)
+        async with MiniAgents():
+            (message,) = await agent.inquire(
+                UserMessage("Judge this draft: 'The sky is green.'"), max_tokens=64, temperature=0.0
+            )
+    assert isinstance(message.output, output_type)  # the server takes both requests and answers valid JSON
+    (body,) = bodies
+    json_schema = body["response_format"]["json_schema"]
+    assert json_schema.get("strict", False) is strict
+    assert ("additionalProperties" in json_schema["schema"]) is strict
 
 
 async def test_openai_agent_forced_tool_call_against_the_llama_cpp_server(

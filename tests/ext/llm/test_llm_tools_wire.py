@@ -141,6 +141,7 @@ async def test_openai_structured_output_through_response_format(openai_mock: Any
     assert isinstance(message, OpenAIMessage)
     assert message.output == Verdict(verdict="good", score=9)
     assert partials == [Verdict(verdict="good", score=9)]  # `score` is required: nothing validates before it
+    # every field is required: the schema can be strict as it is, with extra keys ruled out
     assert openai_mock.request_json()["response_format"] == {
         "type": "json_schema",
         "json_schema": {
@@ -153,7 +154,78 @@ async def test_openai_structured_output_through_response_format(openai_mock: Any
                 "required": ["verdict", "score"],
                 "title": "Verdict",
                 "type": "object",
+                "additionalProperties": False,
             },
+            "strict": True,
+        },
+    }
+
+
+class Draft(pydantic.BaseModel):
+    verdict: str
+    score: int = 0
+
+
+class Review(pydantic.BaseModel):
+    verdict: str
+    note: str | None = None
+
+
+async def test_openai_structured_output_with_a_defaulted_field_is_not_strict(openai_mock: Any, sse_body: Any) -> None:
+    from miniagents.ext.llm.openai import openai_agent
+
+    body = sse_body(chunk({"content": '{"verdict": "good"}'}), chunk({}, finish_reason="stop"), done=True)
+    client = openai_mock.client(lambda request: openai_mock.sse_response(body))
+    agent = openai_agent.fork(model="gpt-test", async_client=client, output_type=Draft)
+    async with MiniAgents():
+        (message,) = await agent.inquire("Judge")
+    assert message.output == Draft(verdict="good", score=0)
+    # strict mode would make `score` required, so the model could no longer leave it to its default: the schema
+    # goes out as pydantic made it, without "strict"
+    assert openai_mock.request_json()["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "Draft",
+            "schema": {
+                "properties": {
+                    "verdict": {"title": "Verdict", "type": "string"},
+                    "score": {"default": 0, "title": "Score", "type": "integer"},
+                },
+                "required": ["verdict"],
+                "title": "Draft",
+                "type": "object",
+            },
+        },
+    }
+
+
+async def test_openai_structured_output_with_a_none_default_is_strict_and_nullable(
+    openai_mock: Any, sse_body: Any
+) -> None:
+    from miniagents.ext.llm.openai import openai_agent
+
+    body = sse_body(chunk({"content": '{"verdict": "good", "note": null}'}), chunk({}, finish_reason="stop"), done=True)
+    client = openai_mock.client(lambda request: openai_mock.sse_response(body))
+    agent = openai_agent.fork(model="gpt-test", async_client=client, output_type=Review)
+    async with MiniAgents():
+        (message,) = await agent.inquire("Judge")
+    assert message.output == Review(verdict="good", note=None)
+    # `note` may be null, and null is its default: required and nullable means the same, so strict mode is used
+    assert openai_mock.request_json()["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "Review",
+            "schema": {
+                "properties": {
+                    "verdict": {"title": "Verdict", "type": "string"},
+                    "note": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": "Note"},
+                },
+                "required": ["verdict", "note"],
+                "title": "Review",
+                "type": "object",
+                "additionalProperties": False,
+            },
+            "strict": True,
         },
     }
 
