@@ -84,6 +84,100 @@ def test_sigint_leaves_the_run_within_a_second_and_cancels_the_agents() -> None:
     assert elapsed < 1.0 + 0.5  # the context leaves within a second; the rest is the interpreter's exit
 
 
+def test_sigint_leaves_run_although_an_agent_ignores_its_cancellation() -> None:
+    process = run_python(
+        """
+        import asyncio, sys, time
+        from miniagents import MiniAgents, miniagent
+
+        @miniagent
+        async def stubborn(ctx):
+            while True:
+                try:
+                    await asyncio.sleep(100)
+                except asyncio.CancelledError:
+                    pass  # ignored, again and again
+
+        async def main():
+            stubborn.inquire()
+            print("running", flush=True)
+            await asyncio.sleep(30)
+
+        try:
+            MiniAgents().run(main())
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            sys.exit(3)
+        """
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline() == "running\n"
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    signalled = time.monotonic()
+    out, err = process.communicate(timeout=20)  # (asyncio.run's shutdown waited for the agent forever)
+    elapsed = time.monotonic() - signalled
+    assert (process.returncode, out) == (3, "interrupted\n"), err
+    assert elapsed < 2 * 1.0 + 1.0  # the context's grace, then the loop's for the tasks it still has
+    assert "ignored their cancellation for 1.0 s and are left behind as the event loop closes: STUBBORN" in err
+    assert "Task was destroyed" not in err and "Exception ignored" not in err and "Traceback" not in err
+
+
+def test_run_does_what_asyncio_run_does_at_the_end_within_a_grace(caplog: pytest.LogCaptureFixture) -> None:
+    ended: list[str] = []
+
+    async def stubborn() -> None:
+        while True:
+            try:
+                await asyncio.sleep(100)
+            except asyncio.CancelledError:
+                ended.append("stubborn cancelled")
+
+    async def polite() -> None:
+        try:
+            await asyncio.sleep(100)
+        finally:
+            ended.append("polite cancelled")
+
+    async def failing() -> None:
+        try:
+            await asyncio.sleep(100)
+        finally:
+            raise ValueError("failed while cancelled")
+
+    left_running: list[asyncio.Task[None]] = []
+
+    async def main() -> str:
+        loop = asyncio.get_running_loop()
+        for name, function in [("stubborn", stubborn), ("polite", polite), ("failing", failing)]:
+            left_running.append(loop.create_task(function(), name=name))
+        await asyncio.sleep(0)
+        return "result"
+
+    reported: list[dict[str, Any]] = []
+    policy_loop = asyncio.new_event_loop
+    started = time.monotonic()
+
+    def new_event_loop() -> asyncio.AbstractEventLoop:  # (to see what the shutdown reports to the loop)
+        loop = policy_loop()
+        loop.set_exception_handler(lambda _, context: reported.append(context))
+        return loop
+
+    with caplog.at_level(logging.WARNING, logger="miniagents"):
+        original, asyncio.new_event_loop = asyncio.new_event_loop, new_event_loop
+        try:
+            assert MiniAgents().run(main()) == "result"
+        finally:
+            asyncio.new_event_loop = original
+    assert time.monotonic() - started < 1.0 + 1.0  # the stubborn task got its second, no more
+    assert sorted(set(ended)) == ["polite cancelled", "stubborn cancelled"]
+    assert [str(context["exception"]) for context in reported] == ["failed while cancelled"]
+    assert "1 task(s) ignored their cancellation for 1.0 s and are left behind" in caplog.text
+    assert "stubborn" in caplog.text
+    with pytest.raises(RuntimeError):
+        asyncio.get_event_loop_policy().get_event_loop().run_until_complete(asyncio.sleep(0))
+
+
 async def test_cancelling_the_task_that_leaves_the_context_cancels_everything() -> None:
     steps: list[str] = []
     released = asyncio.Event()

@@ -21,6 +21,7 @@ from miniagents.promising._failures import (
     mark_unretrieved,
     where,
 )
+from miniagents.promising._runner import run_coroutine
 from miniagents.promising._tasks import WorkScope, current_scope, current_task, is_own_cancellation
 from miniagents.promising._tasks import require_coroutine_function as _require_coroutine_function
 from miniagents.promising.errors import NoActiveContextError, WorkCancelledError, WrongActiveContextError
@@ -418,7 +419,10 @@ class PromisingContext:
         """Blocking: run ``awaitable`` inside this context on a new event loop (`asyncio.run`).
 
         Ctrl+C (``KeyboardInterrupt``) cancels every running agent call and leaves the context within
-        `INTERRUPT_GRACE_SECONDS`; then ``KeyboardInterrupt`` is raised.
+        `INTERRUPT_GRACE_SECONDS`; then ``KeyboardInterrupt`` is raised. The loop's shutdown is what
+        `asyncio.run` does, bounded: tasks still running get `INTERRUPT_GRACE_SECONDS` to end after they are
+        cancelled, and so do the threads of ``asyncio.to_thread``; what ignores that is left behind with a warning
+        (see `run_coroutine`). A second Ctrl+C raises ``KeyboardInterrupt`` at once.
 
         Raises:
             RuntimeError: an event loop is already running in this thread (use ``await ctx.arun(...)``).
@@ -430,7 +434,7 @@ class PromisingContext:
         else:
             loop_is_running = True
         if not loop_is_running:  # outside the `except` block, so errors of the run are not chained to it
-            return asyncio.run(self.arun(awaitable))
+            return run_coroutine(self.arun(awaitable), INTERRUPT_GRACE_SECONDS)
         if inspect.iscoroutine(awaitable):
             awaitable.close()
         raise RuntimeError(
