@@ -16,7 +16,8 @@ The spans follow the OpenTelemetry GenAI semantic conventions
 
 * ``invoke_agent {alias}`` (kind INTERNAL) per agent call, a child of the span of the agent call that made it
   (``AgentCall.parent_call``), even though every agent runs in a task of its own; a top-level call is a child of
-  the span that is current where it was inquired (if any). Attributes: ``gen_ai.operation.name``
+  the span that is current where it was inquired (if any); one span per call and tracer provider, however
+  many observers see it. Attributes: ``gen_ai.operation.name``
   (``"invoke_agent"``), ``gen_ai.agent.name``, ``miniagents.agent_call.id``.
 * ``chat {model}`` (kind CLIENT) per LLM request, a child of the LLM agent's call span. It starts when the request
   starts streaming and ends when the token stream ends (not when the agent function returns). Attributes:
@@ -117,6 +118,8 @@ class OpenTelemetryObserver(RunObserver):
             )
         self.capture_message_content: bool = _captures_content(capture_message_content)
         self.tracer: Tracer = trace.get_tracer(_INSTRUMENTATION_NAME, tracer_provider=tracer_provider)
+        # (the global provider is looked up when it is used: it may be set after this observer is made)
+        self._provider: TracerProvider | None = tracer_provider
         self._spans: dict[AgentCall, Span] = {}
         self._content: dict[AgentCall, tuple[list[MessagePromise], list[MessagePromise]]] = {}
         self._pending: set[asyncio.Task[None]] = set()
@@ -131,7 +134,12 @@ class OpenTelemetryObserver(RunObserver):
 
         Of a span inside the parent call's, rather: the span current where the call is made when it belongs to
         the parent's trace (a tool call's ``execute_tool``, or a span of the agent's own code).
+
+        A call that another observer of the same tracer provider traces already (a nested context's, which is told
+        first) gets no second span.
         """
+        if len(_observers) > 1 and self._traced_elsewhere(call):
+            return
         parent = call.parent_call
         context = None  # the current span's child: a top-level call's parent is where it was inquired
         if parent is not None:
@@ -181,6 +189,14 @@ class OpenTelemetryObserver(RunObserver):
         task = start_detached(_aend_with_content(span, inputs, replies, end_time))  # (not cancelled with the call)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    def _traced_elsewhere(self, call: AgentCall) -> bool:
+        provider = self._provider or trace.get_tracer_provider()
+        for observer in list(_observers):
+            if observer is not self and call in observer._spans:
+                if (observer._provider or trace.get_tracer_provider()) is provider:
+                    return True
+        return False
 
     async def aflush(self) -> None:
         """Wait until the call spans that wait for their messages' content (``capture_message_content``) are ended.

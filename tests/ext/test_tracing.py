@@ -448,9 +448,32 @@ async def test_a_nested_context_with_its_own_observer_keeps_the_calls_in_one_tra
         await outer_agent.inquire()
     spans = exporter.get_finished_spans()
     outer = next(span for span in spans if span.name == "invoke_agent OUTER_AGENT")
-    leaves = [span for span in spans if span.name == "invoke_agent LEAF_AGENT"]  # (one per observer)
-    assert len(leaves) == 2 and all(parent_of(span) == outer.context.span_id for span in leaves)
+    leaves = [span for span in spans if span.name == "invoke_agent LEAF_AGENT"]
+    assert len(leaves) == 1 and parent_of(leaves[0]) == outer.context.span_id  # one span, though two observers see it
     assert {span.context.trace_id for span in spans} == {outer.context.trace_id}
+    assert len(spans) == 2
+
+
+async def test_observers_of_two_tracer_providers_each_trace_the_call(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    other_exporter = InMemorySpanExporter()
+    other_provider = TracerProvider()
+    other_provider.add_span_processor(SimpleSpanProcessor(other_exporter))
+
+    @miniagent
+    async def outer_agent(ctx: InteractionContext) -> None:
+        async with MiniAgents(observers=[OpenTelemetryObserver(tracer_provider=other_provider)]):
+            ctx.reply(await leaf_agent.inquire("x"))
+
+    async with MiniAgents(observers=[OpenTelemetryObserver(tracer_provider=provider)]):
+        await outer_agent.inquire()
+    assert sorted(span.name for span in exporter.get_finished_spans()) == [
+        "invoke_agent LEAF_AGENT",
+        "invoke_agent OUTER_AGENT",
+    ]
+    (leaf,) = other_exporter.get_finished_spans()  # the nested context's own provider: its calls only
+    assert leaf.name == "invoke_agent LEAF_AGENT"
 
 
 async def test_an_agent_used_as_a_tool_is_traced_inside_its_tool_span(
