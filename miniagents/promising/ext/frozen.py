@@ -12,7 +12,7 @@ import json
 import sys
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any, ClassVar, Union
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
@@ -54,6 +54,10 @@ def _freeze(value: Any, key: str) -> Any:
     )
 
 
+def _describe_annotation(annotation: Any) -> str:
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
+
+
 def _keeps_frozen(annotation: Any) -> bool:
     """Whether pydantic, validating a frozen value against ``annotation``, certainly keeps it frozen."""
     if annotation in _SAFE_ANNOTATIONS or (isinstance(annotation, type) and issubclass(annotation, Frozen)):
@@ -70,6 +74,31 @@ def _keeps_frozen(annotation: Any) -> bool:
 
 
 _SAFE_ANNOTATIONS = (str, int, float, bool, type(None), None, Any)
+
+_MAPPING_ORIGINS = (dict, Mapping, MutableMapping)
+
+
+def _holds_a_dict_only_as_mapping(annotation: Any) -> bool:
+    """Whether ``annotation`` asks for a dict (or mapping) where a frozen dict, a `Frozen`, would not validate.
+
+    A dict is frozen into a `Frozen` before validation, so ``dict[str, int]`` (alone, in an optional or union
+    without a `Frozen` branch, or as the items of a tuple or list) could never hold one.
+    """
+    origin = typing.get_origin(annotation)
+    if annotation in _MAPPING_ORIGINS or origin in _MAPPING_ORIGINS:
+        return True
+    arguments = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _holds_a_dict_only_as_mapping(arguments[0])
+    if origin in (Union, types.UnionType):
+        takes_frozen = any(
+            argument in (Any, object) or (isinstance(argument, type) and issubclass(argument, Frozen))
+            for argument in arguments
+        )
+        return not takes_frozen and any(_holds_a_dict_only_as_mapping(argument) for argument in arguments)
+    if origin in (tuple, list, Sequence):
+        return any(argument is not Ellipsis and _holds_a_dict_only_as_mapping(argument) for argument in arguments)
+    return False
 
 
 class Frozen(BaseModel):
@@ -119,7 +148,20 @@ class Frozen(BaseModel):
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """Check the declared fields and prepare the class (see `__refrozen_fields__`).
+
+        Raises:
+            TypeError: a field is declared as a dict (``dict[str, int]``, ``Mapping[...]``, also inside an optional,
+                a tuple or a list): every dict is frozen into a `Frozen` first, so it could never hold one.
+        """
         super().__pydantic_init_subclass__(**kwargs)
+        for name, field in cls.model_fields.items():
+            if _holds_a_dict_only_as_mapping(field.annotation):
+                raise TypeError(
+                    f"{cls.__name__}.{name} is declared as {_describe_annotation(field.annotation)}, but a Frozen "
+                    "model freezes every dict into a Frozen first, so the field could never hold one: declare it "
+                    "as Frozen (or a Frozen subclass with the keys as fields), or as a tuple of pairs"
+                )
         cls.__refrozen_fields__ = tuple(
             name for name, field in cls.model_fields.items() if not _keeps_frozen(field.annotation)
         )

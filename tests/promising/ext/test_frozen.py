@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-from typing import Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 import pytest
 from pydantic import PrivateAttr, ValidationError
@@ -122,6 +123,26 @@ def test_declared_list_fields_are_frozen_too(cls: type[Table]) -> None:
 def test_a_declared_type_that_makes_an_unfrozen_value_is_rejected_with_key_and_type() -> None:
     with pytest.raises(ValidationError, match=r"'when'.*datetime"):
         Table(text="t", when="2026-12-03T10:00:00")
+
+
+@pytest.mark.parametrize(
+    "annotation",
+    ["dict", "dict[str, int]", "Optional[dict[str, int]]", "Mapping[str, Any]", "tuple[dict[str, int], ...]"],
+)
+def test_a_field_declared_as_a_dict_is_refused_when_the_class_is_made(annotation: str) -> None:
+    with pytest.raises(TypeError, match=r"Settings.options is declared as .*dict.*Frozen.*could never hold one"):
+        exec(
+            f"class Settings(Message):\n    options: {annotation} = None", {**globals(), "Mapping": Mapping, "Any": Any}
+        )
+
+
+def test_a_field_that_also_takes_a_frozen_holds_a_frozen_dict() -> None:
+    class Settings(Message):
+        options: Optional[Frozen] = None  # noqa: UP045
+        anything: Any = None
+
+    settings = Settings(options={"depth": 2}, anything={"x": [1]})
+    assert settings.options == Frozen(depth=2) and settings.anything == Frozen(x=(1,))
 
 
 @pytest.mark.parametrize("bad", [{1, 2}, b"bytes", object(), {1: "a non-string key"}])
