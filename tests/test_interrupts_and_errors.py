@@ -38,6 +38,20 @@ def run_python(code: str, **kwargs: Any) -> subprocess.Popen[str]:
     )
 
 
+def interrupt_when_running(process: subprocess.Popen[str]) -> tuple[str, str, float]:
+    """Send SIGINT once the child printed "running"; its output, and the seconds from the signal to its end."""
+    assert process.stdout is not None
+    assert process.stdout.readline() == "running\n"
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    signalled = time.monotonic()
+    try:
+        out, err = process.communicate(timeout=20)
+    finally:
+        process.kill()  # (a child that hangs is not left behind)
+    return out, err, time.monotonic() - signalled
+
+
 def test_sigint_leaves_the_run_within_a_second_and_cancels_the_agents() -> None:
     process = run_python(
         """
@@ -71,13 +85,7 @@ def test_sigint_leaves_the_run_within_a_second_and_cancels_the_agents() -> None:
             sys.exit(3)
         """
     )
-    assert process.stdout is not None
-    assert process.stdout.readline() == "running\n"
-    time.sleep(0.3)
-    process.send_signal(signal.SIGINT)
-    signalled = time.monotonic()
-    out, err = process.communicate(timeout=10)
-    elapsed = time.monotonic() - signalled
+    out, err, elapsed = interrupt_when_running(process)
     assert process.returncode == 3, err
     assert out.startswith("interrupted")
     assert int(out.split()[1]) < 30  # both agents stopped at the signal (about 2 x 4 steps), not after 100 each
@@ -110,13 +118,7 @@ def test_sigint_leaves_run_although_an_agent_ignores_its_cancellation() -> None:
             sys.exit(3)
         """
     )
-    assert process.stdout is not None
-    assert process.stdout.readline() == "running\n"
-    time.sleep(0.3)
-    process.send_signal(signal.SIGINT)
-    signalled = time.monotonic()
-    out, err = process.communicate(timeout=20)  # (asyncio.run's shutdown waited for the agent forever)
-    elapsed = time.monotonic() - signalled
+    out, err, elapsed = interrupt_when_running(process)  # (asyncio.run's shutdown waited for the agent forever)
     assert (process.returncode, out) == (3, "interrupted\n"), err
     assert elapsed < 2 * 1.0 + 1.0  # the context's grace, then the loop's for the tasks it still has
     assert "ignored their cancellation for 1.0 s and are left behind as the event loop closes: STUBBORN" in err
