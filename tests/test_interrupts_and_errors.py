@@ -442,3 +442,64 @@ async def test_an_agent_error_in_a_users_background_task_names_where_it_was_rais
     assert [r.getMessage() for r in caplog.records if "boom in the leaf" in str(r.exc_info)] == [
         "an error occurred in an async background task (raised in the agent FAILING_AGENT (called by FORWARDING_AGENT))"
     ]
+
+
+def test_sigint_while_the_main_coroutine_blocks_is_not_lost_when_it_then_returns() -> None:
+    process = run_python(
+        """
+        import asyncio, sys, time
+        from miniagents import MiniAgents
+
+        async def main():
+            print("running", flush=True)
+            time.sleep(1.5)  # blocking: Ctrl+C comes in meanwhile, and the coroutine returns without awaiting
+            return "returned"
+
+        try:
+            print(MiniAgents().run(main()), flush=True)
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            sys.exit(3)
+        """
+    )
+    out, err, _ = interrupt_when_running(process)  # (asyncio.run raises KeyboardInterrupt too)
+    assert (process.returncode, out) == (3, "interrupted\n"), err
+
+
+def test_a_task_that_exits_when_cancelled_at_the_end_leaves_no_coroutine_never_awaited() -> None:
+    process = run_python(
+        """
+        import asyncio, sys
+        from miniagents import MiniAgents
+
+        async def exiting():
+            try:
+                await asyncio.sleep(30)
+            finally:
+                sys.exit(4)  # raised out of the loop as the shutdown cancels it
+
+        async def main():
+            asyncio.get_running_loop().create_task(exiting())
+            await asyncio.sleep(0)
+
+        MiniAgents().run(main())
+        """
+    )
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 4, err
+    assert "never awaited" not in err and "Task was destroyed" not in err
+
+
+def test_run_works_where_no_signal_handler_can_be_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any) -> None:
+        raise ValueError("signal only works in main thread of the main interpreter")
+
+    async def main() -> str:
+        await asyncio.sleep(0)
+        return "result"
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # (else `run` would not try)
+    with monkeypatch.context() as patched:
+        patched.setattr(signal, "signal", refuse)
+        result = MiniAgents().run(main())
+    assert result == "result"  # (as asyncio.run: it goes without Ctrl+C handling)

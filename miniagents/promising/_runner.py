@@ -43,7 +43,8 @@ def run_coroutine(coroutine: Coroutine[Any, Any, ResultT], grace: float) -> Resu
         interrupts += 1
         if interrupts > 1 or main_task is None or main_task.done():
             raise KeyboardInterrupt()
-        loop.call_soon_threadsafe(main_task.cancel)
+        main_task.cancel()  # (at once, as asyncio does: deferred, it would miss a coroutine that returns first)
+        loop.call_soon_threadsafe(lambda: None)  # (wakes the loop up if it waits for I/O)
 
     handles_sigint = (
         threading.current_thread() is threading.main_thread()
@@ -52,7 +53,10 @@ def run_coroutine(coroutine: Coroutine[Any, Any, ResultT], grace: float) -> Resu
     try:
         asyncio.set_event_loop(loop)
         if handles_sigint:
-            signal.signal(signal.SIGINT, on_sigint)
+            try:
+                signal.signal(signal.SIGINT, on_sigint)
+            except ValueError:  # (a main thread that cannot handle signals, as in an embedded interpreter)
+                handles_sigint = False
         main_task = loop.create_task(coroutine)
         try:
             return loop.run_until_complete(main_task)
@@ -80,7 +84,11 @@ def _cancel_the_rest(loop: asyncio.AbstractEventLoop, grace: float) -> None:
         return
     for task in tasks:
         task.cancel()
-    done, pending = loop.run_until_complete(asyncio.wait(tasks, timeout=grace))
+    waiting = asyncio.wait(tasks, timeout=grace)
+    try:
+        done, pending = loop.run_until_complete(waiting)
+    finally:
+        waiting.close()  # (if a task raised out of the loop before the waiting began: not "never awaited")
     for task in done:
         if not task.cancelled() and task.exception() is not None:
             loop.call_exception_handler(
