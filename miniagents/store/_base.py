@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Collection, Sequence
 from types import TracebackType
 from typing import Any
@@ -36,6 +37,7 @@ class RecordingStore(RunObserver, abc.ABC):
         self._recorder = recorder = StoreRecorder(self)
         self._histories: dict[str, list[Any]] = {}
         self._claims: dict[str, Any] = {}  # what holds each history claimed by this process (see `aclaim_history`)
+        self._claiming: dict[str, asyncio.Future[None]] = {}  # the claims being taken (done when taken or refused)
         self._writing: Any = None  # the writing connection, opened by a backend's `awrite` (closed by `aclose`)
         # The framework calls these for every event: the recorder's own methods, one call each (not two).
         self.on_call_started = recorder.on_call_started  # type: ignore[method-assign]
@@ -96,7 +98,10 @@ class RecordingStore(RunObserver, abc.ABC):
         return await aload_history(self, history_id, registry)
 
     async def ahistory(self, history_id: str) -> list[Any]:
-        """The in-memory list of a history that `store_history_agent` appends to (loaded from the store once)."""
+        """The in-memory list of a history that `store_history_agent` appends to (read once per claim).
+
+        It is read from the store on first use, and again after `arelease_history`.
+        """
         history = self._histories.get(history_id)
         if history is None:
             loaded = await self.aload_history(history_id)
@@ -110,24 +115,40 @@ class RecordingStore(RunObserver, abc.ABC):
         overwrite each other's messages; the second one is refused instead. The claim is an operating-system lock
         on a file beside the database (SQLite) or a session advisory lock (PostgreSQL): a process that dies
         releases it, and so does leaving ``async with store:``. Claiming a history this store object holds already
-        does nothing.
+        does nothing, and so does claiming it while another call of this store object is taking it (once that
+        one has it; concurrent turns of `store_history_agent` claim at once).
 
         Raises:
             HistoryInUseError: another process (or another store object) holds the claim.
         """
-        if history_id not in self._claims:
-            claim = await self._aclaim(history_id)
+        while history_id not in self._claims:
+            taking = self._claiming.get(history_id)
+            if taking is not None:
+                await asyncio.wait([taking])  # (then it is held, or this call tries itself)
+                continue
+            taken = self._claiming[history_id] = asyncio.get_running_loop().create_future()
+            try:
+                claim = await self._aclaim(history_id)
+                if claim is not None:
+                    self._claims[history_id] = claim
+            finally:
+                del self._claiming[history_id]
+                taken.set_result(None)
             if claim is None:
                 raise HistoryInUseError(
                     f"the history {history_id!r} of {self!r} is being written by another process "
                     f"(one at a time can append to a history)"
                 )
-            self._claims[history_id] = claim
 
     async def arelease_history(self, history_id: str) -> None:
-        """Release the claim of `aclaim_history` (nothing if this store object does not hold it)."""
+        """Release the claim of `aclaim_history` (nothing if this store object does not hold it).
+
+        The in-memory list of the history (`ahistory`) is dropped with it: another process may append to the
+        history from now on, so the next claim reads it from the store again.
+        """
         claim = self._claims.pop(history_id, None)
         if claim is not None:
+            self._histories.pop(history_id, None)
             await self._arelease(claim)
 
     @abc.abstractmethod

@@ -36,11 +36,11 @@ async def store_history_agent(
     The contract of `miniagents.ext.history_agents.markdown_history_agent`, kept in a store instead of a file:
     each message is recorded as it streams (its text flushed at least every 0.5 s), so after a crash the history
     has every completed message and the text of an interrupted one up to its last flush; that one loads with
-    ``partial=True`` (and ``partial_status``), and the conversation continues after it. The history is read from
-    the store once per process and kept in memory. The first call claims the history for this process
-    (`RecordingStore.aclaim_history`) until it ends: a history takes positions counted in the process that writes
-    it, so a second process (or another store object on the same database) gets `HistoryInUseError` instead of
-    overwriting its messages.
+    ``partial=True`` (and ``partial_status``), and the conversation continues after it. The first call claims the
+    history for this process (`RecordingStore.aclaim_history`) until it ends or leaves ``async with store:``: a
+    history takes positions counted in the process that writes it, so a second process (or another store object
+    on the same database) gets `HistoryInUseError` instead of overwriting its messages. The history is read from
+    the store once per claim and kept in memory.
 
     Args:
         ctx: the interaction context.

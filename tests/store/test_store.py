@@ -511,3 +511,31 @@ async def test_store_history_agent_claims_its_history_until_the_store_is_left(st
     async with second, MiniAgents():  # the first left its store: the history is free again
         replies = await store_history_agent.fork(store=second, history_id="chat").inquire(UserMessage("second"))
     assert [m.text for m in replies] == ["from the first", "second"]  # nothing of the refused turn was written
+
+
+async def test_a_history_claimed_again_is_read_again(store_factory: Any) -> None:
+    from miniagents.store import store_history_agent
+
+    first, second = store_factory(), store_factory()  # (as two processes would have)
+    async with first, MiniAgents():
+        await store_history_agent.fork(store=first, history_id="chat").inquire(UserMessage("a"))
+    async with second, MiniAgents():  # the first left its store: the second appends in the meantime
+        await store_history_agent.fork(store=second, history_id="chat").inquire(UserMessage("b"))
+    async with first, MiniAgents():  # the first's store again: not its list of before, which misses "b"
+        replies = await store_history_agent.fork(store=first, history_id="chat").inquire(UserMessage("c"))
+    assert [m.text for m in replies] == ["a", "b", "c"]
+    async with store_factory() as third:
+        assert [m.text for m in await third.aload_history("chat")] == ["a", "b", "c"]  # "b" was not overwritten
+
+
+async def test_concurrent_turns_of_one_store_object_share_its_claim(store_factory: Any) -> None:
+    from miniagents.store import HistoryInUseError, store_history_agent
+
+    store = store_factory()
+    async with store, MiniAgents():
+        agent = store_history_agent.fork(store=store, history_id="chat", only_write=True)
+        await asyncio.gather(*(agent.inquire(UserMessage(f"m{i}")) for i in range(5)))  # (all claim at once)
+        with pytest.raises(HistoryInUseError):
+            await store_factory().aclaim_history("chat")  # still held (once: left with the store)
+    async with store_factory() as other:
+        assert sorted(m.text for m in await other.aload_history("chat")) == [f"m{i}" for i in range(5)]
