@@ -159,6 +159,8 @@ _STRICT_KEYWORDS = frozenset(
 )  # fmt: skip
 """The JSON Schema keywords OpenAI's strict mode takes (``$defs`` too, at the root); any other one is refused."""
 
+_ANNOTATION_KEYWORDS = frozenset({"title", "description"})
+"""The keywords that do not constrain values: beside a ``$ref``, they replace the definition's when inlined."""
 _STRICT_TYPES = frozenset({"string", "number", "integer", "boolean", "object", "array", "null"})
 _STRICT_FORMATS = frozenset({"date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid"})
 _DEFINITION_PREFIX = "#/$defs/"
@@ -178,7 +180,8 @@ def _strict_json_schema(schema: dict[str, Any]) -> dict[str, Any] | None:
     - an optional property whose default is ``null`` and whose schema accepts ``null`` (``x: int | None = None``)
       made required, its ``default`` dropped: the model answers ``null`` where it would have left it out;
     - a ``$ref`` with other keywords beside it (a field's ``description``) replaced by the definition it points to,
-      unless that definition refers back to itself that way.
+      unless that definition refers back to itself that way or has another value for one of those keywords that
+      is not ``title`` or ``description`` (both would apply: ``maximum`` 10 in the definition and 100 beside).
 
     None is returned (the schema goes out as it is, not strict) for a root that is not an object, any other
     optional property (e.g. ``score: int = 0``, which strict mode would force the model to fill in), objects with
@@ -233,8 +236,14 @@ def _strict_node(node: Any, definitions: dict[str, Any], inlined: frozenset[str]
             return dict(node)  # (the definition itself is made strict among the root's definitions)
         if name in inlined:
             raise _NotStrict  # a definition that contains itself cannot be inlined
+        definition = definitions[name]
         siblings = {key: value for key, value in node.items() if key != "$ref"}
-        return _strict_node({**definitions[name], **siblings}, definitions, inlined | {name})
+        if not isinstance(definition, dict) or any(
+            key not in _ANNOTATION_KEYWORDS and key in definition and definition[key] != value
+            for key, value in siblings.items()
+        ):
+            raise _NotStrict  # (both apply beside a $ref, e.g. two maximums: one cannot replace the other)
+        return _strict_node({**definition, **siblings}, definitions, inlined | {name})
     types = node.get("type")
     type_names = [types] if isinstance(types, str) else types
     if types is None and "anyOf" not in node:

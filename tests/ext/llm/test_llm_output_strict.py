@@ -7,10 +7,11 @@ import datetime
 import enum
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 import pytest
+from typing_extensions import TypeAliasType
 
 from miniagents.ext.llm.output import OutputSpec
 
@@ -186,6 +187,38 @@ def test_a_definition_that_contains_itself_beside_other_keywords_is_not_inlined(
         next: Loop = pydantic.Field(description="the next one")
 
     assert OutputSpec.of(Loop).strict_schema is None  # inlining it would never end
+
+
+Small = TypeAliasType("Small", Annotated[int, pydantic.Field(le=10)])
+
+
+class ReferenceNarrowedBeside(pydantic.BaseModel):
+    small: Small = pydantic.Field(json_schema_extra={"maximum": 100})
+    color: Color = pydantic.Field(json_schema_extra={"enum": ["red", "blue", "green"]})
+
+
+def test_keywords_beside_a_reference_do_not_replace_the_definitions_own() -> None:
+    # beside a $ref both apply (here maximum 10 and maximum 100): the inlined form must not keep only the latter
+    spec = OutputSpec.of(ReferenceNarrowedBeside)
+    assert spec.schema["properties"]["small"] == {"$ref": "#/$defs/Small", "maximum": 100}
+    with pytest.raises(pydantic.ValidationError):
+        spec.validate_json('{"small": 50, "color": "green"}')
+    assert spec.strict_schema is None
+
+
+class ReferenceAnnotatedBeside(pydantic.BaseModel):
+    small: Small = pydantic.Field(title="Tiny", description="at most ten", json_schema_extra={"maximum": 10})
+
+
+def test_annotations_and_repeated_keywords_beside_a_reference_are_inlined() -> None:
+    strict = OutputSpec.of(ReferenceAnnotatedBeside).strict_schema
+    assert strict is not None
+    assert strict["properties"]["small"] == {
+        "maximum": 10,
+        "type": "integer",
+        "title": "Tiny",
+        "description": "at most ten",
+    }
 
 
 def _objects(schema: Any) -> list[dict[str, Any]]:
