@@ -416,7 +416,7 @@ class PromisingContext:
             return await awaitable
 
     def run(self, awaitable: Awaitable[WholeT]) -> WholeT:
-        """Blocking: run ``awaitable`` inside this context on a new event loop (`asyncio.run`).
+        """Blocking: run ``awaitable`` inside this context on a new event loop, as `asyncio.run` does (see below).
 
         Ctrl+C (``KeyboardInterrupt``) cancels every running agent call and leaves the context within
         `INTERRUPT_GRACE_SECONDS`; then ``KeyboardInterrupt`` is raised. The loop's shutdown is what
