@@ -15,16 +15,10 @@ _tasks_by_loop: dict[Any, asyncio.Task[Any]] | None = getattr(asyncio.tasks, "_c
 
 
 def _current_task_from_table() -> Any:
-    """`asyncio.current_task()`, which is a (slower) Python function before Python 3.12; None without a loop.
-
-    (A coroutine left behind by `run_coroutine` is closed without a loop when it is collected.)
-    """
+    """`asyncio.current_task()`, which is a (slower) Python function before Python 3.12."""
     if _tasks_by_loop is None:  # pragma: no cover - an asyncio without this table
         return asyncio.current_task()
-    try:
-        return _tasks_by_loop.get(asyncio.get_running_loop())
-    except RuntimeError:
-        return None
+    return _tasks_by_loop.get(asyncio.get_running_loop())
 
 
 current_task: Callable[[], Any] = _current_task_from_table
