@@ -265,6 +265,7 @@ class AgentCall(WorkScope):
     _function_error: BaseException | None = None
     _replies_ended = False
     _input_read = True  # only observed calls wait for their input to be read to the end
+    _reading_input = False  # `_aread_input` runs (for the observers of inputs)
     _nodes_at_end = False  # the interaction nodes are built when the call ends (see `_build_interaction_nodes`)
     _children: dict[AgentCall, None] | None = None
     _call_id: str | None = None
@@ -494,6 +495,13 @@ class AgentCall(WorkScope):
             observers = self._observers
             if observers is not None and observers.input:
                 request_promise.set_on_piece(self._on_input_piece)
+                # The observers see the input as it arrives, not as the agent reads it: a crash while the agent
+                # runs must not cost the input it has not read (a store writes it now).
+                if request_promise.pull_present():
+                    self._input_read = True
+                else:
+                    self._reading_input = True
+                    mini_agents.start_soon(self._aread_input(), scope=None)
             ctx = InteractionContext(agent, request_promise, self._reply_appender, mini_agents, self)
             _current_interaction.set(ctx)
             try:
@@ -527,7 +535,7 @@ class AgentCall(WorkScope):
                         self._nodes_at_end = True  # built when the call ends, mostly with everything at hand
                     else:
                         mini_agents.start_soon(self._abuild_interaction_nodes(), scope=None)
-                if not self._input_read:
+                if not self._input_read and not self._reading_input:
                     if request_promise.is_ended:  # (the agent read all of it: the usual case)
                         self._input_read = True
                     else:
@@ -574,7 +582,7 @@ class AgentCall(WorkScope):
             raise
 
     async def _aread_input(self) -> None:
-        """Read the input to its end, so that observers see all of it before the call ends."""
+        """Read the input to its end as it arrives, so that observers see all of it, and before the call ends."""
         assert self._request_promise is not None  # (made when the agent started)
         try:
             async for _ in self._request_promise:

@@ -196,6 +196,20 @@ class StreamedPromise(Promise[WholeT], Generic[PieceT, WholeT]):
         """The pieces recorded so far, errors as `Failure` records and the end as `END_OF_QUEUE` (do not change)."""
         return self._pieces
 
+    def pull_present(self) -> bool:
+        """Record every piece the source gives without awaiting, unless somebody else is producing right now.
+
+        What a consumer's ``__anext__`` would fetch, without a consumer: a lazy promise's pieces that are there
+        already (errors and the end included) are recorded now, so that a `set_on_piece` hook sees them now.
+
+        Returns:
+            Whether the stream has ended.
+        """
+        pieces = self._pieces
+        while not (pieces and pieces[-1] is _END) and not self._producing and self._pull_nowait(len(pieces)):
+            pass
+        return bool(pieces) and pieces[-1] is _END
+
     def set_on_piece(self, callback: Callable[[Any], None]) -> None:
         """Call ``callback(piece)`` synchronously for every piece recorded from now on (errors and the end too).
 

@@ -444,3 +444,54 @@ async def test_a_call_is_recorded_as_ended_after_the_replies_it_streamed(
         i for i, op in enumerate(pushed) if op[0] == "call" and op[3] == "WRITER_AGENT" and op[5] == "finished"
     )
     assert completed < ended  # (a crash between the two batches would leave a finished call with a partial reply)
+
+
+@miniagent
+async def unread_input_agent(
+    ctx: InteractionContext, ids: list[str], started: asyncio.Event, release: asyncio.Event
+) -> None:
+    """Never reads its input: it waits, then replies."""
+    ids.append(ctx.agent_call.call_id)
+    started.set()
+    await release.wait()
+    ctx.reply("replied without reading")
+
+
+@miniagent
+async def half_streamed_agent(ctx: InteractionContext, gate: asyncio.Event) -> None:
+    async def tokens(_: dict[str, Any]) -> AsyncIterator[str]:
+        yield "first half"
+        await gate.wait()
+        yield ", second half"
+
+    ctx.reply(Message.promise(message_token_streamer=tokens))
+
+
+async def test_inputs_are_stored_as_they_arrive_not_when_the_agent_reads_them(store: RecordingStore) -> None:
+    """An agent that has not read its input (yet) must not cost the input in a crash (issue 11: after SIGKILL
+    every completed message, and each partial text up to its last flush, is in the store). The input was recorded
+    only as the agent read it, or after its function returned: a crash while it ran lost it."""
+    started, release, gate = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    ids: list[str] = []
+    async with asyncio.timeout(30), MiniAgents(store=store):
+        call = unread_input_agent.fork(ids=ids, started=started, release=release).initiate_inquiry()
+        call.send_message("plain input")
+        call.send_message(half_streamed_agent.fork(gate=gate).inquire())
+        replies = call.finish().reply_sequence()
+        await started.wait()
+        while True:  # (the streaming input's text is written every flush interval, 0.25 s)
+            await store.observer().awrite_queued()
+            running = await store.aload_call_tree(ids[0])
+            if len(running.inputs) == 2 and running.inputs[1].text:
+                break
+            await asyncio.sleep(0.05)
+        assert running.status == "running"
+        assert [(m.text, getattr(m, "partial", False)) for m in running.inputs] == [
+            ("plain input", False),
+            ("first half", True),
+        ]
+        gate.set()
+        release.set()
+        assert [m.text for m in await replies] == ["replied without reading"]
+    done = await store.aload_call_tree(ids[0])
+    assert (done.status, [m.text for m in done.inputs]) == ("finished", ["plain input", "first half, second half"])
