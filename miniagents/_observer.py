@@ -47,6 +47,8 @@ class RunObserver:
     def on_call_input(self, call: AgentCall, index: int, message_promise: MessagePromise) -> None:
         """Input message number ``index`` (from 0) of ``call``, in order, as the agent's input produces it.
 
+        It is reported as it arrives once the agent function has started, whether or not the function reads it.
+
         The message may still be streaming: ``async for token in message_promise`` follows its tokens,
         ``await message_promise`` gives the `Message`. Every input is reported before `on_call_ended`.
         """
