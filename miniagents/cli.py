@@ -474,9 +474,8 @@ def run_view(port: int, store: str | None = None) -> int:
         except Exception as error:  # any reason the store cannot be read is for the user to fix
             print(f"miniagents: --store {store}: {error}", file=sys.stderr)
             return EXIT_USAGE
-    print(f"miniagents view: http://127.0.0.1:{port}/ (Ctrl+C to stop)", file=sys.stderr, flush=True)
     try:
-        serve(port, source)
+        serve(port, source, lambda url: print(f"miniagents view: {url} (Ctrl+C to stop)", file=sys.stderr, flush=True))
     except KeyboardInterrupt:
         return EXIT_OK
     except (OSError, SystemExit) as error:

@@ -267,3 +267,47 @@ async def test_a_page_of_another_site_cannot_publish() -> None:
             )
             assert sent == ["text/plain", "application/x-www-form-urlencoded"]  # (opaque answers: 403)
     assert live.list_runs() == []
+
+
+async def test_html_in_names_errors_and_texts_is_shown_as_text() -> None:
+    live = LiveRuns()
+    html = {
+        "name": "<img src=x onerror='window.injected=1'>run",
+        "alias": "<b>BOLD</b>",
+        "error": "ValueError: <script>window.injected=2</script>& <i>not</i>",
+        "text": "<img src=y onerror='window.injected=3'><i>hi</i>",
+    }
+    live.ingest(
+        {
+            "run": "html",
+            "name": html["name"],
+            "events": [
+                {"type": "call", "id": "c", "parent": None, "alias": html["alias"]},
+                {"type": "link", "call": "c", "direction": "reply", "key": "m"},
+                {"type": "text", "key": "m", "text": html["text"]},
+                {"type": "text", "key": "m", "done": True, "error": html["error"], "class": "Message"},
+                {"type": "status", "id": "c", "status": "failed", "error": html["error"]},
+            ],
+        }
+    )
+    with view_server(live) as (url, _):
+        async with chromium() as browser:
+            page = await browser.new_page(viewport={"width": 1280, "height": 720})
+            problems = watch_problems(page)
+            await page.goto(url)
+            await page.click("#calls li[data-call-id='c']")
+            await page.wait_for_function(
+                "() => document.getElementById('message-meta').textContent.startsWith('Message')", timeout=15000
+            )
+            assert await page.text_content("#calls li") == html["alias"]
+            assert await page.text_content("#details h3") == html["alias"] + " (failed)"
+            assert await page.text_content("#details .error") == html["error"]
+            assert await page.text_content("#message-text") == html["text"]
+            assert await page.text_content("#message-meta") == "Message — " + html["error"]
+            assert (await page.text_content("#runs option") or "").startswith(html["name"])
+            made = await page.evaluate(
+                "() => [window.injected, document.querySelectorAll('aside b, aside i, aside img, aside script,"
+                " header img').length]"
+            )
+            assert made == [None, 0]
+            assert problems == []

@@ -17,6 +17,10 @@ stored runs plugs in the same way (`create_app`).
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from miniagents.ext.view._publisher import DEFAULT_PORT, ViewPublisher
@@ -64,9 +68,13 @@ async def aload_stored_runs(location: str, limit: int = 50, source: LiveRuns | N
     Raises:
         ImportError: the store's driver is not installed (the message names the ``pip install`` command).
         ValueError: the location names no store (see `miniagents.store.open_store`).
+        FileNotFoundError: the location is a file path and there is no such file (opening it would make an empty
+            store there, e.g. from a misspelt name).
     """
     from miniagents.store import open_store
 
+    if "://" not in location and not await asyncio.to_thread(os.path.exists, location):
+        raise FileNotFoundError(f"no such store file: {location!r}")
     runs = LiveRuns() if source is None else source
     store = open_store(location)
     try:
@@ -77,19 +85,34 @@ async def aload_stored_runs(location: str, limit: int = 50, source: LiveRuns | N
     return runs
 
 
-def serve(port: int = DEFAULT_PORT, source: RunSource | None = None) -> None:
+def serve(
+    port: int = DEFAULT_PORT, source: RunSource | None = None, on_listening: Callable[[str], None] | None = None
+) -> None:
     """Serve the view on ``http://127.0.0.1:{port}`` until interrupted (blocking; what ``miniagents view`` runs).
 
     Args:
         port: the TCP port (0 picks a free one).
         source: the runs to show; a new `LiveRuns` (which programs publish to) by default.
+        on_listening: called with the server's address (``http://127.0.0.1:{port}/``, the port picked if ``port`` is
+            0) once it listens.
 
     Raises:
         ImportError: ``starlette`` or ``uvicorn`` is not installed (``pip install "miniagents[view]"``).
+        OSError: the port cannot be used (e.g. another program listens on it).
     """
     try:
         import uvicorn
     except ImportError as error:
         raise ImportError('miniagents view needs uvicorn: pip install "miniagents[view]"', name="uvicorn") from error
     # (open event streams of browser tabs must not hold up Ctrl+C)
-    uvicorn.run(create_app(source), host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2)
+    config = uvicorn.Config(create_app(source), host="127.0.0.1", log_level="warning", timeout_graceful_shutdown=2)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listening:  # (bound here: to know the port picked)
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # (as uvicorn does)
+        listening.bind(("127.0.0.1", port))
+        listening.listen(config.backlog)
+        if on_listening is not None:
+            on_listening(f"http://127.0.0.1:{listening.getsockname()[1]}/")
+        try:
+            uvicorn.Server(config).run(sockets=[listening])
+        except KeyboardInterrupt:  # (after the server has stopped)
+            pass

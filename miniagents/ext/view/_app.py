@@ -15,11 +15,14 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from miniagents.ext.view._runs import EventError, LiveRuns, RunSource
+from miniagents.ext.view._runs import EventError, LiveRuns, RunSource, UnknownRunError
 
-__all__ = ["create_app"]
+__all__ = ["MAX_INGEST_BYTES", "create_app"]
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+MAX_INGEST_BYTES = 32 * 1024 * 1024
+"""The biggest body ``POST /api/ingest`` takes (413 beyond); `ViewPublisher` sends at most a few MiB at a time."""
 
 
 def _static_dir() -> str:
@@ -40,10 +43,11 @@ def create_app(source: RunSource, live: LiveRuns | None = None) -> Starlette:
         streams ``GET /api/runs/{run}/events`` (call events, a JSON list per event) and
         ``GET /api/runs/{run}/messages/{key}/stream`` (a message's text as it streams), and ``POST /api/ingest``
         (a batch, see `LiveRuns.ingest`; it answers ``{"ok": true, "skipped": n}`` with the number of skipped
-        events, or 400 with ``{"error": ...}`` for a malformed batch). Only the host names ``127.0.0.1`` and
-        ``localhost`` are served (against DNS rebinding); ``POST /api/ingest`` takes only ``application/json``
-        (415 otherwise) and refuses a request whose ``Origin`` is another site's (403), so that no web page can
-        publish to it.
+        events, or ``{"error": ...}`` with 400 for a malformed batch, 409 for a batch that continues a run this
+        server does not have, e.g. because it restarted, or 413 for a body over `MAX_INGEST_BYTES`). Only the host
+        names ``127.0.0.1`` and ``localhost`` are served (against DNS rebinding); ``POST /api/ingest`` takes only
+        ``application/json`` (415 otherwise) and refuses a request whose ``Origin`` is another site's (403), so that
+        no web page can publish to it.
     """
     if live is None and isinstance(source, LiveRuns):
         live = source
@@ -81,12 +85,22 @@ def create_app(source: RunSource, live: LiveRuns | None = None) -> Starlette:
         refusal = _refuse_cross_site(request)
         if refusal is not None:
             return refusal
+        raw = await _aread_body(request)
+        if raw is None:
+            return JSONResponse(
+                {"error": f"the body is bigger than {MAX_INGEST_BYTES} bytes; send the events in smaller batches"},
+                status_code=413,
+            )
         try:
-            body = await request.json()
+            body = json.loads(raw)
         except ValueError:
             return JSONResponse({"error": "the body is not JSON"}, status_code=400)
+        except RecursionError:  # (arrays or objects nested thousands of levels deep)
+            return JSONResponse({"error": "the body is nested too deeply"}, status_code=400)
         try:
             skipped = live.ingest(body)
+        except UnknownRunError as error:
+            return JSONResponse({"error": str(error)}, status_code=409)
         except EventError as error:
             return JSONResponse({"error": str(error)}, status_code=400)
         return JSONResponse({"ok": True, "skipped": skipped})
@@ -123,6 +137,19 @@ def _refuse_cross_site(request: Request) -> Response | None:
             {"error": f"the content type must be application/json, got {media_type or 'none'!r}"}, status_code=415
         )
     return None
+
+
+async def _aread_body(request: Request) -> bytes | None:
+    """The request's body, or None if it is bigger than `MAX_INGEST_BYTES` (then read to its end, but not kept)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size <= MAX_INGEST_BYTES:
+            chunks.append(chunk)
+        elif chunks:
+            chunks.clear()  # (the rest is read so that the client gets the answer, not a broken connection)
+    return b"".join(chunks) if size <= MAX_INGEST_BYTES else None
 
 
 def _not_found(what: str) -> JSONResponse:

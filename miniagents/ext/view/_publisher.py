@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -22,6 +23,12 @@ DEFAULT_PORT = 8765
 """The port ``miniagents view`` listens on (on 127.0.0.1) unless told otherwise."""
 
 _RETRY_INTERVAL = 0.25  # seconds between batches while the server does not take them
+# seconds a batch may take (the server answers in milliseconds): leaving the context waits for the batch in flight
+# and the last one, so a server that does not answer (stopped with Ctrl+Z, say) must not hold the program up for long
+_TIMEOUT = 2.0
+_RETRY_TIMEOUT = 0.5  # (while the server does not take the batches)
+_MAX_POST_BYTES = 4 * 1024 * 1024  # a batch's events are sent in bodies of about this size at most
+_MAX_TEXT_CHARS = 256 * 1024  # a longer text is sent in several "text" events (the server joins them)
 
 logger = logging.getLogger("miniagents.view")
 
@@ -39,7 +46,10 @@ class ViewPublisher(RunObserver):
     quarter of a second at most) and one warning is logged; another one says when a batch gets through again. That
     batch sends the start of the calls still running again, so that a view server started (or restarted) during
     the run shows them and every call that starts from then on (the server skips the events of calls whose start
-    it never got). The run itself is never slowed down or failed by the view.
+    it never got); a server restarted between two batches refuses the next one as the continuation of a run it does
+    not have, and gets it again that way. A batch the server does not answer within 2 seconds is dropped too, so
+    that leaving the context does not wait long for a server that hangs. The run itself is never slowed down or
+    failed by the view.
 
     Args:
         url: the server's address; ``http://127.0.0.1:8765`` by default, or the environment variable
@@ -84,6 +94,7 @@ class ViewPublisher(RunObserver):
         # call id -> its "call" event, until a batch with the call's end has been sent (or dropped)
         self._open_calls: dict[str, dict[str, Any]] = {}
         self._failing = False  # the last batch did not get through (a warning was logged)
+        self._delivered = False  # a batch got through: the next ones continue the run on the server
         self.sent_events = 0
         """How many events the server has taken so far."""
         self.dropped_events = 0
@@ -149,14 +160,15 @@ class ViewPublisher(RunObserver):
             except Exception as exception:
                 self._events.append(_text_done(key, f"{type(exception).__name__}: {exception}", "Message"))
                 continue
-            self._events.append({"type": "text", "key": key, "text": str(message)})
+            self._events.extend(_text_events(key, str(message)))
             self._events.append(_text_done(key, None, type(message).__name__))
 
     async def _afollow_text(self, key: str, message_promise: MessagePromise) -> None:
         error = None
         try:
             async for token in message_promise:
-                self._emit({"type": "text", "key": key, "text": token})
+                for event in _text_events(key, token):
+                    self._emit(event)
             class_name = type(await message_promise).__name__
         except Exception as exception:
             error = f"{type(exception).__name__}: {exception}"
@@ -182,7 +194,7 @@ class ViewPublisher(RunObserver):
 
         try:
             # http on 127.0.0.1 only (checked in __init__): no certificates to load, no proxy to go through
-            async with httpx.AsyncClient(timeout=10.0, verify=False, trust_env=False) as client:
+            async with httpx.AsyncClient(timeout=_TIMEOUT, verify=False, trust_env=False) as client:
                 while True:
                     await asyncio.sleep(max(self.flush_interval, _RETRY_INTERVAL if self._failing else 0))
                     await self._aread_texts()
@@ -201,30 +213,56 @@ class ViewPublisher(RunObserver):
     async def _asend(self, client: Any, events: list[dict[str, Any]]) -> None:
         import httpx
 
-        batch = events
-        if self._failing:
+        resend_open_calls = self._failing
+        while True:
             # the server may have missed the start of the calls still running (and of those ending in this batch):
             # send them first (it skips the ones it has), so that the view shows them and the calls they start
-            new = {event["id"] for event in events if event["type"] == "call"}
-            batch = [event for call_id, event in self._open_calls.items() if call_id not in new] + events
-        try:
-            response = await client.post(
-                f"{self.url}/api/ingest",
-                json={"run": self.run_id, "name": self.run_name, "started_at": self.started_at, "events": batch},
-            )
-        except httpx.HTTPError as error:
-            self._drop(
-                events,
-                f"the view server at {self.url} is not reachable ({type(error).__name__}: {error}); "
-                "start it with `miniagents view`",
-            )
-            return
+            batch = events
+            if resend_open_calls:
+                new = {event["id"] for event in events if event["type"] == "call"}
+                batch = [event for call_id, event in self._open_calls.items() if call_id not in new] + events
+            head = {"run": self.run_id, "name": self.run_name, "started_at": self.started_at}
+            if self._delivered and not resend_open_calls:
+                head["continues"] = True  # (refused if the server does not have the run: it restarted meanwhile)
+            sent = 0  # (events of this batch that got through, not counting the calls sent again)
+            unsent_open_calls = len(batch) - len(events)
+            try:
+                for part, body in _bodies(head, batch):
+                    response = await client.post(
+                        f"{self.url}/api/ingest",
+                        content=body,
+                        headers={"content-type": "application/json"},
+                        timeout=_RETRY_TIMEOUT if self._failing else _TIMEOUT,
+                    )
+                    if response.status_code != 200:
+                        break
+                    head.pop("continues", None)  # (this batch has created the run again, if need be)
+                    self._delivered = True
+                    sent += max(0, part - unsent_open_calls)
+                    unsent_open_calls = max(0, unsent_open_calls - part)
+            except httpx.HTTPError as error:
+                self.sent_events += sent
+                self._drop(
+                    len(events) - sent,
+                    f"the view server at {self.url} is not reachable ({type(error).__name__}: {error}); "
+                    "start it with `miniagents view`",
+                )
+                return
+            except Exception as error:  # (a bug of ours: it must not stop the publishing of the rest of the run)
+                self.sent_events += sent
+                self._drop(len(events) - sent, f"events for the view server at {self.url} failed: {error!r}")
+                return
+            if response.status_code == 409 and not resend_open_calls and sent == 0:
+                resend_open_calls = True  # the server restarted since the last batch: it lacks the running calls
+                continue
+            break
+        self.sent_events += sent
         if response.status_code != 200:
             self._drop(
-                events, f"the view server at {self.url} refused events: {response.status_code} {response.text[:200]}"
+                len(events) - sent,
+                f"the view server at {self.url} refused events: {response.status_code} {response.text[:200]}",
             )
             return
-        self.sent_events += len(events)
         if self._failing:
             self._failing = False
             logger.warning(
@@ -234,12 +272,46 @@ class ViewPublisher(RunObserver):
                 self.dropped_events,
             )
 
-    def _drop(self, events: list[dict[str, Any]], text: str) -> None:
-        """Count the events as dropped; warn if the batch before got through (once per outage, not per batch)."""
-        self.dropped_events += len(events)
+    def _drop(self, count: int, text: str) -> None:
+        """Count ``count`` events as dropped; warn if the batch before got through (once per outage, not per batch)."""
+        self.dropped_events += count
         if not self._failing:
             self._failing = True
             logger.warning("%s; events of this run are dropped until it takes them", text)
+
+
+def _text_events(key: str, text: str) -> list[dict[str, Any]]:
+    """The "text" events that send ``text`` (a long one in pieces, see `_MAX_TEXT_CHARS`)."""
+    return [
+        {"type": "text", "key": key, "text": text[start : start + _MAX_TEXT_CHARS]}
+        for start in range(0, max(len(text), 1), _MAX_TEXT_CHARS)
+    ]
+
+
+def _encode(value: Any) -> bytes:
+    """``value`` as JSON in UTF-8; a string with a lone surrogate (which UTF-8 cannot hold) is escaped instead."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:  # (e.g. a file name decoded with "surrogateescape"; the server shows U+FFFD)
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _bodies(head: dict[str, Any], events: list[dict[str, Any]]) -> list[tuple[int, bytes]]:
+    """The bodies that send ``events`` in order, each about `_MAX_POST_BYTES` at most, with their event counts."""
+    prefix = _encode(head)[:-1] + b',"events":['
+    bodies: list[tuple[int, bytes]] = []
+    part: list[bytes] = []
+    size = 0
+    for event in events:
+        encoded = _encode(event)
+        if part and size + len(encoded) > _MAX_POST_BYTES:
+            bodies.append((len(part), prefix + b",".join(part) + b"]}"))
+            part, size = [], 0
+        part.append(encoded)
+        size += len(encoded) + 1
+    if part or not bodies:
+        bodies.append((len(part), prefix + b",".join(part) + b"]}"))
+    return bodies
 
 
 def _text_done(key: str, error: str | None, class_name: str) -> dict[str, Any]:

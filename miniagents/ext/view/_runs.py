@@ -8,22 +8,33 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol, runtime_checkable
 
 from miniagents.errors import MiniAgentsError
 
-__all__ = ["EventError", "LiveRuns", "RunSource"]
+__all__ = ["EventError", "LiveRuns", "RunSource", "UnknownRunError"]
 
 _STATUSES = frozenset({"running", "finished", "failed", "cancelled"})
 _DIRECTIONS = ("input", "reply")
 _MAX_RUNS = 100  # the oldest runs are forgotten beyond this
 _MAX_BATCH = 5000  # call events per server-sent event
+# a code point of a UTF-16 surrogate: JSON can carry one (``"\\udcff"``) and Python strings hold one (e.g. a file name
+# decoded with ``surrogateescape``), but no UTF-8 text can, so the server could not send it back
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class EventError(MiniAgentsError, ValueError):
     """A published event is malformed (the ingest endpoint answers 400 with this message)."""
+
+
+class UnknownRunError(EventError):
+    """A batch continues a run this server does not have (it restarted meanwhile): the ingest endpoint answers 409.
+
+    The publisher then sends the batch again with the start of the calls still running, as a new run.
+    """
 
 
 @runtime_checkable
@@ -123,9 +134,16 @@ def _show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _clean(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD (what a UTF-8 decoder shows for a broken character)."""
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+
+
 def _string(where: str, value: Any, *, optional: bool = False) -> Any:
     """``value`` if it is a non-empty string (or None, if ``optional``); raises `EventError` naming ``where``."""
-    if (value is None and optional) or (isinstance(value, str) and value):
+    if isinstance(value, str) and value:
+        return _clean(value)
+    if value is None and optional:
         return value
     expected = "a non-empty string or null" if optional else "a non-empty string"
     raise EventError(f"{where} must be {expected}, got {_show(value)}")
@@ -133,7 +151,9 @@ def _string(where: str, value: Any, *, optional: bool = False) -> Any:
 
 def _text(where: str, value: Any) -> str | None:
     """``value`` if it is a string (possibly empty) or None; raises `EventError` naming ``where``."""
-    if value is None or isinstance(value, str):
+    if isinstance(value, str):
+        return _clean(value)
+    if value is None:
         return value
     raise EventError(f"{where} must be a string or null, got {_show(value)}")
 
@@ -170,12 +190,12 @@ def _checked_event(event: Any) -> dict[str, Any]:
             "type": "call",
             "id": _string(f"{where} 'id'", event.get("id")),
             "parent": _string(f"{where} 'parent'", event.get("parent"), optional=True),
-            "alias": alias,
+            "alias": _clean(alias),
             "started_at": _time(f"{where} 'started_at'", event.get("started_at")),
         }
     if kind == "status":
         status = event.get("status")
-        if status not in _STATUSES:
+        if not isinstance(status, str) or status not in _STATUSES:  # (a list or an object cannot be looked up)
             raise EventError(f"{where} unknown status {_show(status)} (expected one of {sorted(_STATUSES)})")
         return {
             "type": "status",
@@ -223,7 +243,9 @@ class LiveRuns:
         """Apply one published batch: ``{"run": id, "name": str, "started_at": float, "events": [...]}``.
 
         The run is created by its first batch (``name`` and ``started_at``, a Unix time in seconds, are optional
-        and read only then). Event shapes (see `ViewPublisher`): ``{"type": "call", "id", "parent", "alias",
+        and read only then). A batch with ``"continues": true`` (one that follows batches this server took) is
+        refused if the run is not here: the server restarted (or forgot the run) and would skip the events of every
+        call it never saw start. Event shapes (see `ViewPublisher`): ``{"type": "call", "id", "parent", "alias",
         "started_at"}``, ``{"type": "status", "id", "status", "ended_at", "error"}``, ``{"type": "link", "call",
         "direction": "input" | "reply", "key"}`` and ``{"type": "text", "key", "text"}`` / ``{"type": "text",
         "key", "done": true, "error", "class"}``. Ids, keys and classes are non-empty strings, aliases strings,
@@ -239,18 +261,20 @@ class LiveRuns:
         Raises:
             EventError: the batch or an event in it is malformed (the message names the first problem); nothing
                 of the batch is applied.
+            UnknownRunError: the batch continues a run that is not here; nothing of it is applied.
         """
         if not isinstance(body, dict):
             raise EventError("the body must be an object")
         run_id, events = body.get("run"), body.get("events")
-        if not isinstance(run_id, str) or not run_id:
-            raise EventError(f"'run' must be a non-empty string, got {_show(run_id)}")
+        run_id = _string("'run'", run_id)
         if not isinstance(events, list):
             raise EventError(f"'events' must be a list, got {_show(events)}")
         name = _text("'name'", body.get("name"))
         started_at = _time("'started_at'", body.get("started_at"))
         checked = [_checked_event(event) for event in events]
         run = self._runs.get(run_id)
+        if run is None and body.get("continues") is True:
+            raise UnknownRunError(f"no run {run_id!r} here (the server restarted?): send the calls still running")
         if run is None:
             run = self._new_run(run_id, name or run_id, time.time() if started_at is None else started_at)
         skipped = sum(1 for event in checked if not self._apply(run, event))
