@@ -19,6 +19,10 @@ def _resolve_store(store: RecordingStore | str | os.PathLike[str]) -> RecordingS
     if isinstance(store, RecordingStore):
         return store
     location = os.fspath(store)
+    if location and "://" not in location:  # (a file path; URLs are left to `open_store`)
+        # one file, one key, however it is spelled ("chat.db", "./chat.db", an absolute path): two store objects
+        # on it would refuse each other's claim of a history (and a later chdir must not change the file)
+        location = os.path.realpath(location)
     if location not in _stores:  # one store object (and so one writer) per location in a process
         _stores[location] = open_store(location)
     return _stores[location]
