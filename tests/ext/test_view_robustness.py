@@ -389,3 +389,34 @@ def test_the_view_command_on_a_port_in_use_says_so(capsys: pytest.CaptureFixture
         taken.listen()
         assert cli_main(["view", "--port", str(taken.getsockname()[1])]) == 1
     assert "could not run" in capsys.readouterr().err
+
+
+@miniagent
+async def named_reply_agent(ctx: InteractionContext, text: str) -> None:
+    ctx.reply(text)
+
+
+async def test_a_stored_run_that_cannot_be_loaded_is_left_out_and_the_others_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One broken row stopped ``miniagents view --store`` at that run: no stored run opened at all."""
+    import sqlite3
+
+    location = str(tmp_path / "runs.db")
+    async with MiniAgents(store=open_store(location)):
+        await named_reply_agent.inquire(text="a reply that stays readable")
+        await named_reply_agent.inquire(text="a reply whose row breaks")
+    with sqlite3.connect(location) as connection:
+        changed = connection.execute(
+            "UPDATE miniagents_messages SET json = '{broken' WHERE json LIKE '%whose row breaks%'"
+        ).rowcount
+    assert changed == 1
+    with caplog.at_level(logging.WARNING, logger="miniagents.view"):
+        live = await aload_stored_runs(location)
+    async with client_for(live) as client:
+        [run] = (await client.get("/api/runs")).json()
+        [call] = (await client.get(f"/api/runs/{run['id']}")).json()["calls"]
+        details = (await client.get(f"/api/runs/{run['id']}/calls/{call['id']}")).json()
+    assert [m["preview"] for m in details["replies"]] == ["a reply that stays readable"]
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "miniagents.view"]
+    assert "is left out" in warning and "broken JSON" in warning

@@ -18,6 +18,7 @@ stored runs plugs in the same way (`create_app`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 from collections.abc import Callable
@@ -25,6 +26,8 @@ from typing import TYPE_CHECKING
 
 from miniagents.ext.view._publisher import DEFAULT_PORT, ViewPublisher
 from miniagents.ext.view._runs import EventError, LiveRuns, RunSource
+
+logger = logging.getLogger("miniagents.view")
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -63,7 +66,8 @@ async def aload_stored_runs(location: str, limit: int = 50, source: LiveRuns | N
         source: the `LiveRuns` to add them to (a new one by default); live runs can still be published to it.
 
     Returns:
-        The `LiveRuns`, with one run per stored top-level call. A call interrupted by a crash shows as running.
+        The `LiveRuns`, with one run per stored top-level call. A call interrupted by a crash shows as running; a
+        run that cannot be loaded (a broken row, a class name two modules share) is left out with a warning.
 
     Raises:
         ImportError: the store's driver is not installed (the message names the ``pip install`` command).
@@ -79,7 +83,12 @@ async def aload_stored_runs(location: str, limit: int = 50, source: LiveRuns | N
     store = open_store(location)
     try:
         for root_call_id in reversed(await store.aread_root_calls(limit)):  # (oldest first: the newest is shown)
-            runs.add_call_tree(await store.aload_call_tree(root_call_id))
+            try:
+                tree = await store.aload_call_tree(root_call_id)
+            except (KeyError, LookupError, ValueError) as error:  # (a broken or ambiguous row costs its run only)
+                logger.warning("the stored run %s is left out: %s: %s", root_call_id, type(error).__name__, error)
+                continue
+            runs.add_call_tree(tree)
     finally:
         await store.aclose()
     return runs
