@@ -67,12 +67,7 @@ class MessageRegistry:
 
     def generic(self, class_name: str) -> type[Message]:
         """The generic `Message` subclass named ``class_name`` (made once per registry)."""
-        cls = self._generic.get(class_name)
-        if cls is None:
-            cls = type(class_name, (Message,), {"__module__": __name__, "__doc__": "A message of an unknown class."})
-            _GENERIC_CLASSES.add(cls)
-            self._generic[class_name] = cls
-        return cls
+        return _generic_class(self._generic, Message, class_name, "A message of an unknown class.")
 
     def _known(self, class_name: str) -> type[Message] | None:
         """The registered or defined `Message` class named ``class_name``, None when there is none."""
@@ -90,12 +85,7 @@ class MessageRegistry:
 
     def _generic_frozen_class(self, class_name: str) -> type[Frozen]:
         """The generic `Frozen` subclass named ``class_name`` (made once per registry)."""
-        cls = self._generic_frozen.get(class_name)
-        if cls is None:
-            cls = type(class_name, (Frozen,), {"__module__": __name__, "__doc__": "A value of an unknown class."})
-            _GENERIC_CLASSES.add(cls)
-            self._generic_frozen[class_name] = cls
-        return cls
+        return _generic_class(self._generic_frozen, Frozen, class_name, "A value of an unknown class.")
 
 
 FrozenT = TypeVar("FrozenT", bound=Frozen)
@@ -103,6 +93,17 @@ FrozenT = TypeVar("FrozenT", bound=Frozen)
 _GENERIC_CLASSES: set[type[Frozen]] = set()
 
 DEFAULT_REGISTRY = MessageRegistry()
+
+
+def _generic_class(made: dict[str, type[FrozenT]], base: type[FrozenT], name: str, doc: str) -> type[FrozenT]:
+    """The subclass of ``base`` named ``name`` with no declared fields, made once (``made`` keeps it by name)."""
+    made_before = made.get(name)
+    if made_before is not None:
+        return made_before
+    cls: type[FrozenT] = type(name, (base,), {"__module__": __name__, "__doc__": doc})
+    made[name] = cls
+    _GENERIC_CLASSES.add(cls)
+    return cls
 
 
 def _subclasses(base: type[Frozen], name: str, but: type[Frozen] | None = None) -> list[type[Any]]:
