@@ -35,8 +35,9 @@ ERROR with the description ``"cancelled"`` and ``error.type`` set to the cancell
 Message content (inputs, replies, prompts, tool arguments and results) is recorded only when asked for:
 ``OpenTelemetryObserver(capture_message_content=True)`` or the environment variable
 ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`` (the name the OpenTelemetry GenAI instrumentations
-use). It goes into ``gen_ai.input.messages``, ``gen_ai.output.messages`` and ``gen_ai.system_instructions`` as
-JSON, in the conventions' parts format.
+use; their ``SPAN_ONLY`` and ``SPAN_AND_EVENT`` turn it on too). It goes into ``gen_ai.input.messages``,
+``gen_ai.output.messages`` and ``gen_ai.system_instructions`` as JSON, in the conventions' parts format (text, tool
+calls and tool results).
 """
 
 from __future__ import annotations
@@ -61,20 +62,25 @@ from miniagents.miniagents import AgentCall, AgentCallStatus, RunObserver
 __all__ = ["CAPTURE_CONTENT_ENV_VAR", "OpenTelemetryObserver"]
 
 CAPTURE_CONTENT_ENV_VAR = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
-"""The environment variable that turns message content capture on (``true``/``1``) when not given explicitly."""
+"""The environment variable that turns message content capture on when not given explicitly: ``true`` or ``1``,
+or the values of the OpenTelemetry GenAI instrumentations that put content on spans, ``SPAN_ONLY`` and
+``SPAN_AND_EVENT`` (any case); anything else (``false``, ``NO_CONTENT``, ``EVENT_ONLY`` …) leaves it off."""
+
+_CONTENT_ON = frozenset({"true", "1", "span_only", "span_and_event"})
 
 _INSTRUMENTATION_NAME = "miniagents"
 
-# The request parameters of an LLM agent that have a GenAI attribute (``gen_ai.request.<name>``).
-_REQUEST_PARAMETERS = {
-    "max_tokens": "gen_ai.request.max_tokens",
-    "max_completion_tokens": "gen_ai.request.max_tokens",
-    "temperature": "gen_ai.request.temperature",
-    "top_p": "gen_ai.request.top_p",
-    "top_k": "gen_ai.request.top_k",
-    "frequency_penalty": "gen_ai.request.frequency_penalty",
-    "presence_penalty": "gen_ai.request.presence_penalty",
-    "seed": "gen_ai.request.seed",
+# The request parameters of an LLM agent that have a GenAI attribute (``gen_ai.request.<name>``), with the
+# attribute's type in the conventions (``temperature=1`` is recorded as the double 1.0).
+_REQUEST_PARAMETERS: dict[str, tuple[str, type[int] | type[float]]] = {
+    "max_tokens": ("gen_ai.request.max_tokens", int),
+    "max_completion_tokens": ("gen_ai.request.max_tokens", int),
+    "temperature": ("gen_ai.request.temperature", float),
+    "top_p": ("gen_ai.request.top_p", float),
+    "top_k": ("gen_ai.request.top_k", float),
+    "frequency_penalty": ("gen_ai.request.frequency_penalty", float),
+    "presence_penalty": ("gen_ai.request.presence_penalty", float),
+    "seed": ("gen_ai.request.seed", int),
 }
 
 _observers: weakref.WeakSet[OpenTelemetryObserver] = weakref.WeakSet()
@@ -305,7 +311,7 @@ class _ContentCapturingObserver(OpenTelemetryObserver):
 
 def _captures_content(capture_message_content: bool | None) -> bool:
     if capture_message_content is None:
-        return os.environ.get(CAPTURE_CONTENT_ENV_VAR, "").strip().lower() in ("true", "1")
+        return os.environ.get(CAPTURE_CONTENT_ENV_VAR, "").strip().lower() in _CONTENT_ON
     return capture_message_content
 
 
@@ -336,10 +342,11 @@ def wrap_llm_streamer(
     }
     if model is not None:
         attributes["gen_ai.request.model"] = model
-    for name, attribute in _REQUEST_PARAMETERS.items():
+    for name, (attribute, value_type) in _REQUEST_PARAMETERS.items():
         value = request_parameters.get(name)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            attributes[attribute] = value
+            if value_type is float or float(value).is_integer():
+                attributes[attribute] = value_type(value)
     stop = request_parameters.get("stop", request_parameters.get("stop_sequences"))
     if isinstance(stop, str):
         attributes["gen_ai.request.stop_sequences"] = [stop]
@@ -352,8 +359,9 @@ def wrap_llm_streamer(
             span_name, context=parent_context, kind=SpanKind.CLIENT, attributes=attributes
         )
         started = time.perf_counter()
-        first_token = True
+        first_token = stream  # (the time to the first chunk is a measure of streamed responses only)
         tokens: list[str] | None = [] if observer.capture_message_content else None
+        tool_calls: dict[int, list[Any]] = {}  # (content only) index -> [id, name, argument pieces]
         span_context = trace.set_span_in_context(span)
         inner = streamer(metadata_so_far).__aiter__()
         try:
@@ -367,13 +375,15 @@ def wrap_llm_streamer(
                     break
                 finally:
                     otel_context.detach(attached)
-                if first_token:
+                if first_token and _is_output(token):  # (not an event with metadata only, e.g. the role)
                     first_token = False
                     span.set_attribute("gen_ai.response.time_to_first_chunk", time.perf_counter() - started)
                 if tokens is not None:
                     text = token if isinstance(token, str) else getattr(token, "text", None)  # (events: their text)
                     if isinstance(text, str):
                         tokens.append(text)
+                    elif isinstance(getattr(token, "index", None), int):  # (a piece of a tool call)
+                        _add_tool_call_piece(tool_calls, token)
                 yield token
         except (asyncio.CancelledError, GeneratorExit) as error:
             _set_cancelled(span, error)
@@ -388,15 +398,67 @@ def wrap_llm_streamer(
                     await aclose()
                 _set_response_attributes(span, metadata_so_far)
                 if tokens is not None:
-                    await _aset_llm_content(span, prompt, tokens, metadata_so_far)
+                    await _aset_llm_content(span, prompt, tokens, tool_calls, metadata_so_far)
             finally:
                 span.end()
 
     return traced_streamer
 
 
+def _is_output(token: Any) -> bool:
+    """Whether a token (or an event of the LLM agent loop) carries output: text, or a piece of a tool call."""
+    if isinstance(token, str):
+        return bool(token)
+    text = getattr(token, "text", None)
+    if isinstance(text, str):
+        return bool(text)
+    return getattr(token, "name", None) is not None or bool(getattr(token, "arguments", None))
+
+
+def _add_tool_call_piece(tool_calls: dict[int, list[Any]], piece: Any) -> None:
+    call = tool_calls.setdefault(piece.index, [None, None, []])
+    if getattr(piece, "call_id", None) is not None:
+        call[0] = piece.call_id
+    if getattr(piece, "name", None) is not None:
+        call[1] = piece.name
+    arguments = getattr(piece, "arguments", None)
+    if isinstance(arguments, str):
+        call[2].append(arguments)
+
+
+def _tool_call_part(call_id: Any, name: Any, arguments: Any) -> dict[str, Any]:
+    """A ``tool_call`` part of the conventions; the arguments as an object when they are JSON."""
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else None
+        except ValueError:
+            pass  # (broken JSON stays the text the model produced)
+    return {"type": "tool_call", "id": call_id, "name": name if isinstance(name, str) else "", "arguments": arguments}
+
+
+def _input_message(message: Mapping[str, Any]) -> dict[str, Any]:
+    """A chat dict of the prompt (OpenAI format) as a message of the conventions, tool calls and results included."""
+    role = message.get("role") or "user"
+    content = message.get("content")
+    parts: list[dict[str, Any]] = []
+    if role == "tool":
+        parts.append({"type": "tool_call_response", "id": message.get("tool_call_id"), "response": content})
+    else:
+        calls = message.get("tool_calls") or ()
+        if isinstance(content, str) and (content or not calls):
+            parts.append({"type": "text", "content": content})
+        for call in calls:
+            function = call.get("function") or {}
+            parts.append(_tool_call_part(call.get("id"), function.get("name"), function.get("arguments")))
+    return {"role": role, "parts": parts}
+
+
 async def _aset_llm_content(
-    span: Span, prompt: Callable[[], Any] | None, tokens: list[str], metadata: Mapping[str, Any]
+    span: Span,
+    prompt: Callable[[], Any] | None,
+    tokens: list[str],
+    tool_calls: Mapping[int, list[Any]],
+    metadata: Mapping[str, Any],
 ) -> None:
     if prompt is not None:
         try:
@@ -413,16 +475,13 @@ async def _aset_llm_content(
                     "gen_ai.system_instructions",
                     _to_json([{"type": "text", "content": d.get("content", "")} for d in system]),
                 )
-            span.set_attribute(
-                "gen_ai.input.messages",
-                _to_json(
-                    [
-                        {"role": d.get("role", "user"), "parts": [{"type": "text", "content": d.get("content", "")}]}
-                        for d in rest
-                    ]
-                ),
-            )
-    output: dict[str, Any] = {"role": "assistant", "parts": [{"type": "text", "content": "".join(tokens)}]}
+            span.set_attribute("gen_ai.input.messages", _to_json([_input_message(d) for d in rest]))
+    text = "".join(tokens)
+    parts: list[dict[str, Any]] = [{"type": "text", "content": text}] if text or not tool_calls else []
+    for index in sorted(tool_calls):
+        call_id, name, arguments = tool_calls[index]
+        parts.append(_tool_call_part(call_id, name, "".join(arguments)))
+    output: dict[str, Any] = {"role": "assistant", "parts": parts}
     reasons = _finish_reasons(metadata)
     if reasons:
         output["finish_reason"] = reasons[0]

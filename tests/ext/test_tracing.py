@@ -24,18 +24,6 @@ from miniagents.ext.llm.testing import scripted_llm_agent
 from miniagents.ext.tracing import OpenTelemetryObserver
 
 
-@pytest.fixture
-def exporter() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
-
-
-@pytest.fixture
-def provider(exporter: InMemorySpanExporter) -> TracerProvider:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return provider
-
-
 def by_name(spans: Any) -> dict[str, ReadableSpan]:
     result: dict[str, ReadableSpan] = {}
     for span in spans:

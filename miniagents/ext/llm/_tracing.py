@@ -30,6 +30,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import Any
 
+from miniagents.ext.llm._support import merge_metadata
 from miniagents.miniagents import current_agent_call
 
 __all__ = ["ToolCallSpan", "trace_llm_streamer", "trace_tool_call", "tracing_is_on"]
@@ -116,7 +117,7 @@ def trace_llm_events(
             async for event in events:
                 metadata = getattr(event, "metadata", None)
                 if isinstance(metadata, dict):
-                    _merge(metadata_so_far, metadata)
+                    merge_metadata(metadata_so_far, metadata)  # (as the reply message merges it)
                 yield event
 
     wrapped = trace_llm_streamer(
@@ -128,14 +129,6 @@ def trace_llm_events(
         prompt=prompt,
     )
     return wrapped({})  # type: ignore[return-value]
-
-
-def _merge(target: dict[str, Any], new: Mapping[str, Any]) -> None:
-    for key, value in new.items():
-        if key == "usage" and isinstance(value, dict) and isinstance(target.get("usage"), dict):
-            target["usage"] = {**target["usage"], **{k: v for k, v in value.items() if v is not None}}
-        elif value is not None:
-            target[key] = value
 
 
 class ToolCallSpan:

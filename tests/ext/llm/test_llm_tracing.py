@@ -8,26 +8,12 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk", reason='the tracing extra is not installed: pip install "miniagents[tracing]"')
 
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from miniagents import MiniAgents
 from miniagents.ext.llm import LLMAPIStatusError
 from miniagents.ext.tracing import OpenTelemetryObserver
-
-
-@pytest.fixture
-def exporter() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
-
-
-@pytest.fixture
-def observer(exporter: InMemorySpanExporter) -> OpenTelemetryObserver:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return OpenTelemetryObserver(tracer_provider=provider)
 
 
 def spans_named(exporter: InMemorySpanExporter, name: str) -> list[Any]:
