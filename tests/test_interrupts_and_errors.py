@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -503,3 +504,59 @@ def test_run_works_where_no_signal_handler_can_be_set(monkeypatch: pytest.Monkey
         patched.setattr(signal, "signal", refuse)
         result = MiniAgents().run(main())
     assert result == "result"  # (as asyncio.run: it goes without Ctrl+C handling)
+
+
+async def test_a_reply_whose_stream_fails_unread_is_logged_naming_the_agent_and_its_callers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The first report came from the message's own resolution, which names no agent, and it won over the one the
+    agent call made: "an error occurred in an async background task (the error was never retrieved)"."""
+
+    @miniagent
+    async def streaming_agent(ctx: InteractionContext) -> None:
+        async def tokens(_: dict[str, Any]) -> AsyncIterator[str]:
+            yield "half"
+            raise ConnectionError("the stream broke")
+
+        ctx.reply(Message.promise(start_asap=True, message_token_streamer=tokens))
+
+    @miniagent
+    async def caller(ctx: InteractionContext) -> None:
+        streaming_agent.inquire()
+
+    with caplog.at_level(logging.DEBUG, logger="miniagents"):
+        async with MiniAgents():
+            await caller.inquire()
+    (logged,) = [record for record in caplog.records if record.exc_info]
+    assert "the agent STREAMING_AGENT (called by CALLER)" in logged.getMessage()
+    assert isinstance(logged.exc_info[1], ConnectionError)  # type: ignore[index]
+
+
+@pytest.mark.parametrize("suppress_errors", [True, False])
+async def test_a_detached_task_that_fails_is_logged_naming_the_agent_it_was_started_in(
+    caplog: pytest.LogCaptureFixture, suppress_errors: bool
+) -> None:
+    """A detached task (an observer's work) starts in an empty context: its error named no agent at all."""
+
+    async def side_job() -> None:
+        raise OSError("disk full")
+
+    @miniagent
+    async def worker(ctx: InteractionContext) -> None:
+        task = MiniAgents.get_current().start_detached(
+            side_job(), suppress_errors=suppress_errors, log_level_for_errors=logging.ERROR
+        )
+        await asyncio.wait([task])  # (not awaited: the task's error is the context's to log)
+
+    @miniagent
+    async def boss(ctx: InteractionContext) -> None:
+        await worker.inquire()
+
+    with caplog.at_level(logging.DEBUG, logger="miniagents"):
+        async with MiniAgents():
+            await boss.inquire()
+    (logged,) = [record for record in caplog.records if record.exc_info]
+    assert logged.getMessage() == (
+        "an error occurred in an async background task started in the agent WORKER (called by BOSS)"
+    )
+    assert isinstance(logged.exc_info[1], OSError)  # type: ignore[index]

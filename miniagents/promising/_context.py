@@ -175,14 +175,19 @@ class PromisingContext:
         The task starts from an empty `contextvars.Context` with this context active: no agent call owns it (it is
         not cancelled with the call whose event started it, and it is no caller of the agents it inquires), and it
         runs as the framework's own work (an agent's error it awaits still counts as never retrieved, so it is
-        reported at the end). Leaving this context waits for it.
+        reported at the end). Leaving this context waits for it. Its error, if logged, names the agent call it was
+        started in.
 
         Returns:
             The `asyncio.Task`.
         """
+        started_in = current_scope.get()  # (named by its error, if logged; it owns nothing of the task)
+        work: Awaitable[Any] = (
+            _suppress_errors(awaitable, log_level_for_errors, started_in) if suppress_errors else awaitable
+        )
         context = contextvars.Context()
         context.run(self._enter_detached)
-        task: asyncio.Task[Any] = context.run(self.start_asap, awaitable, suppress_errors, log_level_for_errors)
+        task: asyncio.Task[Any] = context.run(self._create_task, work, log_level_for_errors, DEFAULT, started_in)
         return task
 
     def _enter_detached(self) -> None:
@@ -190,7 +195,11 @@ class PromisingContext:
         in_framework_work.set(True)
 
     def _create_task(
-        self, awaitable: Awaitable[Any], log_level_for_errors: int, scope: WorkScope | Sentinel | None = DEFAULT
+        self,
+        awaitable: Awaitable[Any],
+        log_level_for_errors: int,
+        scope: WorkScope | Sentinel | None = DEFAULT,
+        started_in: object = None,
     ) -> asyncio.Task[Any]:
         if inspect.iscoroutine(awaitable):
             task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(awaitable)
@@ -202,17 +211,21 @@ class PromisingContext:
         assert not isinstance(scope, Sentinel)
         if scope is not None:
             scope.adopt_task(task)
-        task.add_done_callback(functools.partial(self._on_task_done, log_level_for_errors, scope))
+        task.add_done_callback(functools.partial(self._on_task_done, log_level_for_errors, scope, started_in))
         return task
 
-    def _on_task_done(self, log_level_for_errors: int, scope: WorkScope | None, task: asyncio.Task[Any]) -> None:
+    def _on_task_done(
+        self, log_level_for_errors: int, scope: WorkScope | None, started_in: object, task: asyncio.Task[Any]
+    ) -> None:
         self.child_tasks.discard(task)
         if scope is not None:
             scope.release_task(task)
         if not task.cancelled():
             error = task.exception()  # marks it as retrieved: it is logged here, once
             if error is not None:
-                log_error_once(error, log_level_for_errors, where(scope) + self._raised_in(error))
+                log_error_once(
+                    error, log_level_for_errors, where(scope, started_in=started_in) + self._raised_in(error)
+                )
 
     def _raised_in(self, error: BaseException) -> str:
         """`` (raised in the agent C (called by B <- A))`` when a failure of this context's work started there."""
@@ -273,7 +286,8 @@ class PromisingContext:
         Args:
             error: the failure (only ``Exception``s are ever logged).
             origin: an object with a ``describe_failure() -> str`` method that names where the error happened;
-                only a ``fresh`` report replaces an earlier one.
+                only a ``fresh`` report replaces an earlier one that has an origin (one without is replaced by the
+                first report with one: the failed resolution of a message names no agent, its agent call does).
             fresh: the error failed something new (an agent that received it and did not handle it): forget that
                 it was retrieved before.
         """
@@ -283,8 +297,10 @@ class PromisingContext:
         elif isinstance(error, Exception) and not isinstance(error, WorkCancelledError):  # (whoever cancels knows)
             if fresh:
                 mark_unretrieved(error)
-            elif id(error) in self._unretrieved_errors:
-                return  # keep the origin reported first (where it happened)
+            else:
+                reported = self._unretrieved_errors.get(id(error))
+                if reported is not None and (reported[1] is not None or origin is None):
+                    return  # keep the origin reported first (where it happened)
             self._unretrieved_errors[id(error)] = (error, origin)
 
     def _log_unretrieved(self) -> None:
@@ -443,13 +459,15 @@ class PromisingContext:
         )
 
 
-async def _suppress_errors(awaitable: Awaitable[WholeT], log_level_for_errors: int) -> WholeT | None:
+async def _suppress_errors(
+    awaitable: Awaitable[WholeT], log_level_for_errors: int, started_in: object = None
+) -> WholeT | None:
     try:
         return await awaitable
     except BaseException as error:
         if is_own_cancellation(error):
             raise
-        log_error_once(error, log_level_for_errors, where(current_scope.get()))
+        log_error_once(error, log_level_for_errors, where(current_scope.get(), started_in=started_in))
         return None
 
 

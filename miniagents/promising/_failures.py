@@ -107,13 +107,17 @@ def cancelled_work_error(cancellation: BaseException) -> BaseException:
     return WorkCancelledError("the work producing this stream was cancelled before it finished")
 
 
-def where(scope: object | None, what: str = BACKGROUND_ERROR_MESSAGE) -> str:
+def where(scope: object | None, what: str = BACKGROUND_ERROR_MESSAGE, started_in: object = None) -> str:
     """``what``, naming the agent call (and its callers) that ``scope`` is, if it is one.
 
-    An agent call describes itself (``describe_location()``: ``the agent B (called by A)``).
+    An agent call describes itself (``describe_location()``: ``the agent B (called by A)``). Without one, the agent
+    call that ``started_in`` is (where a detached task was started) is named instead: ``… started in the agent B``.
     """
     describe = getattr(scope, "describe_location", None)
-    return what if describe is None else f"{what} of {describe()}"
+    if describe is not None:
+        return f"{what} of {describe()}"
+    describe = getattr(started_in, "describe_location", None)
+    return what if describe is None else f"{what} started in {describe()}"
 
 
 def log_error_once(error: BaseException, level: int, message: str = BACKGROUND_ERROR_MESSAGE) -> None:
