@@ -121,3 +121,34 @@ async def test_captured_content_keeps_the_tool_calls_and_results(
     assert json.loads(str((second.attributes or {})["gen_ai.output.messages"])) == [
         {"role": "assistant", "parts": [{"type": "text", "content": "Done."}], "finish_reason": "stop"}
     ]
+
+
+async def test_a_tool_call_refused_before_it_runs_has_its_span_too(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """An unknown tool, arguments that are not JSON, or that the tool's schema refuses: the call is answered with
+    an error for the model, and it had no ``execute_tool`` span (the checks ran before the span started)."""
+    llm = scripted_llm_agent(
+        [
+            [
+                ScriptedToolCall("no_such_tool", {}),
+                ScriptedToolCall("lookup_tool", "{broken"),
+                ScriptedToolCall("lookup_tool", {"key": 3, "extra": True}),
+            ],
+            "Done.",
+        ],
+        alias="BOT",
+        model="fake-m",
+    ).fork(tools=[lookup_tool])
+    async with MiniAgents(observers=[OpenTelemetryObserver(tracer_provider=provider)]):
+        assert str((await llm.inquire("try"))[-1]) == "Done."
+    (bot,) = spans_named(exporter, "invoke_agent BOT")
+    refused = spans_named(exporter, "execute_tool no_such_tool") + spans_named(exporter, "execute_tool lookup_tool")
+    assert sorted((span.attributes or {})["error.type"] for span in refused) == [
+        "LookupError",
+        "ValueError",
+        "pydantic_core._pydantic_core.ValidationError",
+    ]
+    assert all(span.status.status_code is StatusCode.ERROR for span in refused)
+    assert all(span.parent is not None and span.parent.span_id == bot.context.span_id for span in refused)
+    assert spans_named(exporter, "invoke_agent LOOKUP_TOOL") == []  # none of them ran

@@ -623,22 +623,17 @@ class AgentLoop:
         return results
 
     async def _arun_tool(self, call: _OpenMessage, tools: dict[str, Tool]) -> tuple[str, bool]:
-        tool = tools.get(call.name)
         try:
-            if tool is None:
-                raise LookupError(f"there is no tool named {call.name!r}; the tools are: {', '.join(tools)}")
-            text = call.text
-            try:
-                arguments = json.loads(text) if text and not text.isspace() else {}
-            except json.JSONDecodeError as error:
-                raise ValueError(f"the arguments are not valid JSON: {error}") from error
-            if type(arguments) is not dict:
-                raise ValueError(f"the arguments must be a JSON object, got {text!r}")
-            kwargs = tool.validate_arguments(arguments)
             if not tracing_is_on():
-                return _result_text(await tool.agent.inquire(**kwargs)), False
-            with trace_tool_call(call.name, call_id=call.call_id, description=tool.description, arguments=text) as span:
-                result = _result_text(await tool.agent.inquire(**kwargs))
+                return await self._acall_tool(call, tools), False
+            tool = tools.get(call.name)
+            with trace_tool_call(
+                call.name,
+                call_id=call.call_id,
+                description=None if tool is None else tool.description,
+                arguments=call.text,
+            ) as span:  # (around the checks too: a call refused before it runs has its span, marked failed)
+                result = await self._acall_tool(call, tools)
                 span.set_result(result)
             return result, False
         except Exception as error:
@@ -651,6 +646,22 @@ class AgentLoop:
                     tool_name=call.name,
                 ) from error
             return _error_result(error), True
+
+    @staticmethod
+    async def _acall_tool(call: _OpenMessage, tools: dict[str, Tool]) -> str:
+        """Check the call's arguments and run its tool; the text of the tool's replies."""
+        tool = tools.get(call.name)
+        if tool is None:
+            raise LookupError(f"there is no tool named {call.name!r}; the tools are: {', '.join(tools)}")
+        text = call.text
+        try:
+            arguments = json.loads(text) if text and not text.isspace() else {}
+        except json.JSONDecodeError as error:
+            raise ValueError(f"the arguments are not valid JSON: {error}") from error
+        if type(arguments) is not dict:
+            raise ValueError(f"the arguments must be a JSON object, got {text!r}")
+        kwargs = tool.validate_arguments(arguments)
+        return _result_text(await tool.agent.inquire(**kwargs))
 
     def _wrap(self, error: BaseException, what: str) -> LLMError:
         provider, model = self.adapter.provider, self.adapter.model
