@@ -502,6 +502,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as error:
         print(f"miniagents: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # e.g. while a database server that does not answer is waited for
+        print("\nminiagents: interrupted before the chat started", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if args.model == "local":
         from miniagents.ext.llm._local_models import LocalModelError
         from miniagents.ext.llm.llama_cpp import default_model_path

@@ -6,7 +6,10 @@ It has the interface of `miniagents._chat_log.MarkdownChatLog`, so the chat does
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
+from pathlib import Path
 
 from miniagents._chat_log import ChatLog, ChatLogError, MarkdownChatLog
 from miniagents.messages import Message
@@ -14,6 +17,7 @@ from miniagents.promising.ext.frozen import Frozen
 from miniagents.store._base import HistoryInUseError, RecordingStore
 from miniagents.store._open import open_store
 from miniagents.store._recorder import PartialMessage
+from miniagents.store._sqlite import SQLiteMessageStore
 
 __all__ = ["STORE_SUFFIXES", "StoreChatLog", "open_chat_log"]
 
@@ -33,12 +37,19 @@ class StoreChatLog:
     written so far, which reads back marked ``[interrupted]``.
 
     Args:
-        location: a SQLite file path or a ``postgresql://`` URL (see `open_store`).
+        location: a SQLite file path or a ``postgresql://`` URL (see `open_store`; the scheme in any case). A file
+            is known by its real path, so that two chats on it are one too many however it is named (e.g. through
+            a symbolic link).
         history_id: which history of the store.
+
+    Attributes:
+        path: the location as given, with a password in a URL replaced by ``***`` (what the chat shows).
     """
 
     def __init__(self, location: str | os.PathLike[str], history_id: str = "chat") -> None:
-        self.path = os.fspath(location)  # (what the chat shows when it resumes)
+        given = os.fspath(location)
+        self.path = _shown(given)
+        self._location = _normalized(given)
         self.history_id = history_id
         self._store: RecordingStore | None = None
         self._next = 0
@@ -51,8 +62,11 @@ class StoreChatLog:
             StoreChatLogError: the location names no usable store (a missing driver, a bad URL).
         """
         if self._store is None:
+            problem = _location_problem(self._location)
+            if problem is not None:
+                raise StoreChatLogError(f"{self.path}: {problem}")
             try:
-                self._store = open_store(self.path)
+                self._store = open_store(self._location)
             except (ImportError, ValueError) as error:
                 raise StoreChatLogError(f"{self.path}: {error}") from error
         return self._store
@@ -60,14 +74,22 @@ class StoreChatLog:
     def check(self) -> str:
         """Connect once (creating the tables if needed), outside any event loop; return "".
 
+        Like a Markdown history, a SQLite file that does not exist yet is created with its missing folders only to
+        be checked, and removed again: it is made by the chat's first message.
+
         Raises:
             StoreChatLogError: the store cannot be opened.
         """
         store = self.store
+        created = _missing_files(store.path) if isinstance(store, SQLiteMessageStore) else []
         try:
             asyncio.run(_acheck(store))
         except Exception as error:
             raise StoreChatLogError(f"{self.path}: cannot be used: {type(error).__name__}: {error}") from error
+        finally:
+            if created:
+                _remove(created)
+                self._store = None  # (a new one creates the tables again)
         return ""
 
     async def aload(self) -> list[Message]:
@@ -89,6 +111,8 @@ class StoreChatLog:
         try:
             stored = await self.store.aload_history(self.history_id)
         except Exception as error:
+            with contextlib.suppress(Exception):
+                await self.store.arelease_history(self.history_id)
             raise StoreChatLogError(f"{self.path}: cannot be read: {type(error).__name__}: {error}") from error
         self._next = len(stored)
         messages = []
@@ -107,9 +131,15 @@ class StoreChatLog:
         return messages
 
     async def aclose(self) -> None:
-        """Let another process append to the history (the claim `aload` took)."""
+        """Let another process append to the history (the claim `aload` took), once what was recorded is written.
+
+        (Released earlier, another chat could read the history without the last messages and write over them.)
+        """
         if self._store is not None:
-            await self._store.arelease_history(self.history_id)
+            try:
+                await self._store.observer().awrite_queued()
+            finally:
+                await self._store.arelease_history(self.history_id)
 
     def append(self, role: str, model: str | None, text: str) -> None:
         """Record a whole message (e.g. the user's, as soon as it is typed)."""
@@ -166,6 +196,9 @@ def _message(role: str, model: str | None, text: str) -> Message:
 async def _acheck(store: RecordingStore) -> None:
     try:
         await store.aopen()
+    except asyncio.CancelledError:  # (Ctrl+C) what the driver leaves unfinished is not worth a report then
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: None)
+        raise
     finally:
         await store.aclose()
 
@@ -174,14 +207,78 @@ STORE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 """File suffixes that name a SQLite message store rather than a Markdown file."""
 
 
+_URL = re.compile(r"([a-z][a-z0-9+.-]+)://", re.IGNORECASE)  # (a scheme of one letter would be a Windows drive)
+_POSTGRES_SCHEMES = ("postgresql", "postgres")
+_POSTGRES_TYPO = re.compile(r"postgres(?:ql)?:(?!//)", re.IGNORECASE)  # e.g. "postgresql:/host/db"
+_URL_PASSWORD = re.compile(r"(?<=[?&]password=)[^&#]*", re.IGNORECASE)
+_LOCATIONS = "use a Markdown file, a SQLite file (.db, .sqlite or .sqlite3) or a postgresql:// URL"
+
+
+def _normalized(location: str) -> str:
+    """What `open_store` gets: a URL with its scheme in lower case, or the real path of a file."""
+    url = _URL.match(location)
+    if url is not None:
+        return url.group(1).lower() + location[len(url.group(1)) :]
+    if _POSTGRES_TYPO.match(location):
+        return location  # (refused by `_location_problem`)
+    return os.path.realpath(location)
+
+
+def _location_problem(location: str) -> str | None:
+    """Why ``location`` (`_normalized`) names no store, or None: an unknown URL scheme, or a mistyped URL."""
+    url = _URL.match(location)
+    if url is not None and url.group(1) not in _POSTGRES_SCHEMES:
+        return f"unknown URL scheme {url.group(1)!r}: {_LOCATIONS}"
+    if url is None and _POSTGRES_TYPO.match(location):
+        return "not a URL: write it as postgresql://user@host:5432/database"
+    return None
+
+
+def _shown(location: str) -> str:
+    """``location`` with the password of a URL (in its user part or its ``password=`` parameter) as ``***``."""
+    if _URL.match(location) is None:
+        return location
+    scheme, _, rest = location.partition("://")
+    end = min((index for index in map(rest.find, "/?#") if index >= 0), default=len(rest))
+    user_info, at, host = rest[:end].rpartition("@")
+    if at and ":" in user_info:
+        rest = f"{user_info.partition(':')[0]}:***@{host}{rest[end:]}"
+    return f"{scheme}://{_URL_PASSWORD.sub('***', rest)}"
+
+
+def _missing_files(path: Path) -> list[Path]:
+    """The SQLite file at ``path`` and its folders that do not exist (the deepest first), or [] when it exists."""
+    if path.exists() or path.is_symlink():
+        return []
+    missing = [path]
+    for folder in path.parents:
+        if folder.exists():
+            break
+        missing.append(folder)
+    return missing
+
+
+def _remove(created: list[Path]) -> None:
+    """Remove a SQLite file (and what SQLite made beside it) and then the folders that `_missing_files` listed."""
+    path, folders = created[0], created[1:]
+    for file in (path, *(path.with_name(path.name + suffix) for suffix in ("-journal", "-wal", "-shm"))):
+        with contextlib.suppress(OSError):
+            file.unlink()
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 def open_chat_log(location: str | os.PathLike[str]) -> ChatLog:
     """The chat history at ``location``.
 
     Args:
         location: a ``postgresql://`` URL or a file ending in ``.db``, ``.sqlite`` or ``.sqlite3`` (a message store,
-            `miniagents.store.StoreChatLog`), or any other file (CHAT.md format, `MarkdownChatLog`).
+            `miniagents.store.StoreChatLog`), or any other file (CHAT.md format, `MarkdownChatLog`). Another URL,
+            or a ``postgresql:`` one without its ``//``, is a `StoreChatLog` that refuses it (`StoreChatLogError`),
+            not a file named so.
     """
     text = os.fspath(location)
-    if text.startswith(("postgresql://", "postgres://")) or text.lower().endswith(STORE_SUFFIXES):
+    if _URL.match(text) or _POSTGRES_TYPO.match(text) or text.lower().endswith(STORE_SUFFIXES):
         return StoreChatLog(text)
     return MarkdownChatLog(text)
