@@ -24,6 +24,9 @@ class ChatLogError(MiniAgentsError):
     """The history file cannot be used; the message is one line that names the file and the problem."""
 
 
+_SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+
+
 class MarkdownChatLog:
     """A CHAT.md file that a chat reads at its start and appends every message to.
 
@@ -48,9 +51,10 @@ class MarkdownChatLog:
             The file's text ("" for a missing file).
 
         Raises:
-            ChatLogError: the path is a directory or not a regular file, the file is not UTF-8 (a character cut
-                at its very end by a crash is not an error: it is left out, and dropped before the next message
-                is written), or it (or its folder) is not readable or writable.
+            ChatLogError: the path is a directory or not a regular file, the file is a SQLite database (a message
+                store named without its suffix) or not UTF-8 (a character cut at its very end by a crash is not an
+                error: it is left out, and dropped before the next message is written), or it (or its folder) is
+                not readable or writable.
         """
         path = self.path
         if not path.exists():
@@ -64,6 +68,11 @@ class MarkdownChatLog:
             data = path.read_bytes()
         except OSError as error:
             raise ChatLogError(f"{path}: cannot be read: {error.strerror or error}") from error
+        if data.startswith(_SQLITE_HEADER):  # (a store named without its suffix: appending would damage it)
+            raise ChatLogError(
+                f"{path}: is a SQLite database, not a Markdown chat history; to use it as a message store, name it "
+                "with .db, .sqlite or .sqlite3"
+            )
         try:
             text = decode_chat_md(path, data)  # a character cut at the very end (a cut write) is left out
         except ChatMdDecodeError as error:

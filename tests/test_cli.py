@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import sqlite3
 import subprocess
 import sys
 import time
@@ -159,7 +160,16 @@ def _bad_history_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     undecodable.write_bytes(b"\nuser\n" + b"=" * 40 + b"\ncaf\xe9\n")
     a_file = tmp_path / "a-file"
     a_file.write_text("x", encoding="utf-8")
+    database = tmp_path / "history"  # a message store named without its suffix (read as Markdown, appended to)
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE t (x TEXT)")
+    connection.close()
     cases = {
+        "sqlite database": (
+            database,
+            "is a SQLite database, not a Markdown chat history; to use it as a message store, name it with .db, "
+            ".sqlite or .sqlite3",
+        ),
         "directory": (tmp_path, "is a directory, not a file"),
         "undecodable": (undecodable, "is not valid UTF-8 (byte 0xe9 on line 4): fix that line or use another file"),
         "under a file": (a_file / "CHAT.md", f"cannot be created: {a_file} is not a folder"),
@@ -170,7 +180,9 @@ def _bad_history_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     return cases
 
 
-@pytest.mark.parametrize("case", ["directory", "undecodable", "under a file", "proc file", "proc folder"])
+@pytest.mark.parametrize(
+    "case", ["directory", "undecodable", "sqlite database", "under a file", "proc file", "proc folder"]
+)
 def test_an_unusable_history_file_is_one_line_and_exit_code_2_before_anything_is_written(
     case: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
