@@ -58,3 +58,14 @@ def running_postgres(bin_dir: Path) -> Iterator[str]:
             run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def adrop_history_tables(location: str) -> None:
+    """Drop the tables a store's chat history lives in, on the PostgreSQL server at ``location`` (a test's end)."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    connection = await asyncpg.connect(location)
+    try:
+        await connection.execute("DROP TABLE IF EXISTS miniagents_slots, miniagents_partials, miniagents_messages")
+    finally:
+        await connection.close()

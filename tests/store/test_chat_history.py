@@ -25,6 +25,7 @@ from miniagents._chat_log import MarkdownChatLog
 from miniagents.ext.llm.testing import scripted_llm_agent
 from miniagents.store import StoreChatLog, open_store
 from miniagents.store._chat_log import open_chat_log
+from tests.postgres_server import adrop_history_tables
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTER = "\r"
@@ -58,7 +59,7 @@ def test_a_chat_in_a_store_is_continued_after_a_restart(
 ) -> None:
     location = str(tmp_path / "chat.db") if kind == "sqlite" else request.getfixturevalue("postgres_url")
     if kind == "postgres":  # the chat's history of its own on the shared server
-        asyncio.run(_drop_history(location))
+        asyncio.run(adrop_history_tables(location))
     llm = scripted_llm_agent(["first answer", "second answer"], model="fake-1")
     keyboard.send_text("first" + ENTER + "exit" + ENTER + "second" + ENTER + "exit" + ENTER)
     assert cli.run_chat(llm, history_file=location) == 0
@@ -114,7 +115,7 @@ def test_a_chat_killed_mid_answer_keeps_the_partial_answer_marked_and_goes_on(
 ) -> None:
     location = str(tmp_path / "chat.db") if kind == "sqlite" else request.getfixturevalue("postgres_url")
     if kind == "postgres":  # a history of its own on the shared server
-        asyncio.run(_drop_history(location))
+        asyncio.run(adrop_history_tables(location))
     process = subprocess.Popen(
         [sys.executable, "-c", CHILD, location],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -152,23 +153,13 @@ def test_a_chat_killed_mid_answer_keeps_the_partial_answer_marked_and_goes_on(
     ]
 
 
-async def _drop_history(location: str) -> None:
-    import asyncpg  # type: ignore[import-untyped]
-
-    connection = await asyncpg.connect(location)
-    try:
-        await connection.execute("DROP TABLE IF EXISTS miniagents_slots, miniagents_partials, miniagents_messages")
-    finally:
-        await connection.close()
-
-
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_a_second_chat_on_one_history_is_refused_while_the_first_runs(
     kind: str, keyboard: PipeInput, tmp_path: Path, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
 ) -> None:
     location = str(tmp_path / "chat.db") if kind == "sqlite" else request.getfixturevalue("postgres_url")
     if kind == "postgres":
-        asyncio.run(_drop_history(location))
+        asyncio.run(adrop_history_tables(location))
     claimed, release = threading.Event(), threading.Event()
 
     async def first_chat() -> None:  # (what the other process's chat holds while it runs)

@@ -19,6 +19,7 @@ from miniagents import MiniAgents, cli
 from miniagents.ext.llm.testing import scripted_llm_agent
 from miniagents.store import PostgresMessageStore, StoreChatLog, open_store
 from miniagents.store._chat_log import open_chat_log
+from tests.postgres_server import adrop_history_tables
 
 ENTER = "\r"
 
@@ -183,7 +184,7 @@ def test_resuming_a_chat_on_postgresql_does_not_show_the_password(
     user = credentials.partition(":")[0]
     # (the test server trusts local connections: any password is accepted)
     url = f"{scheme}://{user}:s3cret@{place}"
-    asyncio.run(_drop_history(postgres_url))
+    asyncio.run(adrop_history_tables(postgres_url))
     llm = scripted_llm_agent(["one", "two"], model="fake-1")
     keyboard.send_text("hi" + ENTER + "exit" + ENTER + "again" + ENTER + "exit" + ENTER)
     assert cli.run_chat(llm, history_file=url) == 0
@@ -191,16 +192,6 @@ def test_resuming_a_chat_on_postgresql_does_not_show_the_password(
     out = re.sub(r"\033\[[0-9;]*m", "", capsys.readouterr().out)
     assert f"(resuming the conversation in {scheme}://{user}:***@{place})" in out
     assert "s3cret" not in out
-
-
-async def _drop_history(location: str) -> None:
-    import asyncpg  # type: ignore[import-untyped]
-
-    connection = await asyncpg.connect(location)
-    try:
-        await connection.execute("DROP TABLE IF EXISTS miniagents_slots, miniagents_partials, miniagents_messages")
-    finally:
-        await connection.close()
 
 
 def test_a_sqlite_history_path_is_kept_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
