@@ -186,6 +186,8 @@ class _Loader:
         self._references: dict[str, tuple[str, ...]] = {}  # hash key -> the hash keys its row refers to
         self._messages: dict[str, Message] = {}
         self._classes: dict[str, tuple[type[Message], type[Message]]] = {}  # name -> (class, generic class)
+        # (name, inlined) -> the message class and the Frozen class of a value inside a stored model (`_inner`)
+        self._inner_classes: dict[tuple[str, bool], tuple[type[Message] | None, type[Frozen] | None]] = {}
 
     async def _afetch_tree(self, hash_keys: Iterable[str]) -> None:
         """Read the rows of ``hash_keys`` and of every message nested in them."""
@@ -315,11 +317,15 @@ class _Loader:
     def _inner(self, class_name: str, fields: dict[str, Any], where: str, inlined: bool, message_like: bool) -> Frozen:
         """A `Frozen` value of a class other than `Frozen` inside a stored model (a message only when ``inlined``)."""
         registry = self._registry
-        try:
-            message_class = registry._known(class_name) if inlined else None
-            cls = None if message_class is not None else registry._known_frozen(class_name)
-        except LookupError as error:
-            raise LookupError(f"{where} cannot be loaded: {error}") from error
+        found = self._inner_classes.get((class_name, inlined))
+        if found is None:  # (looked up once per name and load, as in `_instantiate`)
+            try:
+                message_class = registry._known(class_name) if inlined else None
+                cls = None if message_class is not None else registry._known_frozen(class_name)
+            except LookupError as error:
+                raise LookupError(f"{where} cannot be loaded: {error}") from error
+            found = self._inner_classes[(class_name, inlined)] = (message_class, cls)
+        message_class, cls = found
         if message_class is not None or (inlined and cls is None and message_like):  # a message inlined
             return self._validated(
                 message_class or registry.generic(class_name), registry.generic(class_name), fields, where
