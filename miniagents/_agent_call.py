@@ -265,7 +265,6 @@ class AgentCall(WorkScope):
     _function_error: BaseException | None = None
     _replies_ended = False
     _input_read = True  # only observed calls wait for their input to be read to the end
-    _reading_input = False  # `_aread_input` runs (for the observers of inputs)
     _nodes_at_end = False  # the interaction nodes are built when the call ends (see `_build_interaction_nodes`)
     _children: dict[AgentCall, None] | None = None
     _call_id: str | None = None
@@ -499,8 +498,7 @@ class AgentCall(WorkScope):
                 # runs must not cost the input it has not read (a store writes it now).
                 if request_promise.pull_present():
                     self._input_read = True
-                else:
-                    self._reading_input = True
+                else:  # (it sets `_input_read` when the input has ended)
                     mini_agents.start_soon(self._aread_input(), scope=None)
             ctx = InteractionContext(agent, request_promise, self._reply_appender, mini_agents, self)
             _current_interaction.set(ctx)
@@ -535,11 +533,6 @@ class AgentCall(WorkScope):
                         self._nodes_at_end = True  # built when the call ends, mostly with everything at hand
                     else:
                         mini_agents.start_soon(self._abuild_interaction_nodes(), scope=None)
-                if not self._input_read and not self._reading_input:
-                    if request_promise.is_ended:  # (the agent read all of it: the usual case)
-                        self._input_read = True
-                    else:
-                        mini_agents.start_soon(self._aread_input(), scope=None)
                 if self._replies_ended:
                     self._maybe_end()
             if self._resolve_replies_later:
