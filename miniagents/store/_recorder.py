@@ -489,46 +489,71 @@ class StoreRecorder(RunObserver):
                     loop.close()
 
     async def _abuild_and_write_queued(self) -> None:
-        """Write batch after batch until nothing is queued (on the writer thread).
+        """Write batch after batch until nothing is queued (on the writer thread), each built while the last is written.
 
         The thread takes the next batch itself: the event loop that handed it this work may be busy with thousands
-        of agents and take long to hand over the next one. It returns after ``flush_interval`` while messages
-        stream, so that the event loop can queue their text.
+        of agents and take long to hand over the next one. A batch is handed to the store (in a task of this
+        thread's loop) before the next one is built, so that a store that writes elsewhere (the SQLite store's
+        writer process) writes while this thread builds; the next one is handed over when the last is written,
+        so batches are written in order, and a failing one is retried before the next. It returns after
+        ``flush_interval`` while messages stream, so that the event loop can queue their text.
         """
         started = time.monotonic()
-        text_ops = self._text_ops
-        if text_ops:
-            for batch, _ in self._batches(list(map(_popleft, itertools.repeat(text_ops, len(text_ops))))):
-                await self._awrite_all(batch)
-        queue = self._ops
-        while queue:
-            # Only this thread takes from the queue (the event loop only appends whole operations): these many
-            # values are there, and then the rest of the last operation.
-            taken = min(len(queue), _BATCH_LIMIT)
-            ops = list(map(_popleft, itertools.repeat(queue, taken)))
-            end = 0
-            while end < taken:
-                end += _OP_LENGTHS[ops[end]]
-            ops += map(_popleft, itertools.repeat(queue, end - taken))
-            done = 0
-            try:
-                for batch, done in self._batches(ops):
-                    await self._awrite_all(batch)
+        writing: asyncio.Task[None] | None = None
+        writing_values = 0  # the values of the queue that the batch being written covers
+        try:
+            text_ops = self._text_ops
+            if text_ops:
+                for batch, _, added in self._batches(list(map(_popleft, itertools.repeat(text_ops, len(text_ops))))):
+                    await self._await_written(writing, writing_values)
+                    writing, writing_values = await self._astart_writing(batch, added), 0
+            queue = self._ops
+            while queue:
+                # Only this thread takes from the queue (the event loop only appends whole operations): these many
+                # values are there, and then the rest of the last operation.
+                taken = min(len(queue), _BATCH_LIMIT)
+                ops = list(map(_popleft, itertools.repeat(queue, taken)))
+                end = 0
+                while end < taken:
+                    end += _OP_LENGTHS[ops[end]]
+                ops += map(_popleft, itertools.repeat(queue, end - taken))
+                done = 0
+                for batch, position, added in self._batches(ops):
+                    await self._await_written(writing, writing_values)
+                    writing, writing_values = await self._astart_writing(batch, added), position - done
+                    done = position
                     if done < len(ops) and self._streams and time.monotonic() - started >= self.flush_interval:
                         queue.extendleft(reversed(ops[done:]))  # (before what was queued since: order is kept)
                         return
+                if self._streams and time.monotonic() - started >= self.flush_interval:
+                    return
+        finally:
+            await self._await_written(writing, writing_values)
+
+    async def _astart_writing(self, batch: StoreBatch, added: set[str]) -> asyncio.Task[None]:
+        """Start writing ``batch`` in a task; return once the store has it in hand (its first step has run)."""
+        task = asyncio.ensure_future(self._awrite_all(batch, added))
+        await asyncio.sleep(0)
+        return task
+
+    async def _await_written(self, writing: asyncio.Task[None] | None, values: int) -> None:
+        """Wait until the batch being written (if any) is written or given up; count the queued values it covers."""
+        if writing is not None:
+            try:
+                await writing
             finally:
-                self._written += done
-            if self._streams and time.monotonic() - started >= self.flush_interval:
-                return
+                self._written += values
 
     def _dirty_streams(self) -> Iterator[PartialMessage]:
         for stream in self._streams.values():
             if stream.dirty:
                 yield stream
 
-    def _batches(self, ops: list[Any]) -> Iterator[tuple[StoreBatch, int]]:
-        """The rows of the queued operations ``ops`` (flat, see `_push`), as batches and how far each goes in ops.
+    def _batches(self, ops: list[Any]) -> Iterator[tuple[StoreBatch, int, set[str]]]:
+        """The rows of the queued operations ``ops`` (flat, see `_push`), as batches.
+
+        Each comes with how far it goes in ``ops`` and the hash keys of the messages it adds (they count as written
+        once it is, see `_awrite_all`).
 
         A batch ends after about `_BATCH_BYTES` of JSON, so that a run of big messages does not hold up the
         text of streaming ones (written between batches) for longer than writing that much takes.
@@ -536,6 +561,7 @@ class StoreRecorder(RunObserver):
         known = self._known
         if len(known) > _KNOWN_LIMIT:
             known.clear()
+        added: set[str] = set()
         now = time.time()
         position, end = 0, len(ops)
         next_size_check = _SIZE_CHECK_VALUES  # (in values of message rows: the JSON is there)
@@ -552,8 +578,8 @@ class StoreRecorder(RunObserver):
                 size += sum(map(len, partial_values[sized_partials + 3 :: 7]))  # (each row's text)
                 sized_messages, sized_partials = len(message_values), len(partial_values)
                 if size > _BATCH_BYTES:
-                    yield batch, position
-                    batch = StoreBatch()
+                    yield batch, position, added
+                    batch, added = StoreBatch(), set()
                     message_values, partial_values = batch.values["messages"], batch.values["partials"]
                     call_values, slot_values = batch.values["calls"], batch.values["slots"]
                     calls, partials = {}, {}
@@ -564,7 +590,7 @@ class StoreRecorder(RunObserver):
             try:
                 if kind == "slot":
                     owner_id, slot_kind, index, message, partial_id = ops[start:position]
-                    hash_key = None if message is None else self._add_message(message_values, message, known)
+                    hash_key = None if message is None else _add_message(message_values, message, known, added)
                     slot_values += (owner_id, slot_kind, index, hash_key, partial_id)
                 elif kind == "call":
                     call_id, parent_id, alias, kwargs, status, started_at, ended_at, call_error = ops[start:position]
@@ -572,7 +598,7 @@ class StoreRecorder(RunObserver):
                     call_row = (call_id, parent_id, alias, kwargs_json, status, started_at, ended_at, call_error)
                     _put_row(call_values, calls, call_id, call_row)
                 elif kind == "message":
-                    self._add_message(message_values, ops[start], known)
+                    _add_message(message_values, ops[start], known, added)
                 else:  # "partial"
                     stream, status, message = ops[start:position]
                     stream.dirty = False
@@ -597,35 +623,12 @@ class StoreRecorder(RunObserver):
                     type(error).__name__,
                     error,
                 )
-        yield batch, position
+        yield batch, position, added
 
-    @staticmethod
-    def _add_message(values: list[Any], message: Message, known: set[str]) -> str:
-        """Add the row of ``message`` and of each message nested in it that is not known to be written yet.
-
-        ``values``: the batch's flat values of messages. The row's JSON is `Frozen.serialized` (nested messages
-        as hash keys), the text its key is the hash of. Returns the hash key of ``message``.
-        """
-        key = message.known_hash_key()
-        if key is not None and key in known:
-            return key
-        serialized, key = message.serialized_and_hash_key()
-        if key in known:
-            return key
-        if not holds_only_plain_values(message):
-            for sub_message in message.sub_messages():
-                sub_key = sub_message.known_hash_key()
-                if sub_key is None or sub_key not in known:
-                    sub_json, sub_key = sub_message.serialized_and_hash_key()
-                    if sub_key not in known:
-                        known.add(sub_key)
-                        values += (sub_key, sub_message.class_, sub_json, SCHEMA_VERSION)
-        known.add(key)
-        values += (key, message.class_, serialized, SCHEMA_VERSION)
-        return key
-
-    async def _awrite_all(self, batch: StoreBatch) -> None:
+    async def _awrite_all(self, batch: StoreBatch, added: set[str]) -> None:
         """Write ``batch``, retrying with back-off; what still fails costs only the rows that cannot be written.
+
+        Then the messages it ``added`` that were written are known as written: later batches leave them out.
 
         The time is bounded (leaving a context waits for it): after the retries, if the store takes no write at
         all (an empty transaction fails too), the batch is given up at once, and later batches get one try each
@@ -634,6 +637,7 @@ class StoreRecorder(RunObserver):
         """
         if await self._atry(batch, (*self.retry_delays, None) if not self._store_down else (None,)):
             self._store_down = False
+            self._known |= added
             return
         if len(batch) > 1 and not await self._atry(StoreBatch(), (None,), quiet=True):
             self._store_down = True
@@ -642,6 +646,10 @@ class StoreRecorder(RunObserver):
         failed = await self._awrite_halves(batch)
         if failed:
             self._give_up(batch, failed, "each failed on its own too")
+            failed_keys = {row.hash_key for part in failed for row in part.messages}
+            self._known |= {key for key in added if key not in failed_keys}
+        else:
+            self._known |= added
 
     async def _awrite_halves(self, batch: StoreBatch) -> list[StoreBatch]:
         """Write the halves of a batch that failed, splitting again what fails; return the single rows that fail."""
@@ -658,8 +666,6 @@ class StoreRecorder(RunObserver):
         parts = [failed] if isinstance(failed, StoreBatch) else failed
         rows = sum(len(part) for part in parts)
         self.failed_rows += rows
-        for part in parts:
-            self._forget(part)
         logger.error(
             "gave up writing %d of %d rows to %r (%s), e.g. %s", rows, len(batch), self.store, why, _describe(parts[0])
         )
@@ -688,9 +694,31 @@ class StoreRecorder(RunObserver):
                     await asyncio.sleep(delay)
         return False
 
-    def _forget(self, batch: StoreBatch) -> None:
-        for row in batch.messages:
-            self._known.discard(row.hash_key)
+
+def _add_message(values: list[Any], message: Message, known: set[str], added: set[str]) -> str:
+    """Add the row of ``message`` and of each message nested in it that is not ``known`` or ``added`` already.
+
+    ``values``: the batch's flat values of messages; ``added``: the hash keys of the messages it adds (this adds
+    to it). The row's JSON is `Frozen.serialized` (nested messages as hash keys), the text its key is the hash
+    of. Returns the hash key of ``message``.
+    """
+    key = message.known_hash_key()
+    if key is not None and (key in known or key in added):
+        return key
+    serialized, key = message.serialized_and_hash_key()
+    if key in known or key in added:
+        return key
+    if not holds_only_plain_values(message):
+        for sub_message in message.sub_messages():
+            sub_key = sub_message.known_hash_key()
+            if sub_key is None or (sub_key not in known and sub_key not in added):
+                sub_json, sub_key = sub_message.serialized_and_hash_key()
+                if sub_key not in known and sub_key not in added:
+                    added.add(sub_key)
+                    values += (sub_key, sub_message.class_, sub_json, SCHEMA_VERSION)
+    added.add(key)
+    values += (key, message.class_, serialized, SCHEMA_VERSION)
+    return key
 
 
 def _report_writer_failure(writer: asyncio.Task[None]) -> None:

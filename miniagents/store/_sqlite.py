@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import builtins
 import contextlib
 import hashlib
 import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +24,7 @@ from miniagents.store._sql import (
     UPSERTS,
     check_prefix,
 )
+from miniagents.store._sqlite_writer import RowWriter, bind_none_cheaply, read_frame, write_frame
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -26,54 +32,76 @@ if TYPE_CHECKING:
 __all__ = ["SQLiteMessageStore"]
 
 _CHUNK = 500  # keys per `IN (...)` query, well below SQLite's limit on parameters
-# SQLite's limit on parameters per statement (https://www.sqlite.org/limits.html, "Maximum Number Of Host
-# Parameters In A Single SQL Statement"): 32,766 since 3.32.0, 999 before.
-_MAX_PARAMETERS = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+_WRITER_SCRIPT = str(Path(__file__).with_name("_sqlite_writer.py"))
+_CLOSE_SECONDS = 30.0  # how long closing waits for the writer process to finish its last batch and exit
 
 
-_MOST_ROWS = 1024
-"""Rows per ``INSERT`` at most (fewer where SQLite's parameter limit says so).
+class _WriterProcess:
+    """The program's end of the writer process (see `miniagents.store._sqlite_writer`): one exchange at a time.
 
-Each statement is a round trip to the connection's thread, which hands the GIL over several times (up to the
-interpreter's switch interval, 5 ms, each while the event loop is busy): fewer, bigger statements wait less. But a
-statement's text is parsed and compiled first (about as costly as running it, per row), and a bigger one costs
-more per row to compile, run and keep in the statement cache. On 10,000 echo inquiries, 1,024 rows per statement
-took 1.84-1.93x the time without a store, 128 rows 2.14x, 4,096 rows 2.10x and 8,192 rows 1.92x.
-"""
-
-
-def _rows_per_statement(columns: int) -> int:
-    """The most rows an ``INSERT`` of a table with ``columns`` columns takes: a power of two within the limits."""
-    rows = 1
-    while 2 * rows <= _MOST_ROWS and 2 * rows * columns <= _MAX_PARAMETERS:
-        rows *= 2
-    return rows
-
-
-def _statement_sizes(rows: int, most: int) -> list[int]:
-    """How many rows each ``INSERT`` of ``rows`` rows takes: ``most`` each, and a power of two for the rest.
-
-    Every size is then one of a few statements, each compiled once per connection and then taken from the
-    statement cache (when the rest took its own size, it was compiled anew nearly every batch). The last one is
-    filled up with copies of the last row (see `SQLiteMessageStore._ainsert`).
+    Its methods block (they are run on a thread of its own, see `SQLiteMessageStore.awrite`): sending a batch,
+    then waiting for the process to say it is written.
     """
-    sizes = [most] * (rows // most)
-    if rows % most:
-        sizes.append(1 << (rows % most - 1).bit_length())
-    return sizes
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        # `-I`: neither the script's directory (the package's, whose modules must not shadow the standard
+        # library's) nor the environment's Python settings; `-S`: no `site` (faster), as the program's `sys.path`
+        # comes with the configuration. The path is there for `ps` to show (the configuration has it too).
+        self._process = subprocess.Popen(
+            [sys.executable, "-I", "-S", _WRITER_SCRIPT, config["path"]], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="miniagents-sqlite-writer-pipe")
+        try:
+            self.exchange(config)
+        except BaseException:
+            self.close()
+            raise
+
+    def exchange(self, value: Any) -> None:
+        """Send ``value`` and wait for the answer; raise the error the process reports.
+
+        Raises:
+            sqlite3.Error: the database's error (or another exception class of the process's report), or
+                `sqlite3.OperationalError` when the process has ended.
+        """
+        process = self._process
+        assert process.stdin is not None and process.stdout is not None  # (made with pipes)
+        try:
+            write_frame(process.stdin, value)
+            reply = read_frame(process.stdout)
+        except (EOFError, OSError) as error:  # (a broken pipe: it ended)
+            process.poll()
+            raise sqlite3.OperationalError(
+                f"the SQLite writer process ended (exit code {process.returncode}, {type(error).__name__})"
+            ) from None
+        if reply[0] != "ok":
+            _, class_name, text = reply
+            raise _error_class(class_name)(text)
+
+    def close(self) -> None:
+        """End the process (it writes nothing more) and wait for it; kill it if it takes `_CLOSE_SECONDS`."""
+        process = self._process
+        try:
+            if process.stdin is not None:
+                with contextlib.suppress(OSError):
+                    process.stdin.close()
+            try:
+                process.wait(_CLOSE_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+        finally:
+            self.executor.shutdown(wait=False)
 
 
-def _bind_none_cheaply() -> None:
-    """Give ``None`` an identity adapter in `sqlite3` (once, unless one is registered already).
-
-    `sqlite3` binds ``None`` as NULL only after its adaptation protocol found no adapter, which costs a failed
-    attribute lookup with its error message (about 0.6 µs per ``None``; a call row has up to four). With an
-    adapter registered, it is one dictionary lookup and a call of ``{}.get`` (``None`` for ``None``, without a
-    Python frame). NULL is bound as before, for every connection of the process.
-    """
-    if (type(None), sqlite3.PrepareProtocol) not in getattr(sqlite3, "adapters", {}):
-        none_to_none: dict[None, None] = {}
-        sqlite3.register_adapter(type(None), none_to_none.get)
+def _error_class(name: str) -> type[Exception]:
+    """The exception class the writer process reported by ``name``: sqlite3's, a built-in one, or `sqlite3.Error`."""
+    found = getattr(sqlite3, name, None) or getattr(builtins, name, None)
+    if isinstance(found, type) and issubclass(found, Exception):
+        return found
+    return sqlite3.Error
 
 
 def _import_aiosqlite() -> Any:
@@ -92,9 +120,15 @@ class SQLiteMessageStore(RecordingStore):
     WAL journal, ``synchronous=NORMAL``: a committed batch survives a crash of the process; only a power loss
     can take the last ones.
 
-    The writing connection is opened on first use (the tables are created if needed) and closed by `aclose`, which
-    the recorder calls whenever it has written everything; each read uses a short-lived connection of its own.
-    Several processes may share the file: writers wait up to ``busy_timeout`` seconds for each other.
+    Batches are written by a process of their own (``python -I miniagents/store/_sqlite_writer.py``, which imports
+    only aiosqlite): SQLite's work then runs on another core instead of taking turns with the program's event loop
+    for the interpreter's lock (on 10,000 concurrent echo inquiries the store cost 1.95x the time without it in the
+    program, and less beside it; see benchmarks/README.md). It is started on the first write (about 60 ms, on the
+    other core) and ends when `aclose` is called, which the recorder does whenever it has written everything; it
+    also ends when the program ends, even by SIGKILL, after the batch it has received whole (a batch cut short is
+    not written). With ``writer_process=False`` the program writes through its own aiosqlite connection instead.
+    Each read uses a short-lived aiosqlite connection of its own. Several processes may share the file: writers
+    wait up to ``busy_timeout`` seconds for each other.
 
     Opening a connection registers an identity adapter for ``None`` with `sqlite3` (``sqlite3.register_adapter``,
     process-wide, unless one is registered already): ``None`` is still bound as NULL, only faster.
@@ -104,6 +138,7 @@ class SQLiteMessageStore(RecordingStore):
             accepted: the store closes its connection when idle.
         table_prefix: prefix of the table names (letters, digits, ``_``).
         busy_timeout: seconds to wait for another writer's lock before a write fails (and is retried).
+        writer_process: write from a process of its own (the default) rather than from this one.
 
     Raises:
         ImportError: aiosqlite is not installed (``pip install "miniagents[sqlite]"``).
@@ -114,7 +149,12 @@ class SQLiteMessageStore(RecordingStore):
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, table_prefix: str = DEFAULT_PREFIX, busy_timeout: float = 5.0
+        self,
+        path: str | os.PathLike[str],
+        *,
+        table_prefix: str = DEFAULT_PREFIX,
+        busy_timeout: float = 5.0,
+        writer_process: bool = True,
     ) -> None:
         _import_aiosqlite()
         if str(path) in ("", ":memory:"):
@@ -123,10 +163,13 @@ class SQLiteMessageStore(RecordingStore):
         self.path = Path(path)
         self._prefix = check_prefix(table_prefix)
         self._busy_timeout = busy_timeout
-        self._writing: aiosqlite.Connection | None = None  # used by one writer at a time (the recorder's task)
+        self.writer_process = writer_process
+        """Whether batches are written by a process of their own (see the class's docstring)."""
+        # The writing connection (`writer_process=False`) or the writer process, used by one writer at a time (the
+        # recorder's task); opened by `awrite`, closed by `aclose`.
+        self._writing: aiosqlite.Connection | _WriterProcess | None = None
         self._schema_ready = False
-        self._statements: dict[tuple[str, int], str] = {}
-        self._rows_per_statement = {table: _rows_per_statement(sql.count("?")) for table, sql in UPSERTS.items()}
+        self._row_writer = RowWriter({table: self._sql(sql) for table, sql in UPSERTS.items()}, StoreBatch.WIDTHS)
 
     def __repr__(self) -> str:
         return f"SQLiteMessageStore({str(self.path)!r})"
@@ -134,32 +177,39 @@ class SQLiteMessageStore(RecordingStore):
     def _sql(self, template: str, marks: int = 0) -> str:
         return template.format(p=self._prefix, marks=", ".join("?" * marks), without_rowid=" WITHOUT ROWID")
 
+    def _check_path(self) -> None:
+        """Fail early, with a clear error, on a location SQLite could not make a database file at."""
+        if self.path.is_dir():
+            raise IsADirectoryError(f"{self.path}: is a directory, not a SQLite database file")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists() and not os.access(self.path.parent, os.W_OK):
+            raise PermissionError(f"{self.path.parent}: the directory is not writable (to create {self.path.name})")
+
+    def _connection_script(self, for_writing: bool) -> str:
+        """The statements a new connection runs first (one script: one round trip to its thread)."""
+        script = [f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)};"]
+        if for_writing:
+            # Only the writer switches the file to WAL (it persists): a journal-mode change does not wait for other
+            # connections, so a reader doing it at the same moment failed with "database is locked".
+            script += ["PRAGMA journal_mode = WAL;"]
+        if not self._schema_ready:
+            script += ["BEGIN IMMEDIATE;"]
+            script += [self._sql(statement) + ";" for statement in CREATE_TABLES]
+            script += ["COMMIT;"]
+        script += ["PRAGMA synchronous = NORMAL;"]
+        if for_writing:  # 16 MiB of page cache (2 MiB by default): fewer pages spilled within a big batch
+            script += ["PRAGMA cache_size = -16384;"]
+        return "\n".join(script)
+
     async def _aconnect(self, for_writing: bool = False) -> aiosqlite.Connection:
         driver = _import_aiosqlite()
         if not self._schema_ready:
             # Checked here: a failed aiosqlite connect leaves its thread to report to our loop after we return.
-            if self.path.is_dir():
-                raise IsADirectoryError(f"{self.path}: is a directory, not a SQLite database file")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if not self.path.exists() and not os.access(self.path.parent, os.W_OK):
-                raise PermissionError(f"{self.path.parent}: the directory is not writable (to create {self.path.name})")
-        _bind_none_cheaply()
+            self._check_path()
+        bind_none_cheaply()
         connection: aiosqlite.Connection = await driver.connect(self.path, isolation_level=None)
         try:
-            # One script, one round trip to the connection's thread: each costs an event-loop iteration.
-            script = [f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)};"]
-            if for_writing:
-                # Only the writer switches the file to WAL (it persists): a journal-mode change does not wait for
-                # other connections, so a reader doing it at the same moment failed with "database is locked".
-                script += ["PRAGMA journal_mode = WAL;"]
-            if not self._schema_ready:
-                script += ["BEGIN IMMEDIATE;"]
-                script += [self._sql(statement) + ";" for statement in CREATE_TABLES]
-                script += ["COMMIT;"]
-            script += ["PRAGMA synchronous = NORMAL;"]
-            if for_writing:  # 16 MiB of page cache (2 MiB by default): fewer pages spilled within a big batch
-                script += ["PRAGMA cache_size = -16384;"]
-            await connection.executescript("\n".join(script))
+            await connection.executescript(self._connection_script(for_writing))
             self._schema_ready = True
         except BaseException:
             await connection.close()
@@ -167,50 +217,43 @@ class SQLiteMessageStore(RecordingStore):
         return connection
 
     async def awrite(self, batch: StoreBatch) -> None:
-        """Write ``batch`` in one transaction (see `MessageStore.awrite`)."""
-        if self._writing is None:
-            self._writing = await self._aconnect(for_writing=True)
-        connection = self._writing
-        await connection.execute("BEGIN IMMEDIATE")
-        try:
-            for table, values in batch.values.items():
-                if values:
-                    await self._ainsert(connection, table, values)
-            await connection.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await connection.execute("ROLLBACK")
-            raise
+        """Write ``batch`` in one transaction (see `MessageStore.awrite`).
 
-    async def _ainsert(self, connection: aiosqlite.Connection, table: str, values: list[Any]) -> None:
-        """Insert the rows of ``values`` (flat, see `StoreBatch.values`), many rows per ``VALUES`` list.
-
-        One statement per row (``executemany``) hands the GIL between the database thread and the event loop
-        once per row, which is slow while the loop is busy; see `_MOST_ROWS` and `_statement_sizes`. The copies of
-        the last row that fill up the last statement change nothing: the same row is inserted, or updated to the
-        same values (SQLite applies the rows of an ``INSERT`` one after the other).
+        Raises:
+            sqlite3.Error: the database's error (`sqlite3.OperationalError` also when the writer process ended).
+            OSError: the writer process could not be started.
         """
-        width = StoreBatch.WIDTHS[table]
-        rows = len(values) // width
-        start = 0
-        for count in _statement_sizes(rows, self._rows_per_statement[table]):
-            end = start + count * width
-            chunk = values[start:end]
-            if end > len(values):  # the last statement: padded with copies of the last row (an upsert of the same)
-                chunk += values[-width:] * ((end - len(values)) // width)
-            await connection.execute(self._multi_row_sql(table, count), chunk)
-            start = end
+        writing = self._writing
+        if not self.writer_process:
+            if writing is None:
+                writing = self._writing = await self._aconnect(for_writing=True)
+            await self._row_writer.awrite(writing, batch.values)
+            return
+        loop = asyncio.get_running_loop()
+        if writing is None:
+            if not self._schema_ready:
+                self._check_path()
+            config = {
+                "path": str(self.path),
+                "script": self._connection_script(for_writing=True),
+                "upserts": self._row_writer.upserts,
+                "widths": self._row_writer.widths,
+                "sys_path": [entry for entry in sys.path if entry],
+            }
+            writing = self._writing = await loop.run_in_executor(None, _WriterProcess, config)
+            self._schema_ready = True
+        assert isinstance(writing, _WriterProcess)
+        # On a thread of the process's own: the caller's loop (the recorder's writer thread) goes on meanwhile,
+        # e.g. building the next batch.
+        await loop.run_in_executor(writing.executor, writing.exchange, batch.values)
 
-    def _multi_row_sql(self, table: str, count: int) -> str:
-        key = (table, count)
-        sql = self._statements.get(key)
-        if sql is None:
-            single = self._sql(UPSERTS[table])
-            head, _, rest = single.partition(" VALUES ")
-            group, _, tail = rest.partition(")")
-            sql = f"{head} VALUES {', '.join([group + ')'] * count)}{tail}"
-            self._statements[key] = sql
-        return sql
+    async def _aclose_connection(self) -> None:
+        """Close the writing connection or end the writer process, if there is one."""
+        writing, self._writing = self._writing, None
+        if isinstance(writing, _WriterProcess):
+            await asyncio.get_running_loop().run_in_executor(None, writing.close)
+        elif writing is not None:
+            await writing.close()
 
     async def _aquery(self, template: str, keys: Sequence[str]) -> list[Any]:
         if not keys:

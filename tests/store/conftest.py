@@ -20,14 +20,18 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "sqlite-in-process", "postgres"])
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
-    """``factory()`` makes a store of the parameter's kind; every call of one test gets the same tables."""
+    """``factory()`` makes a store of the parameter's kind; every call of one test gets the same tables.
+
+    ``sqlite`` writes from its writer process, ``sqlite-in-process`` from the test's (``writer_process=False``).
+    """
     prefix = f"t{uuid.uuid4().hex[:12]}_"
-    if request.param == "sqlite":
+    if request.param.startswith("sqlite"):
+        in_process = request.param == "sqlite-in-process"
 
         def factory() -> RecordingStore:
-            return SQLiteMessageStore(tmp_path / "store.db", table_prefix=prefix)
+            return SQLiteMessageStore(tmp_path / "store.db", table_prefix=prefix, writer_process=not in_process)
 
     else:
         url = request.getfixturevalue("postgres_url")

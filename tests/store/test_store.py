@@ -307,6 +307,34 @@ async def test_a_store_that_takes_nothing_costs_a_bounded_number_of_tries(
     assert len([r for r in caplog.records if "(try " in r.getMessage()]) == (6 if dead else 10)
 
 
+class _DownForTheFirstBatch(_Flaky):
+    """The first write fails: a batch of one row with one try is given up at once."""
+
+    async def awrite(self, batch: StoreBatch) -> None:
+        self.attempts += 1
+        if self.attempts == 1:
+            raise OSError("connection refused")
+        await self.store.awrite(batch)
+
+
+async def test_a_message_given_up_with_one_batch_is_written_with_the_next_that_holds_it(
+    store: RecordingStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The next batch is built while the one before is written: it must not count on that one's messages.
+    from miniagents.store import _recorder
+
+    monkeypatch.setattr(_recorder, "_BATCH_LIMIT", 2)  # (one message per batch)
+    down = _DownForTheFirstBatch(store)
+    message = Message("recorded twice")
+    async with MiniAgents():
+        recorder = StoreRecorder(down, retry_delays=())  # type: ignore[arg-type]
+        recorder.record_message(message)
+        recorder.record_message(message)
+        await recorder.aflush()
+    assert recorder.failed_rows == 1
+    assert set(await store.aread_messages([message.hash_key])) == {message.hash_key}
+
+
 async def test_histories_keep_messages_in_order(store: RecordingStore) -> None:
     async with MiniAgents():
         recorder = store.observer()
@@ -398,19 +426,19 @@ async def test_a_big_batch_is_written_whole(store: RecordingStore) -> None:
 
 
 def test_sqlite_statements_take_every_row_within_the_limits_in_a_few_sizes() -> None:
-    from miniagents.store._sqlite import _MAX_PARAMETERS, _MOST_ROWS, _rows_per_statement, _statement_sizes
+    from miniagents.store._sqlite_writer import MAX_PARAMETERS, MOST_ROWS, rows_per_statement, statement_sizes
 
     for columns in (4, 5, 7, 8):
-        most = _rows_per_statement(columns)
-        assert most * columns <= _MAX_PARAMETERS and most <= _MOST_ROWS
-        assert 2 * most * columns > _MAX_PARAMETERS or 2 * most > _MOST_ROWS
+        most = rows_per_statement(columns)
+        assert most * columns <= MAX_PARAMETERS and most <= MOST_ROWS
+        assert 2 * most * columns > MAX_PARAMETERS or 2 * most > MOST_ROWS
         for rows in (1, 2, 3, most - 1, most, most + 1, 3 * most + 777):
-            sizes = _statement_sizes(rows, most)
+            sizes = statement_sizes(rows, most)
             assert all(size == most for size in sizes[:-1]) and sizes[-1] <= most
             assert sizes[-1] & (sizes[-1] - 1) == 0  # a power of two: one of a few cached statements
             assert sum(sizes[:-1]) < rows <= sum(sizes)  # the last one is filled up, by less than half
             assert sizes[-1] == most or rows - sum(sizes[:-1]) > sizes[-1] // 2
-        assert _statement_sizes(0, most) == []
+        assert statement_sizes(0, most) == []
 
 
 async def test_sqlite_binds_none_as_null_through_an_identity_adapter(tmp_path: Any) -> None:
