@@ -6,6 +6,7 @@ import asyncio
 import builtins
 import contextlib
 import hashlib
+import logging
 import os
 import sqlite3
 import subprocess
@@ -31,9 +32,15 @@ if TYPE_CHECKING:
 
 __all__ = ["SQLiteMessageStore"]
 
+logger = logging.getLogger("miniagents.store")
+
 _CHUNK = 500  # keys per `IN (...)` query, well below SQLite's limit on parameters
 _WRITER_SCRIPT = str(Path(__file__).with_name("_sqlite_writer.py"))
 _CLOSE_SECONDS = 30.0  # how long closing waits for the writer process to finish its last batch and exit
+
+
+class _WriterProcessEnded(sqlite3.OperationalError):
+    """The writer process is gone (killed, or it could not start): the batch in hand was not written."""
 
 
 class _WriterProcess:
@@ -62,7 +69,7 @@ class _WriterProcess:
 
         Raises:
             sqlite3.Error: the database's error (or another exception class of the process's report), or
-                `sqlite3.OperationalError` when the process has ended.
+                `_WriterProcessEnded` (a `sqlite3.OperationalError`) when the process has ended.
         """
         process = self._process
         assert process.stdin is not None and process.stdout is not None  # (made with pipes)
@@ -71,7 +78,7 @@ class _WriterProcess:
             reply = read_frame(process.stdout)
         except (EOFError, OSError) as error:  # (a broken pipe: it ended)
             process.poll()
-            raise sqlite3.OperationalError(
+            raise _WriterProcessEnded(
                 f"the SQLite writer process ended (exit code {process.returncode}, {type(error).__name__})"
             ) from None
         if reply[0] != "ok":
@@ -138,7 +145,9 @@ class SQLiteMessageStore(RecordingStore):
             accepted: the store closes its connection when idle.
         table_prefix: prefix of the table names (letters, digits, ``_``).
         busy_timeout: seconds to wait for another writer's lock before a write fails (and is retried).
-        writer_process: write from a process of its own (the default) rather than from this one.
+        writer_process: write from a process of its own (the default) rather than from this one. If that process
+            cannot be started (no usable ``sys.executable``, say), the store says so (a warning on the logger
+            ``miniagents.store``) and writes from this one.
 
     Raises:
         ImportError: aiosqlite is not installed (``pip install "miniagents[sqlite]"``).
@@ -240,7 +249,18 @@ class SQLiteMessageStore(RecordingStore):
                 "widths": self._row_writer.widths,
                 "sys_path": [entry for entry in sys.path if entry],
             }
-            writing = self._writing = await loop.run_in_executor(None, _WriterProcess, config)
+            try:
+                writing = self._writing = await loop.run_in_executor(None, _WriterProcess, config)
+            except (OSError, ImportError, _WriterProcessEnded) as error:  # (not the database's errors)
+                logger.warning(
+                    "%r cannot start its writer process (%s: %s); it writes from this process instead",
+                    self,
+                    type(error).__name__,
+                    error,
+                )
+                self.writer_process = False
+                await self.awrite(batch)
+                return
             self._schema_ready = True
         assert isinstance(writing, _WriterProcess)
         # On a thread of the process's own: the caller's loop (the recorder's writer thread) goes on meanwhile,

@@ -173,3 +173,22 @@ def test_the_writer_process_ends_when_the_program_is_killed_keeping_what_it_wrot
     assert _writer_pids(database) == []
     with sqlite3.connect(database) as connection:
         assert connection.execute("SELECT hash_key FROM miniagents_messages").fetchall() == [("key-kept",)]
+
+
+@pytest.mark.parametrize("broken", ["interpreter", "script"])
+async def test_a_writer_process_that_cannot_start_leaves_the_program_writing_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, broken: str
+) -> None:
+    from miniagents.store import _sqlite
+
+    if broken == "interpreter":
+        monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    else:
+        monkeypatch.setattr(_sqlite, "_WRITER_SCRIPT", str(tmp_path / "no-script.py"))
+    database = tmp_path / "runs.db"
+    store = SQLiteMessageStore(database)
+    await store.awrite(_batch("a"))
+    assert not store.writer_process and _writer_pids(database) == []
+    assert await _stored_keys(store, "a") == {"key-a"}
+    assert any("cannot start its writer process" in record.getMessage() for record in caplog.records)
+    await store.aclose()
