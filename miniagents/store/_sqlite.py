@@ -16,6 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+if sys.platform != "win32":
+    import fcntl
+
 from miniagents.store._base import RecordingStore
 from miniagents.store._rows import StoreBatch
 from miniagents.store._sql import (
@@ -37,6 +40,7 @@ logger = logging.getLogger("miniagents.store")
 _CHUNK = 500  # keys per `IN (...)` query, well below SQLite's limit on parameters
 _WRITER_SCRIPT = str(Path(__file__).with_name("_sqlite_writer.py"))
 _CLOSE_SECONDS = 30.0  # how long closing waits for the writer process to finish its last batch and exit
+_PIPE_BYTES = 1 << 20  # the pipe to the writer process (Linux's limit for unprivileged processes by default)
 
 
 class _WriterProcessEnded(sqlite3.OperationalError):
@@ -46,8 +50,8 @@ class _WriterProcessEnded(sqlite3.OperationalError):
 class _WriterProcess:
     """The program's end of the writer process (see `miniagents.store._sqlite_writer`): one exchange at a time.
 
-    Its methods block (they are run on a thread of its own, see `SQLiteMessageStore.awrite`): sending a batch,
-    then waiting for the process to say it is written.
+    Its methods block: sending a batch, then waiting for the process to say it is written. They run on the
+    recorder's writer thread, or on a thread of this object's own (see `SQLiteMessageStore.awrite`).
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
@@ -58,6 +62,12 @@ class _WriterProcess:
             [sys.executable, "-I", "-S", _WRITER_SCRIPT, config["path"]], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="miniagents-sqlite-writer-pipe")
+        assert self._process.stdin is not None  # (made with pipes)
+        if sys.platform != "win32" and hasattr(
+            fcntl, "F_SETPIPE_SZ"
+        ):  # Linux: a batch goes into the pipe in one or a few writes, each of
+            with contextlib.suppress(OSError):  # which may wait for the interpreter's lock when it returns
+                fcntl.fcntl(self._process.stdin.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
         try:
             self.exchange(config)
         except BaseException:
@@ -65,25 +75,45 @@ class _WriterProcess:
             raise
 
     def exchange(self, value: Any) -> None:
-        """Send ``value`` and wait for the answer; raise the error the process reports.
+        """`send` ``value``, then `receive` the answer."""
+        self.send(value)
+        self.receive()
+
+    def send(self, value: Any) -> None:
+        """Send a batch's values (or the configuration); `receive` says whether it was written.
+
+        Raises:
+            _WriterProcessEnded: the process has ended (a `sqlite3.OperationalError`).
+        """
+        process = self._process
+        assert process.stdin is not None  # (made with pipes)
+        try:
+            write_frame(process.stdin, value)
+        except OSError as error:  # (a broken pipe: it ended)
+            raise self._ended(error) from None
+
+    def receive(self) -> None:
+        """Wait for the answer to what was sent last; raise the error the process reports.
 
         Raises:
             sqlite3.Error: the database's error (or another exception class of the process's report), or
                 `_WriterProcessEnded` (a `sqlite3.OperationalError`) when the process has ended.
         """
-        process = self._process
-        assert process.stdin is not None and process.stdout is not None  # (made with pipes)
+        assert self._process.stdout is not None  # (made with pipes)
         try:
-            write_frame(process.stdin, value)
-            reply = read_frame(process.stdout)
-        except (EOFError, OSError) as error:  # (a broken pipe: it ended)
-            process.poll()
-            raise _WriterProcessEnded(
-                f"the SQLite writer process ended (exit code {process.returncode}, {type(error).__name__})"
-            ) from None
+            reply = read_frame(self._process.stdout)
+        except (EOFError, OSError) as error:
+            raise self._ended(error) from None
         if reply[0] != "ok":
             _, class_name, text = reply
             raise _error_class(class_name)(text)
+
+    def _ended(self, error: BaseException) -> _WriterProcessEnded:
+        process = self._process
+        process.poll()
+        return _WriterProcessEnded(
+            f"the SQLite writer process ended (exit code {process.returncode}, {type(error).__name__})"
+        )
 
     def close(self) -> None:
         """End the process (it writes nothing more) and wait for it; kill it if it takes `_CLOSE_SECONDS`."""
@@ -263,9 +293,15 @@ class SQLiteMessageStore(RecordingStore):
                 return
             self._schema_ready = True
         assert isinstance(writing, _WriterProcess)
-        # On a thread of the process's own: the caller's loop (the recorder's writer thread) goes on meanwhile,
-        # e.g. building the next batch.
-        await loop.run_in_executor(writing.executor, writing.exchange, batch.values)
+        if self._recorder.in_writer_thread():
+            # The recorder's writer thread, whose loop has nothing else to do: the batch is sent at once, and the
+            # answer read when the recorder comes back to this (having built the next batch meanwhile). Neither
+            # waits for the interpreter's lock on another thread's behalf while the program's loop is busy.
+            writing.send(batch.values)
+            await asyncio.sleep(0)
+            writing.receive()
+        else:  # on a thread of the process's own: the caller's loop goes on meanwhile
+            await loop.run_in_executor(writing.executor, writing.exchange, batch.values)
 
     async def _aclose_connection(self) -> None:
         """Close the writing connection or end the writer process, if there is one."""
