@@ -11,6 +11,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -62,6 +63,8 @@ class _WriterProcess:
             [sys.executable, "-I", "-S", _WRITER_SCRIPT, config["path"]], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="miniagents-sqlite-writer-pipe")
+        self._exchanging = threading.Lock()  # held from sending a value until its answer is read
+        self.closed = False
         assert self._process.stdin is not None  # (made with pipes)
         if sys.platform != "win32" and hasattr(
             fcntl, "F_SETPIPE_SZ"
@@ -82,15 +85,23 @@ class _WriterProcess:
     def send(self, value: Any) -> None:
         """Send a batch's values (or the configuration); `receive` says whether it was written.
 
+        Until then no other thread may send (it waits): the answers stay in step with what was sent.
+
         Raises:
             _WriterProcessEnded: the process has ended (a `sqlite3.OperationalError`).
         """
         process = self._process
         assert process.stdin is not None  # (made with pipes)
+        self._exchanging.acquire()
         try:
+            if self.closed:
+                raise _WriterProcessEnded("the SQLite writer process was closed")
             write_frame(process.stdin, value)
-        except OSError as error:  # (a broken pipe: it ended)
-            raise self._ended(error) from None
+        except BaseException as error:
+            self._exchanging.release()
+            if isinstance(error, OSError):  # (a broken pipe: it ended)
+                raise self._ended(error) from None
+            raise
 
     def receive(self) -> None:
         """Wait for the answer to what was sent last; raise the error the process reports.
@@ -104,6 +115,8 @@ class _WriterProcess:
             reply = read_frame(self._process.stdout)
         except (EOFError, OSError) as error:
             raise self._ended(error) from None
+        finally:
+            self._exchanging.release()
         if reply[0] != "ok":
             _, class_name, text = reply
             raise _error_class(class_name)(text)
@@ -116,12 +129,17 @@ class _WriterProcess:
         )
 
     def close(self) -> None:
-        """End the process (it writes nothing more) and wait for it; kill it if it takes `_CLOSE_SECONDS`."""
+        """End the process (after the exchange in hand) and wait for it; kill it if it takes `_CLOSE_SECONDS`.
+
+        A `send` afterwards raises `_WriterProcessEnded`, and `closed` says why.
+        """
         process = self._process
         try:
-            if process.stdin is not None:
-                with contextlib.suppress(OSError):
-                    process.stdin.close()
+            with self._exchanging:
+                self.closed = True
+                if process.stdin is not None:
+                    with contextlib.suppress(OSError):
+                        process.stdin.close()
             try:
                 process.wait(_CLOSE_SECONDS)
             except subprocess.TimeoutExpired:
@@ -207,6 +225,7 @@ class SQLiteMessageStore(RecordingStore):
         # The writing connection (`writer_process=False`) or the writer process, used by one writer at a time (the
         # recorder's task); opened by `awrite`, closed by `aclose`.
         self._writing: aiosqlite.Connection | _WriterProcess | None = None
+        self._starting = threading.Lock()  # held while the writer process starts (see `_writer_process_started`)
         self._schema_ready = False
         self._row_writer = RowWriter({table: self._sql(sql) for table, sql in UPSERTS.items()}, StoreBatch.WIDTHS)
 
@@ -280,7 +299,7 @@ class SQLiteMessageStore(RecordingStore):
                 "sys_path": [entry for entry in sys.path if entry],
             }
             try:
-                writing = self._writing = await loop.run_in_executor(None, _WriterProcess, config)
+                writing = await loop.run_in_executor(None, self._writer_process_started, config)
             except (OSError, ImportError, _WriterProcessEnded) as error:  # (not the database's errors)
                 logger.warning(
                     "%r cannot start its writer process (%s: %s); it writes from this process instead",
@@ -293,15 +312,41 @@ class SQLiteMessageStore(RecordingStore):
                 return
             self._schema_ready = True
         assert isinstance(writing, _WriterProcess)
+        try:
+            await self._aexchange(writing, batch)
+        except _WriterProcessEnded:
+            if not writing.closed:
+                raise
+            await self.awrite(batch)  # closed meanwhile (the recorder had written everything): a new one writes it
+
+    async def _aexchange(self, writing: _WriterProcess, batch: StoreBatch) -> None:
         if self._recorder.in_writer_thread():
             # The recorder's writer thread, whose loop has nothing else to do: the batch is sent at once, and the
             # answer read when the recorder comes back to this (having built the next batch meanwhile). Neither
             # waits for the interpreter's lock on another thread's behalf while the program's loop is busy.
             writing.send(batch.values)
-            await asyncio.sleep(0)
+            try:
+                await asyncio.sleep(0)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    writing.receive()  # (the answer is read all the same: the next one must be the next's)
+                raise
             writing.receive()
         else:  # on a thread of the process's own: the caller's loop goes on meanwhile
-            await loop.run_in_executor(writing.executor, writing.exchange, batch.values)
+            try:
+                exchanged = asyncio.get_running_loop().run_in_executor(writing.executor, writing.exchange, batch.values)
+            except RuntimeError:  # (its thread is shut down: it was closed)
+                raise _WriterProcessEnded("the SQLite writer process was closed") from None
+            await exchanged
+
+    def _writer_process_started(self, config: dict[str, Any]) -> _WriterProcess:
+        """The writer process, started now unless it runs (one for concurrent first writes, from any thread)."""
+        with self._starting:
+            writing = self._writing
+            if writing is None:
+                writing = self._writing = _WriterProcess(config)
+            assert isinstance(writing, _WriterProcess)
+            return writing
 
     async def _aclose_connection(self) -> None:
         """Close the writing connection or end the writer process, if there is one."""

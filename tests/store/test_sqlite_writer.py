@@ -192,3 +192,21 @@ async def test_a_writer_process_that_cannot_start_leaves_the_program_writing_its
     assert await _stored_keys(store, "a") == {"key-a"}
     assert any("cannot start its writer process" in record.getMessage() for record in caplog.records)
     await store.aclose()
+
+
+async def test_writes_of_the_recorder_and_of_the_program_at_once_keep_their_answers_in_step(tmp_path: Path) -> None:
+    # The recorder's writer thread and the program's loop (a thread of the process's own) share one pipe.
+    database = tmp_path / "runs.db"
+    store = SQLiteMessageStore(database)
+    recorder = store.observer()
+    messages = [Message(f"recorded {index}") for index in range(3000)]
+    async with MiniAgents():
+        for message in messages:
+            recorder.record_message(message)
+        await asyncio.gather(*(store.awrite(_batch(f"direct-{index}")) for index in range(50)))
+        await recorder.aflush()
+    assert recorder.failed_rows == 0
+    assert len(await store.aread_messages([message.hash_key for message in messages])) == 3000
+    assert len(await _stored_keys(store, *(f"direct-{index}" for index in range(50)))) == 50
+    await store.aclose()
+    assert _writer_pids(database) == []  # (concurrent first writes start one process, not one each)
