@@ -320,6 +320,31 @@ async def test_an_unretrieved_error_is_logged_once_naming_the_agent_and_its_call
     assert "never retrieved" in logged[0].getMessage()
 
 
+async def test_an_error_passed_on_by_agents_that_did_not_handle_it_names_where_it_was_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    @miniagent
+    async def deepest(ctx: InteractionContext) -> None:
+        raise ValueError("nobody handles it")
+
+    @miniagent
+    async def middle(ctx: InteractionContext) -> None:
+        await deepest.inquire()  # (raises it here: MIDDLE fails with it)
+
+    @miniagent
+    async def top(ctx: InteractionContext) -> None:
+        await middle.inquire()
+
+    with caplog.at_level(logging.DEBUG, logger="miniagents"):
+        async with MiniAgents():
+            top.inquire()
+    (logged,) = [record for record in caplog.records if record.exc_info]
+    assert logged.getMessage() == (
+        "the agent TOP failed (raised in the agent DEEPEST (called by MIDDLE <- TOP)) (the error was never retrieved)"
+    )
+    assert str(logged.exc_info[1]) == "nobody handles it"  # type: ignore[index]
+
+
 async def test_an_error_caught_then_reraised_by_an_agent_is_reported_for_that_agent(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

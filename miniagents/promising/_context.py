@@ -96,7 +96,9 @@ class PromisingContext:
         self.has_handlers = bool(self._on_promise_resolved_handlers)
         """Whether `dispatch_promise_resolved` has anything to do (set by every handler registration)."""
         self._previous_context_token: contextvars.Token[PromisingContext | None] | None = None
-        self._unretrieved_errors: dict[int, tuple[BaseException, Any]] = {}
+        # By id: the error, where it is reported (see `report_unretrieved`), and the agent call it was raised in
+        # first when another one passed it on (None otherwise).
+        self._unretrieved_errors: dict[int, tuple[BaseException, Any, Any]] = {}
         self._fallbacks: dict[asyncio.Task[Any], Callable[[BaseException], None]] = {}
 
     @classmethod
@@ -229,14 +231,19 @@ class PromisingContext:
 
     def _raised_in(self, error: BaseException) -> str:
         """`` (raised in the agent C (called by B <- A))`` when a failure of this context's work started there."""
+        raised_in = self._first_origin(error)
+        describe = getattr(raised_in, "describe_location", None)
+        return "" if describe is None else f" (raised in {describe()})"
+
+    def _first_origin(self, error: BaseException) -> Any:
+        """Where ``error`` was first reported with an origin, in this context or an enclosing one (None if not)."""
         context: PromisingContext | None = self
         while context is not None:
             entry = context._unretrieved_errors.get(id(error))
-            describe = None if entry is None else getattr(entry[1], "describe_location", None)
-            if describe is not None:
-                return f" (raised in {describe()})"
+            if entry is not None and entry[1] is not None:
+                return entry[2] or entry[1]
             context = context.parent
-        return ""
+        return None
 
     def start_soon(
         self,
@@ -289,28 +296,36 @@ class PromisingContext:
                 only a ``fresh`` report replaces an earlier one that has an origin (one without is replaced by the
                 first report with one: the failed resolution of a message names no agent, its agent call does).
             fresh: the error failed something new (an agent that received it and did not handle it): forget that
-                it was retrieved before.
+                it was retrieved before. It is reported there from now on; where it was raised (an earlier
+                origin, an agent call that it failed first) is named too when it is logged.
         """
         if isinstance(error, (KeyboardInterrupt, SystemExit)):
             mark_unretrieved(error)
-            self._unretrieved_errors[id(error)] = (error, origin)
+            self._unretrieved_errors[id(error)] = (error, origin, None)
         elif isinstance(error, Exception) and not isinstance(error, WorkCancelledError):  # (whoever cancels knows)
+            raised_in = None
             if fresh:
                 mark_unretrieved(error)
+                first = self._first_origin(error)
+                if first is not origin and getattr(first, "describe_location", None) is not None:
+                    raised_in = first
             else:
                 reported = self._unretrieved_errors.get(id(error))
                 if reported is not None and (reported[1] is not None or origin is None):
                     return  # keep the origin reported first (where it happened)
-            self._unretrieved_errors[id(error)] = (error, origin)
+            self._unretrieved_errors[id(error)] = (error, origin, raised_in)
 
     def _log_unretrieved(self) -> None:
         """Log the errors nobody retrieved; raise a ``KeyboardInterrupt`` or ``SystemExit`` nobody retrieved."""
         errors, self._unretrieved_errors = self._unretrieved_errors, {}
-        fatal = [error for error, _ in errors.values() if not isinstance(error, Exception) and not is_retrieved(error)]
-        for error, origin in errors.values():
+        fatal = [entry[0] for entry in errors.values() if not isinstance(entry[0], Exception)]
+        fatal = [error for error in fatal if not is_retrieved(error)]
+        for error, origin, raised_in in errors.values():
             if isinstance(error, Exception) and not is_retrieved(error):
                 describe = getattr(origin, "describe_failure", None)
                 message = describe() if describe is not None else BACKGROUND_ERROR_MESSAGE
+                if raised_in is not None:
+                    message += f" (raised in {raised_in.describe_location()})"
                 log_error_once(error, self.log_level_for_errors, f"{message} (the error was never retrieved)")
         if fatal:
             raise fatal[0]  # never swallowed: the run ends with it
