@@ -443,7 +443,8 @@ class TreeCall:
 
 async def test_a_stored_call_tree_opens_as_a_run() -> None:
     shared = Message("shared answer")
-    partial = Message("cut sho", partial=True)
+    partial = Message("cut sho", partial=True, partial_status="streaming")
+    failed = Message("broke aft", partial=True, partial_status="failed")
     tree = TreeCall(
         "root",
         None,
@@ -453,7 +454,7 @@ async def test_a_stored_call_tree_opens_as_a_run() -> None:
         replies=(shared, partial),
         children=[
             TreeCall("kid1", "root", "KID", "finished", replies=(shared,)),
-            TreeCall("kid2", "root", "KID", "failed", error="ValueError: no"),
+            TreeCall("kid2", "root", "KID", "failed", error="ValueError: no", replies=(failed,)),
             TreeCall("kid3", "root", "SLOW", "running", ended_at=None, replies=(partial,)),
         ],
     )
@@ -471,7 +472,13 @@ async def test_a_stored_call_tree_opens_as_a_run() -> None:
         root = (await client.get("/api/runs/root/calls/root")).json()
         kid1 = (await client.get("/api/runs/root/calls/kid1")).json()
         assert kid1["replies"][0]["key"] == root["replies"][0]["key"]  # one message, two places
-        assert [(m["preview"], m["done"]) for m in root["replies"]] == [("shared answer", True), ("cut sho", False)]
+        # (a stored run gets nothing more: a message cut short is shown as done, with what it is)
+        assert [(m["preview"], m["done"]) for m in root["replies"]] == [("shared answer", True), ("cut sho", True)]
+        cut = (await client.get("/api/runs/root/messages/m2")).json()
+        assert (cut["text"], cut["done"]) == ("cut sho", True)
+        assert cut["error"] == "partial: it was still streaming when the store last wrote its text"
+        broken = (await client.get("/api/runs/root/messages/m3")).json()
+        assert (broken["text"], broken["error"]) == ("broke aft", "partial: its stream failed after this text")
 
 
 @miniagent

@@ -359,7 +359,10 @@ async def test_stored_runs_that_failed_were_cancelled_or_crashed_open_in_the_vie
             ("STREAMING_AGENT", "running", None),
         ]
         streaming = (await client.get(f"/api/runs/{crashed['id']}/calls/{calls[1]['id']}")).json()
-        assert [(m["preview"], m["done"]) for m in streaming["replies"]] == [("half an ", False)]
+        assert [(m["preview"], m["done"]) for m in streaming["replies"]] == [("half an ", True)]  # (no more comes)
+        reply = streaming["replies"][0]["key"]
+        cut = (await client.get(f"/api/runs/{crashed['id']}/messages/{reply}")).json()
+        assert cut["error"] == "partial: it was still streaming when the store last wrote its text"
 
 
 def test_the_view_command_on_port_0_names_the_port_it_picked() -> None:

@@ -337,7 +337,8 @@ class LiveRuns:
             root: a call tree like the message store's ``StoredCall``: an object with ``call_id``,
                 ``parent_call_id``, ``agent_alias``, ``status``, ``started_at``, ``ended_at``, ``error``,
                 ``inputs`` and ``replies`` (sequences of messages) and ``children`` (calls of the same shape).
-                A message with ``partial=True`` is shown as not done.
+                A message with ``partial=True`` (one that was streaming when it was stored, see
+                ``miniagents.store``) shows its text so far, marked as such: nothing more comes to a stored run.
             name: what the view calls the run; the root's alias and start time by default.
 
         Raises:
@@ -366,16 +367,15 @@ class LiveRuns:
                     events.append({"type": "link", "call": call.call_id, "direction": direction, "key": key})
                     if new:
                         events.append({"type": "text", "key": key, "text": str(message)})
-                        if not getattr(message, "partial", False):
-                            events.append(
-                                {
-                                    "type": "text",
-                                    "key": key,
-                                    "done": True,
-                                    "error": None,
-                                    "class": type(message).__name__,
-                                }
-                            )
+                        events.append(
+                            {
+                                "type": "text",
+                                "key": key,
+                                "done": True,
+                                "error": _partial_note(message),
+                                "class": type(message).__name__,
+                            }
+                        )
             for child in call.children:
                 visit(child)
             if call.status != "running":
@@ -458,3 +458,12 @@ class LiveRuns:
                 yield {"done": True, "error": message.error, "class": message.class_}
                 return
             await changed.wait()
+
+
+def _partial_note(message: Any) -> str | None:
+    """What the view says of a stored message that was cut short (None for a complete one)."""
+    if not getattr(message, "partial", False):
+        return None
+    if getattr(message, "partial_status", None) == "failed":
+        return "partial: its stream failed after this text"
+    return "partial: it was still streaming when the store last wrote its text"
