@@ -512,15 +512,43 @@ def _set_response_attributes(span: Span, metadata: Mapping[str, Any]) -> None:
         span.set_attribute("gen_ai.response.model", response_model)
     usage = metadata.get("usage")
     if isinstance(usage, dict):
-        for attribute, keys in (
-            ("gen_ai.usage.input_tokens", ("input_tokens", "prompt_tokens")),
-            ("gen_ai.usage.output_tokens", ("output_tokens", "completion_tokens")),
-        ):
-            for key in keys:
-                value = usage.get(key)
-                if isinstance(value, int) and not isinstance(value, bool):
-                    span.set_attribute(attribute, value)
-                    break
+        _set_usage_attributes(span, usage)
+
+
+def _set_usage_attributes(span: Span, usage: Mapping[str, Any]) -> None:
+    """The token counts of an OpenAI-style (``prompt_tokens`` …) or Anthropic-style (``input_tokens`` …) usage.
+
+    ``gen_ai.usage.input_tokens`` counts every input token, cached ones included (the GenAI conventions' note on
+    it): OpenAI's ``prompt_tokens`` does already (``prompt_tokens_details.cached_tokens`` of them were read from
+    the cache), Anthropic's ``input_tokens`` leaves out ``cache_read_input_tokens`` and
+    ``cache_creation_input_tokens``, which are added. Those two also go to ``gen_ai.usage.cache_read.input_tokens``
+    and ``gen_ai.usage.cache_creation.input_tokens``. Sources: https://opentelemetry.io/docs/specs/semconv/gen-ai/
+    and the providers' API references (OpenAI chat completions ``usage``; Anthropic messages ``usage``).
+    """
+    input_tokens = _token_count(usage, "input_tokens", "prompt_tokens")
+    output_tokens = _token_count(usage, "output_tokens", "completion_tokens")
+    cache_read = _token_count(usage, "cache_read_input_tokens")  # Anthropic: not in its input_tokens
+    cache_creation = _token_count(usage, "cache_creation_input_tokens")
+    if input_tokens is not None:
+        span.set_attribute("gen_ai.usage.input_tokens", input_tokens + (cache_read or 0) + (cache_creation or 0))
+    if output_tokens is not None:
+        span.set_attribute("gen_ai.usage.output_tokens", output_tokens)
+    details = usage.get("prompt_tokens_details")  # OpenAI: within prompt_tokens
+    if cache_read is None and isinstance(details, Mapping):
+        cache_read = _token_count(details, "cached_tokens")
+    if cache_read is not None:
+        span.set_attribute("gen_ai.usage.cache_read.input_tokens", cache_read)
+    if cache_creation is not None:
+        span.set_attribute("gen_ai.usage.cache_creation.input_tokens", cache_creation)
+
+
+def _token_count(usage: Mapping[str, Any], *keys: str) -> int | None:
+    """The first of ``keys`` in ``usage`` that holds an int (not a bool), or None."""
+    for key in keys:
+        value = usage.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
 
 
 class _ToolSpan:

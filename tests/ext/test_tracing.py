@@ -196,6 +196,49 @@ async def test_llm_span_ends_when_the_stream_ends(provider: TracerProvider, expo
     assert (chat.end_time - chat.start_time) / 1e9 >= 0.15  # 4 tokens, 50 ms apart
 
 
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [
+        (  # Anthropic: its input_tokens leave the cached ones out
+            {"input_tokens": 5, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 20, "output_tokens": 3},
+            {"input_tokens": 125, "cache_read.input_tokens": 100, "cache_creation.input_tokens": 20},
+        ),
+        (  # OpenAI: its prompt_tokens count the cached ones
+            {"prompt_tokens": 120, "prompt_tokens_details": {"cached_tokens": 100}, "completion_tokens": 3},
+            {"input_tokens": 120, "cache_read.input_tokens": 100},
+        ),
+        ({"prompt_tokens": 9, "completion_tokens": 3}, {"input_tokens": 9}),
+    ],
+    ids=["anthropic-cached", "openai-cached", "uncached"],
+)
+async def test_llm_input_tokens_count_the_cached_ones(
+    provider: TracerProvider, exporter: InMemorySpanExporter, usage: dict[str, Any], expected: dict[str, int]
+) -> None:
+    async def streamer(metadata: dict[str, Any]) -> Any:
+        yield "a"
+        metadata.update(usage=usage)
+
+    @miniagent
+    async def cached_llm(ctx: InteractionContext) -> None:
+        from miniagents import Message
+
+        ctx.reply(
+            Message.promise(
+                start_asap=True,
+                message_token_streamer=trace_llm_streamer(streamer, provider="p", model="m", stream=True),
+            )
+        )
+
+    async with MiniAgents(observers=[OpenTelemetryObserver(tracer_provider=provider)]):
+        await cached_llm.inquire()
+    attributes = by_name(exporter.get_finished_spans())["chat m"].attributes
+    assert attributes is not None
+    usage_attributes = {
+        key.removeprefix("gen_ai.usage."): value for key, value in attributes.items() if key.startswith("gen_ai.usage.")
+    }
+    assert usage_attributes == {**expected, "output_tokens": 3}
+
+
 async def test_llm_usage_and_error_status(provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
     async def good_streamer(metadata: dict[str, Any]) -> Any:
         yield "a"
