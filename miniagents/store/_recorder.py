@@ -3,10 +3,11 @@
 What is recorded is queued at once (cheaply, on the event loop); one writer task per recorder takes everything
 queued so far, turns it into rows (hash keys, JSON) and writes it as one batch, in one transaction, then takes
 the next. The rows are built on a thread of the recorder's own, the next batch while the store writes the last
-one (the SQLite store writes from a process of its own meanwhile). A message promise that is still streaming gets a partial row at once; a single ticker (part of the
-writer loop) writes the text of every partial that grew at least every `flush_interval` seconds while any
-streams, so a crash loses at most the last ``flush_interval`` plus one write of text. When the message is
-complete it is stored, and its partial row points at it.
+one (the SQLite store writes from a process of its own meanwhile, once a burst has started it). A message
+promise that is still streaming gets a partial row at once; a single ticker (part of the writer loop) writes the
+text of every partial that grew at least every `flush_interval` seconds while any streams, so a crash loses at
+most the last ``flush_interval`` plus one write of text. When the message is complete it is stored, and its
+partial row points at it.
 
 A batch that fails is reported (logged at ERROR) and retried with back-off; after ``len(retry_delays)`` failed
 retries it is split in halves, each tried once and split again if it fails, so one bad row costs only itself:

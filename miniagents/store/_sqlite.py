@@ -175,15 +175,16 @@ class SQLiteMessageStore(RecordingStore):
     WAL journal, ``synchronous=NORMAL``: a committed batch survives a crash of the process; only a power loss
     can take the last ones.
 
-    Batches are written by a process of their own (``python -I miniagents/store/_sqlite_writer.py``, which imports
-    only aiosqlite): SQLite's work then runs on another core instead of taking turns with the program's event loop
-    for the interpreter's lock (on 10,000 concurrent echo inquiries the store cost 1.95x the time without it in the
-    program, and less beside it; see benchmarks/README.md). It is started on the first write (about 60 ms, on the
-    other core) and ends when `aclose` is called, which the recorder does whenever it has written everything; it
-    also ends when the program ends, even by SIGKILL, after the batch it has received whole (a batch cut short is
-    not written). With ``writer_process=False`` the program writes through its own aiosqlite connection instead.
-    Each read uses a short-lived aiosqlite connection of its own. Several processes may share the file: writers
-    wait up to ``busy_timeout`` seconds for each other.
+    Small batches are written from the program through an aiosqlite connection. A burst (a batch of at least
+    ``writer_process_rows`` rows: hundreds of agent calls at once) starts a writer process
+    (``python -I -S miniagents/store/_sqlite_writer.py``, which imports only aiosqlite), which writes every batch
+    from then on: SQLite's work then runs on another core instead of taking turns with the program's event loop for
+    the interpreter's lock (on 10,000 concurrent echo inquiries the store cost 1.95x the time without it, and 1.72x-
+    1.80x with the process; see benchmarks/README.md). Starting it takes about 60 ms on the other core, which a
+    single small write should not wait for. Both end when `aclose` is called, which the recorder does whenever it
+    has written everything; the process also ends when the program ends, even by SIGKILL, after the batch it has
+    received whole (a batch cut short is not written). Each read uses a short-lived aiosqlite connection of its own.
+    Several processes may share the file: writers wait up to ``busy_timeout`` seconds for each other.
 
     Opening a connection registers an identity adapter for ``None`` with `sqlite3` (``sqlite3.register_adapter``,
     process-wide, unless one is registered already): ``None`` is still bound as NULL, only faster.
@@ -193,9 +194,9 @@ class SQLiteMessageStore(RecordingStore):
             accepted: the store closes its connection when idle.
         table_prefix: prefix of the table names (letters, digits, ``_``).
         busy_timeout: seconds to wait for another writer's lock before a write fails (and is retried).
-        writer_process: write from a process of its own (the default) rather than from this one. If that process
-            cannot be started (no usable ``sys.executable``, say), the store says so (a warning on the logger
-            ``miniagents.store``) and writes from this one.
+        writer_process_rows: the rows of a batch from which the writer process is started (0: with the first
+            batch; None: never). If it cannot be started (no usable ``sys.executable``, say), the store says so (a
+            warning on the logger ``miniagents.store``) and writes from the program.
 
     Raises:
         ImportError: aiosqlite is not installed (``pip install "miniagents[sqlite]"``).
@@ -211,7 +212,7 @@ class SQLiteMessageStore(RecordingStore):
         *,
         table_prefix: str = DEFAULT_PREFIX,
         busy_timeout: float = 5.0,
-        writer_process: bool = True,
+        writer_process_rows: int | None = 2_000,
     ) -> None:
         _import_aiosqlite()
         if str(path) in ("", ":memory:"):
@@ -220,11 +221,14 @@ class SQLiteMessageStore(RecordingStore):
         self.path = Path(path)
         self._prefix = check_prefix(table_prefix)
         self._busy_timeout = busy_timeout
-        self.writer_process = writer_process
-        """Whether batches are written by a process of their own (see the class's docstring)."""
-        # The writing connection (`writer_process=False`) or the writer process, used by one writer at a time (the
-        # recorder's task); opened by `awrite`, closed by `aclose`.
-        self._writing: aiosqlite.Connection | _WriterProcess | None = None
+        if writer_process_rows is not None and writer_process_rows < 0:
+            raise ValueError(f"writer_process_rows must be >= 0 or None, got {writer_process_rows!r}")
+        self.writer_process_rows = writer_process_rows
+        """The rows of a batch from which the writer process is started (see the class's docstring)."""
+        # The program's writing connection and the writer process, used by one writer at a time (the recorder's
+        # task); opened by `awrite`, closed by `aclose`.
+        self._writing: aiosqlite.Connection | None = None
+        self._process: _WriterProcess | None = None
         self._starting = threading.Lock()  # held while the writer process starts (see `_writer_process_started`)
         self._schema_ready = False
         self._row_writer = RowWriter({table: self._sql(sql) for table, sql in UPSERTS.items()}, StoreBatch.WIDTHS)
@@ -281,14 +285,14 @@ class SQLiteMessageStore(RecordingStore):
             sqlite3.Error: the database's error (`sqlite3.OperationalError` also when the writer process ended).
             OSError: the writer process could not be started.
         """
-        writing = self._writing
-        if not self.writer_process:
-            if writing is None:
-                writing = self._writing = await self._aconnect(for_writing=True)
-            await self._row_writer.awrite(writing, batch.values)
+        process = self._process
+        if process is None and (self.writer_process_rows is None or len(batch) < self.writer_process_rows):
+            connection = self._writing
+            if connection is None:
+                connection = self._writing = await self._aconnect(for_writing=True)
+            await self._row_writer.awrite(connection, batch.values)
             return
-        loop = asyncio.get_running_loop()
-        if writing is None:
+        if process is None:
             if not self._schema_ready:
                 self._check_path()
             config = {
@@ -299,7 +303,7 @@ class SQLiteMessageStore(RecordingStore):
                 "sys_path": [entry for entry in sys.path if entry],
             }
             try:
-                writing = await loop.run_in_executor(None, self._writer_process_started, config)
+                process = await asyncio.get_running_loop().run_in_executor(None, self._writer_process_started, config)
             except (OSError, ImportError, _WriterProcessEnded) as error:  # (not the database's errors)
                 logger.warning(
                     "%r cannot start its writer process (%s: %s); it writes from this process instead",
@@ -307,19 +311,19 @@ class SQLiteMessageStore(RecordingStore):
                     type(error).__name__,
                     error,
                 )
-                self.writer_process = False
+                self.writer_process_rows = None
                 await self.awrite(batch)
                 return
             self._schema_ready = True
-        assert isinstance(writing, _WriterProcess)
         try:
-            await self._aexchange(writing, batch)
+            await self._aexchange(process, batch)
         except _WriterProcessEnded:
-            if not writing.closed:
+            if not process.closed:
                 raise
-            await self.awrite(batch)  # closed meanwhile (the recorder had written everything): a new one writes it
+            await self.awrite(batch)  # closed meanwhile (the recorder had written everything): written anew
 
     async def _aexchange(self, writing: _WriterProcess, batch: StoreBatch) -> None:
+        """Have the writer process write ``batch``."""
         if self._recorder.in_writer_thread():
             # The recorder's writer thread, whose loop has nothing else to do: the batch is sent at once, and the
             # answer read when the recorder comes back to this (having built the next batch meanwhile). Neither
@@ -342,19 +346,19 @@ class SQLiteMessageStore(RecordingStore):
     def _writer_process_started(self, config: dict[str, Any]) -> _WriterProcess:
         """The writer process, started now unless it runs (one for concurrent first writes, from any thread)."""
         with self._starting:
-            writing = self._writing
-            if writing is None:
-                writing = self._writing = _WriterProcess(config)
-            assert isinstance(writing, _WriterProcess)
-            return writing
+            process = self._process
+            if process is None:
+                process = self._process = _WriterProcess(config)
+            return process
 
     async def _aclose_connection(self) -> None:
-        """Close the writing connection or end the writer process, if there is one."""
-        writing, self._writing = self._writing, None
-        if isinstance(writing, _WriterProcess):
-            await asyncio.get_running_loop().run_in_executor(None, writing.close)
-        elif writing is not None:
-            await writing.close()
+        """Close the program's writing connection and end the writer process, if they are open."""
+        process, self._process = self._process, None
+        try:
+            if process is not None:
+                await asyncio.get_running_loop().run_in_executor(None, process.close)
+        finally:
+            await super()._aclose_connection()
 
     async def _aquery(self, template: str, keys: Sequence[str]) -> list[Any]:
         if not keys:

@@ -1,7 +1,8 @@
 """How the SQLite store writes a batch, and the writer process that does it beside the program (`SQLiteMessageStore`).
 
 `RowWriter` writes the rows of a `StoreBatch` in one transaction, many rows per ``INSERT``, through an aiosqlite
-connection: in the program itself (``SQLiteMessageStore(..., writer_process=False)``) or in a process of its own.
+connection: in the program itself (small batches) or in a process of its own (from the first burst on, see
+`SQLiteMessageStore`).
 
 The writer process runs this file as a script (``python -I -S <this file> <database path>``). It imports nothing
 of miniagents, so it starts in the time Python and aiosqlite take to import (the program's ``sys.path`` comes

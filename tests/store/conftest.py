@@ -20,18 +20,19 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(params=["sqlite", "sqlite-in-process", "postgres"])
+@pytest.fixture(params=["sqlite", "sqlite-process", "postgres"])
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
     """``factory()`` makes a store of the parameter's kind; every call of one test gets the same tables.
 
-    ``sqlite`` writes from its writer process, ``sqlite-in-process`` from the test's (``writer_process=False``).
+    ``sqlite`` writes the tests' small batches from the test's process, ``sqlite-process`` every batch from its
+    writer process (``writer_process_rows=0``).
     """
     prefix = f"t{uuid.uuid4().hex[:12]}_"
     if request.param.startswith("sqlite"):
-        in_process = request.param == "sqlite-in-process"
+        rows = 0 if request.param == "sqlite-process" else 2_000
 
         def factory() -> RecordingStore:
-            return SQLiteMessageStore(tmp_path / "store.db", table_prefix=prefix, writer_process=not in_process)
+            return SQLiteMessageStore(tmp_path / "store.db", table_prefix=prefix, writer_process_rows=rows)
 
     else:
         url = request.getfixturevalue("postgres_url")

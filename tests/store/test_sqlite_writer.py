@@ -46,7 +46,7 @@ async def _stored_keys(store: SQLiteMessageStore, *texts: str) -> set[str]:
 
 async def test_batches_are_written_by_a_process_of_its_own_that_ends_when_the_store_is_closed(tmp_path: Path) -> None:
     database = tmp_path / "runs.db"
-    store = SQLiteMessageStore(database)
+    store = SQLiteMessageStore(database, writer_process_rows=0)
     await store.awrite(_batch("a", "b"))
     pids = _writer_pids(database)
     assert len(pids) == 1 and pids[0] != os.getpid()
@@ -55,17 +55,38 @@ async def test_batches_are_written_by_a_process_of_its_own_that_ends_when_the_st
     assert _writer_pids(database) == []
 
 
-async def test_without_a_writer_process_the_program_writes_itself(tmp_path: Path) -> None:
+async def test_small_batches_are_written_by_the_program_and_a_burst_starts_the_process(tmp_path: Path) -> None:
     database = tmp_path / "runs.db"
-    store = SQLiteMessageStore(database, writer_process=False)
-    await store.awrite(_batch("a"))
+    store = SQLiteMessageStore(database, writer_process_rows=3)
+    await store.awrite(_batch("a", "b"))
     assert _writer_pids(database) == []
-    assert await _stored_keys(store, "a") == {"key-a"}
+    await store.awrite(_batch("c", "d", "e"))
+    assert len(_writer_pids(database)) == 1
+    await store.awrite(_batch("f"))  # (the process writes everything from then on)
+    assert await _stored_keys(store, "a", "b", "c", "d", "e", "f") == {f"key-{k}" for k in "abcdef"}
+    await store.aclose()
+    assert _writer_pids(database) == []
+    await store.awrite(_batch("g"))  # (after the close: small again)
+    assert _writer_pids(database) == []
     await store.aclose()
 
 
+async def test_without_a_writer_process_the_program_writes_itself(tmp_path: Path) -> None:
+    database = tmp_path / "runs.db"
+    store = SQLiteMessageStore(database, writer_process_rows=None)
+    await store.awrite(_batch(*(str(index) for index in range(3000))))
+    assert _writer_pids(database) == []
+    assert len(await _stored_keys(store, *(str(index) for index in range(3000)))) == 3000
+    await store.aclose()
+
+
+def test_a_negative_row_count_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="writer_process_rows"):
+        SQLiteMessageStore(tmp_path / "runs.db", writer_process_rows=-1)
+
+
 async def test_the_database_error_comes_back_as_its_own_class_and_the_process_goes_on(tmp_path: Path) -> None:
-    store = SQLiteMessageStore(tmp_path / "runs.db")
+    store = SQLiteMessageStore(tmp_path / "runs.db", writer_process_rows=0)
     bad_call = ("call-1", None, None, None, "running", 1.0, None, None)  # (the agent alias is NOT NULL)
     with pytest.raises(sqlite3.IntegrityError, match="NOT NULL"):
         await store.awrite(StoreBatch(messages=_batch("x").messages, calls=[bad_call]))
@@ -77,7 +98,7 @@ async def test_the_database_error_comes_back_as_its_own_class_and_the_process_go
 
 async def test_a_writer_process_that_died_fails_the_write_and_the_next_one_starts_anew(tmp_path: Path) -> None:
     database = tmp_path / "runs.db"
-    store = SQLiteMessageStore(database)
+    store = SQLiteMessageStore(database, writer_process_rows=0)
     await store.awrite(_batch("a"))
     (pid,) = _writer_pids(database)
     os.kill(pid, signal.SIGKILL)
@@ -111,7 +132,7 @@ class _KillingTheWriterOnce:
 async def test_the_recorder_writes_everything_after_the_writer_process_was_killed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = SQLiteMessageStore(tmp_path / "runs.db")
+    store = SQLiteMessageStore(tmp_path / "runs.db", writer_process_rows=0)
     wrapper = _KillingTheWriterOnce(store)
     messages = [Message(f"m{index}") for index in range(30)]
     async with MiniAgents():
@@ -128,7 +149,7 @@ async def test_the_recorder_writes_everything_after_the_writer_process_was_kille
 async def test_ctrl_c_in_the_terminal_does_not_stop_the_writer_process(tmp_path: Path) -> None:
     # Ctrl+C sends SIGINT to every process of the terminal's foreground group: the program decides what ends.
     database = tmp_path / "runs.db"
-    store = SQLiteMessageStore(database)
+    store = SQLiteMessageStore(database, writer_process_rows=0)
     await store.awrite(_batch("a"))
     (pid,) = _writer_pids(database)
     os.kill(pid, signal.SIGINT)
@@ -147,7 +168,7 @@ def test_the_writer_process_ends_when_the_program_is_killed_keeping_what_it_wrot
         from miniagents.store import SQLiteMessageStore, StoreBatch
 
         async def main():
-            store = SQLiteMessageStore({str(database)!r})
+            store = SQLiteMessageStore({str(database)!r}, writer_process_rows=0)
             await store.awrite(StoreBatch(messages=[("key-kept", "Message", '{{"text": "kept"}}', 1)]))
             print("written", flush=True)
             await asyncio.sleep(60)
@@ -186,9 +207,9 @@ async def test_a_writer_process_that_cannot_start_leaves_the_program_writing_its
     else:
         monkeypatch.setattr(_sqlite, "_WRITER_SCRIPT", str(tmp_path / "no-script.py"))
     database = tmp_path / "runs.db"
-    store = SQLiteMessageStore(database)
+    store = SQLiteMessageStore(database, writer_process_rows=0)
     await store.awrite(_batch("a"))
-    assert not store.writer_process and _writer_pids(database) == []
+    assert store.writer_process_rows is None and _writer_pids(database) == []
     assert await _stored_keys(store, "a") == {"key-a"}
     assert any("cannot start its writer process" in record.getMessage() for record in caplog.records)
     await store.aclose()
@@ -197,7 +218,7 @@ async def test_a_writer_process_that_cannot_start_leaves_the_program_writing_its
 async def test_writes_of_the_recorder_and_of_the_program_at_once_keep_their_answers_in_step(tmp_path: Path) -> None:
     # The recorder's writer thread and the program's loop (a thread of the process's own) share one pipe.
     database = tmp_path / "runs.db"
-    store = SQLiteMessageStore(database)
+    store = SQLiteMessageStore(database, writer_process_rows=0)
     recorder = store.observer()
     messages = [Message(f"recorded {index}") for index in range(3000)]
     async with MiniAgents():
