@@ -32,6 +32,18 @@ def by_name(spans: Any) -> dict[str, ReadableSpan]:
     return result
 
 
+def reply_traced_stream(ctx: InteractionContext, streamer: Any) -> None:
+    """Reply a message whose tokens ``streamer(metadata)`` yields, traced as a request to the model ``m``."""
+    from miniagents import Message
+
+    ctx.reply(
+        Message.promise(
+            start_asap=True,
+            message_token_streamer=trace_llm_streamer(streamer, provider="p", model="m", stream=True),
+        )
+    )
+
+
 def parent_of(span: ReadableSpan) -> int | None:
     return span.parent.span_id if span.parent is not None else None
 
@@ -220,14 +232,7 @@ async def test_llm_input_tokens_count_the_cached_ones(
 
     @miniagent
     async def cached_llm(ctx: InteractionContext) -> None:
-        from miniagents import Message
-
-        ctx.reply(
-            Message.promise(
-                start_asap=True,
-                message_token_streamer=trace_llm_streamer(streamer, provider="p", model="m", stream=True),
-            )
-        )
+        reply_traced_stream(ctx, streamer)
 
     async with MiniAgents(observers=[OpenTelemetryObserver(tracer_provider=provider)]):
         await cached_llm.inquire()
@@ -415,14 +420,7 @@ async def test_the_chat_span_is_current_while_the_request_runs(
 
     @miniagent
     async def instrumented_llm(ctx: InteractionContext) -> None:
-        from miniagents import Message
-
-        ctx.reply(
-            Message.promise(
-                start_asap=True,
-                message_token_streamer=trace_llm_streamer(streamer, provider="p", model="m", stream=True),
-            )
-        )
+        reply_traced_stream(ctx, streamer)
         seen_outside.append(trace.get_current_span())
 
     async with MiniAgents(observers=[OpenTelemetryObserver(tracer_provider=provider)]):

@@ -96,11 +96,16 @@ async def test_the_database_error_comes_back_as_its_own_class_and_the_process_go
     await store.aclose()
 
 
-async def test_a_writer_process_that_died_fails_the_write_and_the_next_one_starts_anew(tmp_path: Path) -> None:
-    database = tmp_path / "runs.db"
+async def _astarted_writer(database: Path) -> tuple[SQLiteMessageStore, int]:
+    """A store whose writer process runs (it wrote ``key-a``), and the process's id."""
     store = SQLiteMessageStore(database, writer_process_rows=0)
     await store.awrite(_batch("a"))
     (pid,) = _writer_pids(database)
+    return store, pid
+
+
+async def test_a_writer_process_that_died_fails_the_write_and_the_next_one_starts_anew(tmp_path: Path) -> None:
+    store, pid = await _astarted_writer(tmp_path / "runs.db")
     os.kill(pid, signal.SIGKILL)
     with pytest.raises(sqlite3.OperationalError, match="writer process ended"):
         await store.awrite(_batch("b"))
@@ -149,9 +154,7 @@ async def test_the_recorder_writes_everything_after_the_writer_process_was_kille
 async def test_ctrl_c_in_the_terminal_does_not_stop_the_writer_process(tmp_path: Path) -> None:
     # Ctrl+C sends SIGINT to every process of the terminal's foreground group: the program decides what ends.
     database = tmp_path / "runs.db"
-    store = SQLiteMessageStore(database, writer_process_rows=0)
-    await store.awrite(_batch("a"))
-    (pid,) = _writer_pids(database)
+    store, pid = await _astarted_writer(database)
     os.kill(pid, signal.SIGINT)
     await asyncio.sleep(0.2)
     await store.awrite(_batch("b"))
