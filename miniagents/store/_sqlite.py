@@ -66,10 +66,10 @@ class _WriterProcess:
         self._exchanging = threading.Lock()  # held from sending a value until its answer is read
         self.closed = False
         assert self._process.stdin is not None  # (made with pipes)
-        if sys.platform != "win32" and hasattr(
-            fcntl, "F_SETPIPE_SZ"
-        ):  # Linux: a batch goes into the pipe in one or a few writes, each of
-            with contextlib.suppress(OSError):  # which may wait for the interpreter's lock when it returns
+        # Linux: a batch goes into the pipe in one or a few writes (each may wait for the interpreter's lock when it
+        # returns), not in 64 KiB pieces.
+        if sys.platform != "win32" and hasattr(fcntl, "F_SETPIPE_SZ"):
+            with contextlib.suppress(OSError):
                 fcntl.fcntl(self._process.stdin.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
         try:
             self.exchange(config)
@@ -119,7 +119,7 @@ class _WriterProcess:
             self._exchanging.release()
         if reply[0] != "ok":
             _, class_name, text = reply
-            raise _error_class(class_name)(text)
+            raise _reported_error(class_name, text)
 
     def _ended(self, error: BaseException) -> _WriterProcessEnded:
         process = self._process
@@ -151,12 +151,15 @@ class _WriterProcess:
             self.executor.shutdown(wait=False)
 
 
-def _error_class(name: str) -> type[Exception]:
-    """The exception class the writer process reported by ``name``: sqlite3's, a built-in one, or `sqlite3.Error`."""
-    found = getattr(sqlite3, name, None) or getattr(builtins, name, None)
+def _reported_error(class_name: str, text: str) -> Exception:
+    """The error the writer process reported: of sqlite3's or a built-in class of that name, or a `sqlite3.Error`."""
+    found = getattr(sqlite3, class_name, None) or getattr(builtins, class_name, None)
     if isinstance(found, type) and issubclass(found, Exception):
-        return found
-    return sqlite3.Error
+        try:
+            return found(text)
+        except TypeError:  # (a class that takes other arguments, e.g. UnicodeEncodeError)
+            pass
+    return sqlite3.Error(f"{class_name}: {text}")
 
 
 def _import_aiosqlite() -> Any:

@@ -104,6 +104,15 @@ async def _astarted_writer(database: Path) -> tuple[SQLiteMessageStore, int]:
     return store, pid
 
 
+async def test_an_error_whose_class_takes_other_arguments_comes_back_as_a_sqlite_error(tmp_path: Path) -> None:
+    store = SQLiteMessageStore(tmp_path / "runs.db", writer_process_rows=0)
+    with pytest.raises(sqlite3.Error, match=r"UnicodeEncodeError: .*surrogate"):  # (sqlite3 cannot bind it)
+        await store.awrite(StoreBatch(messages=[("key-bad", "Message", '{"text": "\ud800"}', 1)]))
+    await store.awrite(_batch("after"))
+    assert await _stored_keys(store, "after") == {"key-after"}
+    await store.aclose()
+
+
 async def test_a_writer_process_that_died_fails_the_write_and_the_next_one_starts_anew(tmp_path: Path) -> None:
     store, pid = await _astarted_writer(tmp_path / "runs.db")
     os.kill(pid, signal.SIGKILL)
