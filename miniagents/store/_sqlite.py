@@ -139,6 +139,8 @@ class _WriterProcess:
                 self.closed = True
                 if process.stdin is not None:
                     with contextlib.suppress(OSError):
+                        write_frame(process.stdin, None)  # (a child forked by the program may hold the pipe open)
+                    with contextlib.suppress(OSError):
                         process.stdin.close()
             try:
                 process.wait(_CLOSE_SECONDS)

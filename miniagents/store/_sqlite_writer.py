@@ -10,9 +10,11 @@ with the configuration), and its SQLite work runs on another core, beside the pr
 turns with it for the interpreter's lock. It talks to the program over its standard input and output in frames:
 8 bytes of length (little-endian), then a `marshal` dump (plain values only: dicts, lists, str, int, float,
 None). The program sends a configuration first, then one batch per frame (`StoreBatch.values`); the process
-answers each with ``("ok",)`` or ``("error", class name, text)``. At the end of its input (the program closed the
-pipe, or ended, even by SIGKILL) it closes the database and exits; a batch cut short is not written. It ignores
-SIGINT: Ctrl+C in a terminal reaches the whole process group, and the program decides when writing ends.
+answers each with ``("ok",)`` or ``("error", class name, text)``. A frame of ``None`` (the program closes the
+store), or the end of its input (the program ended, even by SIGKILL), makes it close the database and exit; a
+batch cut short is not written. (``None`` does not wait for the end of the pipe, which children the program
+forked may hold open.) It ignores SIGINT: Ctrl+C in a terminal reaches the whole process group, and the program
+decides when writing ends.
 """
 
 from __future__ import annotations
@@ -189,6 +191,8 @@ async def _aserve(requests: IO[bytes], replies: IO[bytes]) -> None:
             try:
                 values = read_frame(requests)  # (blocking: nothing else runs in this process meanwhile)
             except EOFError:
+                return
+            if values is None:  # the program closes the store (its pipe may live on in children it forked)
                 return
             try:
                 await writer.awrite(connection, values)

@@ -44,6 +44,23 @@ async def _stored_keys(store: SQLiteMessageStore, *texts: str) -> set[str]:
     return set(await store.aread_messages([f"key-{text}" for text in texts]))
 
 
+async def _astarted_writer(database: Path) -> tuple[SQLiteMessageStore, int]:
+    """A store whose writer process runs (it wrote ``key-a``), and the process's id."""
+    store = SQLiteMessageStore(database, writer_process_rows=0)
+    await store.awrite(_batch("a"))
+    (pid,) = _writer_pids(database)
+    return store, pid
+
+
+async def test_an_error_whose_class_takes_other_arguments_comes_back_as_a_sqlite_error(tmp_path: Path) -> None:
+    store = SQLiteMessageStore(tmp_path / "runs.db", writer_process_rows=0)
+    with pytest.raises(sqlite3.Error, match=r"UnicodeEncodeError: .*surrogate"):  # (sqlite3 cannot bind it)
+        await store.awrite(StoreBatch(messages=[("key-bad", "Message", '{"text": "\ud800"}', 1)]))
+    await store.awrite(_batch("after"))
+    assert await _stored_keys(store, "after") == {"key-after"}
+    await store.aclose()
+
+
 async def test_batches_are_written_by_a_process_of_its_own_that_ends_when_the_store_is_closed(tmp_path: Path) -> None:
     database = tmp_path / "runs.db"
     store = SQLiteMessageStore(database, writer_process_rows=0)
@@ -53,6 +70,20 @@ async def test_batches_are_written_by_a_process_of_its_own_that_ends_when_the_st
     assert await _stored_keys(store, "a", "b") == {"key-a", "key-b"}
     await store.aclose()
     assert _writer_pids(database) == []
+
+
+async def test_closing_ends_the_writer_process_though_a_forked_child_holds_its_pipe(tmp_path: Path) -> None:
+    # A child forked without exec (multiprocessing's "fork") keeps a copy of the pipe: its end never comes.
+    database = tmp_path / "runs.db"
+    store, _ = await _astarted_writer(database)
+    assert store._process is not None and store._process._process.stdin is not None
+    held = os.dup(store._process._process.stdin.fileno())  # (what the forked child would hold)
+    try:
+        started = time.monotonic()
+        await store.aclose()
+        assert time.monotonic() - started < 10 and _writer_pids(database) == []  # (it waited 30 s, then killed it)
+    finally:
+        os.close(held)
 
 
 async def test_small_batches_are_written_by_the_program_and_a_burst_starts_the_process(tmp_path: Path) -> None:
@@ -91,23 +122,6 @@ async def test_the_database_error_comes_back_as_its_own_class_and_the_process_go
     with pytest.raises(sqlite3.IntegrityError, match="NOT NULL"):
         await store.awrite(StoreBatch(messages=_batch("x").messages, calls=[bad_call]))
     assert await _stored_keys(store, "x") == set()  # all or nothing
-    await store.awrite(_batch("after"))
-    assert await _stored_keys(store, "after") == {"key-after"}
-    await store.aclose()
-
-
-async def _astarted_writer(database: Path) -> tuple[SQLiteMessageStore, int]:
-    """A store whose writer process runs (it wrote ``key-a``), and the process's id."""
-    store = SQLiteMessageStore(database, writer_process_rows=0)
-    await store.awrite(_batch("a"))
-    (pid,) = _writer_pids(database)
-    return store, pid
-
-
-async def test_an_error_whose_class_takes_other_arguments_comes_back_as_a_sqlite_error(tmp_path: Path) -> None:
-    store = SQLiteMessageStore(tmp_path / "runs.db", writer_process_rows=0)
-    with pytest.raises(sqlite3.Error, match=r"UnicodeEncodeError: .*surrogate"):  # (sqlite3 cannot bind it)
-        await store.awrite(StoreBatch(messages=[("key-bad", "Message", '{"text": "\ud800"}', 1)]))
     await store.awrite(_batch("after"))
     assert await _stored_keys(store, "after") == {"key-after"}
     await store.aclose()
