@@ -200,8 +200,9 @@ class SQLiteMessageStore(RecordingStore):
         table_prefix: prefix of the table names (letters, digits, ``_``).
         busy_timeout: seconds to wait for another writer's lock before a write fails (and is retried).
         writer_process_rows: the rows of a batch from which the writer process is started (0: with the first
-            batch; None: never). If it cannot be started (no usable ``sys.executable``, say), the store says so (a
-            warning on the logger ``miniagents.store``) and writes from the program.
+            batch; None: never, and so in a bundled application, whose ``sys.executable`` is not a Python). If it
+            cannot be started (no usable ``sys.executable``, say), the store says so (a warning on the logger
+            ``miniagents.store``) and writes from the program.
 
     Raises:
         ImportError: aiosqlite is not installed (``pip install "miniagents[sqlite]"``).
@@ -228,6 +229,8 @@ class SQLiteMessageStore(RecordingStore):
         self._busy_timeout = busy_timeout
         if writer_process_rows is not None and writer_process_rows < 0:
             raise ValueError(f"writer_process_rows must be >= 0 or None, got {writer_process_rows!r}")
+        if getattr(sys, "frozen", False):  # a bundled application: `sys.executable` is the application itself
+            writer_process_rows = None
         self.writer_process_rows = writer_process_rows
         """The rows of a batch from which the writer process is started (see the class's docstring)."""
         # The program's writing connection and the writer process, used by one writer at a time (the recorder's

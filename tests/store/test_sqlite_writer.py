@@ -111,6 +111,12 @@ async def test_without_a_writer_process_the_program_writes_itself(tmp_path: Path
     await store.aclose()
 
 
+def test_a_bundled_application_never_starts_a_writer_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # (PyInstaller and the like set `sys.frozen`: `sys.executable` would start the application again)
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    assert SQLiteMessageStore(tmp_path / "runs.db", writer_process_rows=0).writer_process_rows is None
+
+
 def test_a_negative_row_count_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="writer_process_rows"):
         SQLiteMessageStore(tmp_path / "runs.db", writer_process_rows=-1)
