@@ -604,7 +604,7 @@ class StoreRecorder(RunObserver):
                 else:  # "partial"
                     stream, status, message = ops[start:position]
                     stream.dirty = False
-                    text = json.dumps("".join(stream.parts), ensure_ascii=False)
+                    text = _storable_json(json.dumps("".join(stream.parts), ensure_ascii=False))
                     hash_key = None if message is None else message.hash_key
                     partial_row = (
                         stream.partial_id,
@@ -717,10 +717,23 @@ def _add_message(values: list[Any], message: Message, known: set[str], added: se
                 sub_json, sub_key = sub_message.serialized_and_hash_key()
                 if sub_key not in known and sub_key not in added:
                     added.add(sub_key)
-                    values += (sub_key, sub_message.class_, sub_json, SCHEMA_VERSION)
+                    values += (sub_key, sub_message.class_, _storable_json(sub_json), SCHEMA_VERSION)
     added.add(key)
-    values += (key, message.class_, serialized, SCHEMA_VERSION)
+    values += (key, message.class_, _storable_json(serialized), SCHEMA_VERSION)
     return key
+
+
+def _storable_json(json_text: str) -> str:
+    """``json_text`` as a database takes it: with a lone surrogate (not encodable as UTF-8) as a JSON escape.
+
+    The JSON means the same (``json.loads`` gives the same values back); only such a text is rewritten.
+    """
+    if not json_text.isascii():
+        try:
+            json_text.encode("utf-8")
+        except UnicodeEncodeError:
+            return json.dumps(json.loads(json_text), ensure_ascii=True)
+    return json_text
 
 
 def _report_writer_failure(writer: asyncio.Task[None]) -> None:

@@ -335,6 +335,18 @@ async def test_a_message_given_up_with_one_batch_is_written_with_the_next_that_h
     assert set(await store.aread_messages([message.hash_key])) == {message.hash_key}
 
 
+async def test_a_message_with_a_lone_surrogate_is_stored_and_loads_back_the_same(store: RecordingStore) -> None:
+    # (a broken stream or a file read with "surrogateescape" can leave one in a text; UTF-8 cannot encode it)
+    message = Note("broken \ud800 text", author="\udcff")
+    async with MiniAgents():
+        recorder = StoreRecorder(store)
+        recorder.record_message(message)
+        await recorder.aflush()
+    assert recorder.failed_rows == 0
+    loaded = await store.aload_message(message.hash_key, MessageRegistry([Note]))
+    assert loaded == message and loaded.hash_key == message.hash_key
+
+
 async def test_histories_keep_messages_in_order(store: RecordingStore) -> None:
     async with MiniAgents():
         recorder = store.observer()

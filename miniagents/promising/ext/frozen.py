@@ -223,7 +223,9 @@ class Frozen(BaseModel):
         return serialized, self._hash_of(serialized) if key is None else key
 
     def _hash_of(self, serialized: str) -> str:
-        key = hashlib.sha256(serialized.encode("utf-8")).hexdigest()
+        # (a lone surrogate, which UTF-8 cannot encode, e.g. from a broken stream, is hashed as its surrogatepass
+        # bytes: the key exists, and it is the same after storing the message and loading it back)
+        key = hashlib.sha256(serialized.encode("utf-8", "surrogatepass")).hexdigest()
         context = _active_context.get()
         if context is None or not context.longer_hash_keys:
             key = key[:40]
