@@ -289,9 +289,11 @@ class SQLiteMessageStore(RecordingStore):
     async def awrite(self, batch: StoreBatch) -> None:
         """Write ``batch`` in one transaction (see `MessageStore.awrite`).
 
+        A writer process that cannot be started leaves the store writing from the program (see the class).
+
         Raises:
             sqlite3.Error: the database's error (`sqlite3.OperationalError` also when the writer process ended).
-            OSError: the writer process could not be started.
+            OSError: an unusable location (a directory, a folder that cannot be written).
         """
         process = self._process
         if process is None and (self.writer_process_rows is None or len(batch) < self.writer_process_rows):
