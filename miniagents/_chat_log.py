@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import queue
+import threading
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
@@ -26,9 +29,16 @@ class ChatLogError(MiniAgentsError):
 
 _SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 
+logger = logging.getLogger("miniagents.chat")
+
 
 class MarkdownChatLog:
     """A CHAT.md file that a chat reads at its start and appends every message to.
+
+    A message is written holding a lock (``CHAT.md.lock``), so that other writers (processes, agents) never
+    interleave with it. While another writer holds it (another chat streaming its answer into the same file), the
+    messages are not waited for on the event loop: a thread of this log writes them, in order, as soon as it gets
+    the lock; `aclose` waits for that.
 
     Args:
         path: the file; it and its folders are created when the first message is written.
@@ -38,8 +48,12 @@ class MarkdownChatLog:
         from filelock import FileLock
 
         self.path = Path(path)
-        # Held while a message is written, so that other writers (processes, agents) never interleave with it.
         self._lock = FileLock(f"{self.path}.lock")
+        # What waits for the lock (see `_defer`): the writes, in order, and the thread that does them.
+        self._deferred: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
+        self._deferring: threading.Thread | None = None
+        self._deferred_count = 0  # writes queued and not done yet (changed under `_deferred_changes`)
+        self._deferred_changes = threading.Lock()
 
     def check(self) -> str:
         """Make sure the file can be read and appended to, without writing anything; return its text.
@@ -105,11 +119,82 @@ class MarkdownChatLog:
     def append(self, role: str, model: str | None, text: str) -> None:
         """Append a whole message (e.g. the user's, as soon as it is typed).
 
+        Written at once, unless another writer holds the file: then as soon as it lets go (see the class).
+
         Raises:
             OSError: the file cannot be written.
         """
-        with self._lock, self._open() as stream:
-            stream.write(format_message(role, _heading_model(model), text))
+        entry = format_message(role, _heading_model(model), text)
+        if not self._take_lock_now():
+            self._defer(("whole", entry))
+            return
+        try:
+            with self._open() as stream:
+                stream.write(entry)
+        finally:
+            self._lock.release()
+
+    async def aclose(self) -> None:
+        """Wait until the messages that waited for another writer's lock are written (at once when none did)."""
+        thread = self._deferring
+        if thread is not None:
+            await asyncio.to_thread(thread.join)
+
+    def _take_lock_now(self) -> bool:
+        """Take the lock if nothing waits for it here and no other writer holds it; whether it was taken."""
+        from filelock import Timeout
+
+        if self._deferred_count:  # (what waits goes first: the order of the messages is kept)
+            return False
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            return False
+        return True
+
+    def _defer(self, write: tuple[str, str]) -> None:
+        """Queue a write for the thread that waits for the lock (started if it is not running).
+
+        ``write``: ``("whole", entry)``; or ``("begin", header)``, ``("part", text)`` … ``("end", text)`` for a
+        message written as it arrives, which holds the lock from its beginning to its end.
+        """
+        with self._deferred_changes:
+            self._deferred_count += 1
+            self._deferred.put(write)
+            if self._deferring is None:
+                # Not a daemon: a program that ends waits for what its chat was typed and answered.
+                self._deferring = threading.Thread(target=self._write_deferred, name="miniagents-chat-md", daemon=False)
+                self._deferring.start()
+
+    def _write_deferred(self) -> None:
+        stream: TextIO | None = None
+        while True:
+            with self._deferred_changes:
+                if not self._deferred_count and stream is None:
+                    self._deferring = None
+                    return
+            kind, text = self._deferred.get()
+            try:
+                if kind in ("whole", "begin"):
+                    self._lock.acquire()  # (in this thread: the event loop does not wait)
+                    stream = self._open()
+                if stream is not None:
+                    stream.write(text)
+                    stream.flush()
+                if kind in ("whole", "end") and stream is not None:
+                    stream.close()
+                    stream = None
+                    self._lock.release()
+            except OSError as error:
+                logger.error("%s: cannot write a message that waited for another writer: %s", self.path, error)
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
+                    stream = None
+                    self._lock.release()
+            finally:
+                with self._deferred_changes:
+                    self._deferred_count -= 1
 
     def answer_writer(self, role: str, model: str | None) -> AnswerWriter:
         """A writer for a message that arrives token by token; nothing is written before its first token."""
@@ -161,6 +246,7 @@ class AnswerWriter:
         self._role = role
         self._model = model
         self._stream: TextIO | None = None
+        self._deferred = False  # written by the log's thread that waits for the lock (see `MarkdownChatLog`)
         self._escaper = ContentEscaper()
         self._text: list[str] = []
 
@@ -168,12 +254,20 @@ class AnswerWriter:
         """Write a token (the heading first, with the first non-empty token)."""
         if not token:
             return
-        if self._stream is None:
-            self._log._lock.acquire()  # released by `finish`
-            self._stream = self._log._open()
-            self._stream.write(format_header(self._role, _heading_model(self._model)))
-        self._stream.write(self._escaper.feed(token))
-        self._stream.flush()
+        if self._stream is None and not self._deferred:
+            header = format_header(self._role, _heading_model(self._model))
+            if self._log._take_lock_now():  # (released by `finish`)
+                self._stream = self._log._open()
+                self._stream.write(header)
+            else:
+                self._deferred = True
+                self._log._defer(("begin", header))
+        if self._deferred:
+            self._log._defer(("part", self._escaper.feed(token)))
+        else:
+            assert self._stream is not None
+            self._stream.write(self._escaper.feed(token))
+            self._stream.flush()
         self._text.append(token)
 
     def finish(self, mark: str | None = None) -> str | None:
@@ -182,16 +276,23 @@ class AnswerWriter:
         Returns:
             The text written, mark included, or None when nothing was written (no token came).
         """
-        if self._stream is None:
+        if self._stream is None and not self._deferred:
             return None
+        tail = ""
         if mark:
             suffix = f"\n\n{mark}"
-            self._stream.write(self._escaper.feed(suffix))
+            tail = self._escaper.feed(suffix)
             self._text.append(suffix)
-        self._stream.write(self._escaper.finish())
-        self._stream.close()
-        self._stream = None
-        self._log._lock.release()
+        tail += self._escaper.finish()
+        if self._deferred:
+            self._deferred = False
+            self._log._defer(("end", tail))
+        else:
+            assert self._stream is not None
+            self._stream.write(tail)
+            self._stream.close()
+            self._stream = None
+            self._log._lock.release()
         return "".join(self._text)
 
 
