@@ -168,6 +168,7 @@ class MarkdownChatLog:
 
     def _write_deferred(self) -> None:
         stream: TextIO | None = None
+        locked = False
         while True:
             with self._deferred_changes:
                 if not self._deferred_count and stream is None:
@@ -177,20 +178,26 @@ class MarkdownChatLog:
             try:
                 if kind in ("whole", "begin"):
                     self._lock.acquire()  # (in this thread: the event loop does not wait)
+                    locked = True
                     stream = self._open()
-                if stream is not None:
+                if stream is not None:  # (None after an error: the rest of that message is left out)
                     stream.write(text)
                     stream.flush()
-                if kind in ("whole", "end") and stream is not None:
-                    stream.close()
-                    stream = None
-                    self._lock.release()
+                if kind in ("whole", "end"):
+                    if stream is not None:
+                        stream.close()
+                        stream = None
+                    if locked:
+                        locked = False
+                        self._lock.release()
             except OSError as error:
                 logger.error("%s: cannot write a message that waited for another writer: %s", self.path, error)
                 if stream is not None:
                     with contextlib.suppress(OSError):
                         stream.close()
                     stream = None
+                if locked:
+                    locked = False
                     self._lock.release()
             finally:
                 with self._deferred_changes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from filelock import FileLock
 
 from miniagents._chat_log import MarkdownChatLog
@@ -57,3 +58,20 @@ async def test_an_answer_that_began_while_the_file_was_free_is_not_cut_by_a_defe
     writer.finish()
     await other.aclose()
     assert _entries(path) == [("assistant", None, "one two"), ("user", None, "in between")]
+
+
+async def test_a_deferred_message_that_cannot_be_written_is_reported_and_lets_go_of_the_lock(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "CHAT.md"
+    log = MarkdownChatLog(path)
+    other = FileLock(f"{path}.lock")
+    other.acquire()
+    log.append("user", None, "lost")
+    path.mkdir()  # (the file is gone: a folder is there instead)
+    other.release()
+    await log.aclose()
+    assert any("cannot write a message that waited" in record.getMessage() for record in caplog.records)
+    path.rmdir()
+    log.append("user", None, "written")  # the lock was let go: at once
+    assert _entries(path) == [("user", None, "written")]
