@@ -318,8 +318,9 @@ class PromisingContext:
     def _log_unretrieved(self) -> None:
         """Log the errors nobody retrieved; raise a ``KeyboardInterrupt`` or ``SystemExit`` nobody retrieved."""
         errors, self._unretrieved_errors = self._unretrieved_errors, {}
-        fatal = [entry[0] for entry in errors.values() if not isinstance(entry[0], Exception)]
-        fatal = [error for error in fatal if not is_retrieved(error)]
+        fatal = [
+            error for error, _, _ in errors.values() if not isinstance(error, Exception) and not is_retrieved(error)
+        ]
         for error, origin, raised_in in errors.values():
             if isinstance(error, Exception) and not is_retrieved(error):
                 describe = getattr(origin, "describe_failure", None)

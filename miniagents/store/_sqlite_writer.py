@@ -165,6 +165,11 @@ def read_frame(stream: IO[bytes]) -> Any:
 # --- the writer process ---------------------------------------------------------------------------------------------
 
 
+def _error_reply(error: Exception) -> tuple[str, str, str]:
+    """The answer that reports ``error`` (the program raises it again by its class name: `_sqlite._reported_error`)."""
+    return ("error", type(error).__name__, str(error))
+
+
 async def _aserve(requests: IO[bytes], replies: IO[bytes]) -> None:
     try:
         config = read_frame(requests)
@@ -177,13 +182,13 @@ async def _aserve(requests: IO[bytes], replies: IO[bytes]) -> None:
         bind_none_cheaply()
         connection = await aiosqlite.connect(config["path"], isolation_level=None)
     except Exception as error:
-        write_frame(replies, ("error", type(error).__name__, str(error)))
+        write_frame(replies, _error_reply(error))
         return
     try:
         try:
             await connection.executescript(config["script"])
         except Exception as error:
-            write_frame(replies, ("error", type(error).__name__, str(error)))
+            write_frame(replies, _error_reply(error))
             return
         write_frame(replies, ("ok",))
         writer = RowWriter(config["upserts"], config["widths"])
@@ -197,7 +202,7 @@ async def _aserve(requests: IO[bytes], replies: IO[bytes]) -> None:
             try:
                 await writer.awrite(connection, values)
             except Exception as error:
-                write_frame(replies, ("error", type(error).__name__, str(error)))
+                write_frame(replies, _error_reply(error))
             else:
                 write_frame(replies, ("ok",))
     finally:
