@@ -158,6 +158,10 @@ def _prompt_session() -> PromptSession[str]:
     def _newline(event: KeyPressEvent) -> None:
         event.current_buffer.insert_text("\n")
 
+    @bindings.add("tab")
+    def _tab(event: KeyPressEvent) -> None:  # (with no completer, prompt_toolkit's own Tab does nothing)
+        event.current_buffer.insert_text("\t")
+
     @bindings.add("c-c")
     def _clear_or_quit(event: KeyPressEvent) -> None:
         if event.current_buffer.text:  # like a shell: Ctrl+C drops what was typed, on an empty prompt it quits
@@ -187,7 +191,7 @@ async def console_prompt_agent(
     The incoming messages are passed on first and then awaited in full (so whatever prints them is done). When
     none of them is a non-system message, the dialog is just starting and a banner is printed first: the
     greeting and how to use the prompt. The prompt is `aprompt_user`'s: Enter sends the message, Ctrl+Space
-    inserts a newline, Ctrl+C clears what was typed.
+    inserts a newline, Tab a tab, Ctrl+C clears what was typed.
 
     Args:
         ctx: the interaction context.
@@ -220,8 +224,8 @@ def print_banner(greeting: str = DEFAULT_GREETING) -> None:
 async def aprompt_user() -> str:
     """Read the user's next message from the console with prompt_toolkit (``USER: `` prompt).
 
-    Enter sends the message, Ctrl+Space inserts a newline, Ctrl+C clears what was typed (or quits on an empty
-    prompt).
+    Enter sends the message, Ctrl+Space inserts a newline, Tab a tab (as typed: no completion), Ctrl+C clears
+    what was typed (or quits on an empty prompt).
 
     Returns:
         The text as typed (not stripped; possibly blank).

@@ -110,6 +110,13 @@ async def test_prompt_without_banner_mid_dialog_and_ctrl_space_inserts_a_newline
     assert capsys.readouterr().out == "\n"
 
 
+async def test_prompt_keeps_a_typed_tab(keyboard: PipeInput) -> None:
+    keyboard.send_text("a\tb" + CTRL_SPACE + "\tindented" + ENTER)
+    async with MiniAgents():
+        replies = await console_prompt_agent.inquire(AssistantMessage("earlier answer"))
+    assert [m.text for m in replies] == ["earlier answer", "a\tb\n\tindented"]
+
+
 async def test_prompt_replies_nothing_for_blank_input(keyboard: PipeInput) -> None:
     keyboard.send_text("  " + CTRL_SPACE + ENTER)
     async with MiniAgents():
