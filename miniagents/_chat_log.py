@@ -17,7 +17,7 @@ from typing import Any, Protocol, TextIO
 
 from miniagents.errors import MiniAgentsError
 from miniagents.ext._chat_md import ROLES, ContentEscaper, format_header, format_message, parse_chat_md
-from miniagents.ext._chat_md_file import ChatMdDecodeError, close_cut_write, decode_chat_md
+from miniagents.ext._chat_md_file import ChatMdDecodeError, close_cut_write, decode_chat_md, open_for_appending
 from miniagents.messages import Message
 
 __all__ = ["AnswerWriter", "ChatLog", "ChatLogError", "MarkdownChatLog"]
@@ -213,7 +213,7 @@ class MarkdownChatLog:
         `close_cut_write` drops a partial character and a header cut short, and ends the last line.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        stream = open(self.path, "a+", encoding="utf-8", newline="", buffering=1)
+        stream = open_for_appending(self.path)
         close_cut_write(stream.fileno())
         return stream
 

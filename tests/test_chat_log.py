@@ -75,3 +75,19 @@ async def test_a_deferred_message_that_cannot_be_written_is_reported_and_lets_go
     path.rmdir()
     log.append("user", None, "written")  # the lock was let go: at once
     assert _entries(path) == [("user", None, "written")]
+
+
+async def test_a_lone_surrogate_is_written_as_the_replacement_character(tmp_path: Path) -> None:
+    # Half of a character that a broken stream cut in two: UTF-8 cannot hold it. It used to fail the write
+    # mid-answer (the chat showed an error); now the answer is written whole and the file stays valid UTF-8.
+    path = tmp_path / "CHAT.md"
+    log = MarkdownChatLog(path)
+    log.append("user", None, "typed \udc80 text")
+    writer = log.answer_writer("assistant", None)
+    writer.write("the \ud83d")
+    writer.write(" answer")
+    assert writer.finish() == "the \ud83d answer"  # (the message itself keeps its text, for the store)
+    await log.aclose()
+    assert path.read_bytes().decode("utf-8")  # strict: no surrogate written as bytes
+    assert _entries(path) == [("user", None, "typed \ufffd text"), ("assistant", None, "the \ufffd answer")]
+    assert [m.text for m in log.load()] == ["typed \ufffd text", "the \ufffd answer"]  # the chat reads it again

@@ -26,7 +26,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from miniagents.errors import MiniAgentsError
 from miniagents.ext._chat_md import (
@@ -44,7 +44,14 @@ if TYPE_CHECKING:
 
     from filelock import AsyncFileLock
 
-__all__ = ["ChatMdDecodeError", "chat_md_lock", "close_cut_write", "decode_chat_md", "read_messages"]
+__all__ = [
+    "ChatMdDecodeError",
+    "chat_md_lock",
+    "close_cut_write",
+    "decode_chat_md",
+    "open_for_appending",
+    "read_messages",
+]
 
 
 class ChatMdDecodeError(MiniAgentsError, ValueError):
@@ -64,6 +71,32 @@ class ChatMdDecodeError(MiniAgentsError, ValueError):
         self.path = path
         self.offset = offset
         self.line = line
+
+
+_REPLACE_UNENCODABLE = "miniagents.chat_md.replace"
+"""The encoding error handler of `open_for_appending`: what UTF-8 cannot encode, a lone surrogate (e.g. half of a
+character that a broken stream cut in two), is written as U+FFFD, the replacement character."""
+
+
+def _replace_unencodable(error: UnicodeError) -> tuple[bytes, int]:
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    return _REPLACEMENT_BYTES * (error.end - error.start), error.end  # (bytes: the UTF-8 codec takes only ASCII text)
+
+
+_REPLACEMENT_BYTES = "\ufffd".encode()
+
+
+codecs.register_error(_REPLACE_UNENCODABLE, _replace_unencodable)
+
+
+def open_for_appending(path: Path) -> TextIO:
+    """Open ``path`` to append messages: UTF-8, no newline translation, line-buffered, mode ``a+``.
+
+    ``a+`` lets `close_cut_write` read the file's end. A lone surrogate in the text (which UTF-8 cannot hold) is
+    written as U+FFFD instead of failing the write: the file stays valid UTF-8, and the message is not cut off.
+    """
+    return open(path, "a+", encoding="utf-8", errors=_REPLACE_UNENCODABLE, newline="", buffering=1)
 
 
 def chat_md_lock(path: Path) -> AsyncFileLock:

@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from miniagents.ext._chat_md import ROLES, ContentEscaper, format_header
-from miniagents.ext._chat_md_file import ChatMdDecodeError, chat_md_lock, close_cut_write, read_messages
+from miniagents.ext._chat_md_file import (
+    ChatMdDecodeError,
+    chat_md_lock,
+    close_cut_write,
+    open_for_appending,
+    read_messages,
+)
 from miniagents.messages import Message, MessagePromise, amake_promises
 from miniagents.miniagents import InteractionContext, MiniAgent, miniagent
 
@@ -131,7 +137,7 @@ async def markdown_history_agent(
 async def _awrite_messages(ctx: InteractionContext, path: Path, lock: AsyncFileLock, default_role: str) -> None:
     """Append the incoming messages to the file, token by token, each under the lock (see `markdown_history_agent`)."""
     # Blocking file calls on purpose: a local append per token is cheaper than a thread hop per token.
-    with open(path, "a+", encoding="utf-8", newline="", buffering=1) as stream:  # noqa: ASYNC230
+    with open_for_appending(path) as stream:
         async for message_promise in ctx.message_promises:
             if _is_no_history(message_promise):
                 continue

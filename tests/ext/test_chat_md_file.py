@@ -132,6 +132,16 @@ async def test_the_agent_closes_a_cut_write_before_its_first_message(tmp_path: P
     assert _fields(replies) == [EARLIER[0], ("assistant", None, "half an ans"), NEXT]
 
 
+async def test_the_agent_writes_a_lone_surrogate_as_the_replacement_character(tmp_path: Path) -> None:
+    path = tmp_path / "CHAT.md"
+    async with MiniAgents():
+        replies = await markdown_history_agent.fork(history_md_file=path).inquire(
+            [UserMessage("a \udc80 b"), AssistantMessage("after")]
+        )
+    assert _fields(replies) == [("user", None, "a \ufffd b"), ("assistant", None, "after")]  # read back from the file
+    assert path.read_bytes().decode("utf-8")  # valid UTF-8 throughout
+
+
 def test_two_processes_writing_one_file_do_not_interleave(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
