@@ -15,7 +15,7 @@ from miniagents._chat_log import ChatLog, ChatLogError, MarkdownChatLog
 from miniagents.messages import Message
 from miniagents.promising.ext.frozen import Frozen
 from miniagents.store._base import HistoryInUseError, RecordingStore
-from miniagents.store._open import open_store
+from miniagents.store._open import POSTGRES_SCHEMES, POSTGRES_TYPO, URL, open_store, store_key
 from miniagents.store._recorder import PartialMessage
 from miniagents.store._sqlite import SQLiteMessageStore
 
@@ -49,7 +49,7 @@ class StoreChatLog:
     def __init__(self, location: str | os.PathLike[str], history_id: str = "chat") -> None:
         given = os.fspath(location)
         self.path = _shown(given)
-        self._location = _normalized(given)
+        self._location = store_key(given)
         self.history_id = history_id
         self._store: RecordingStore | None = None
         self._next = 0
@@ -207,36 +207,23 @@ STORE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 """File suffixes that name a SQLite message store rather than a Markdown file."""
 
 
-_URL = re.compile(r"([a-z][a-z0-9+.-]+)://", re.IGNORECASE)  # (a scheme of one letter would be a Windows drive)
-_POSTGRES_SCHEMES = ("postgresql", "postgres")
-_POSTGRES_TYPO = re.compile(r"postgres(?:ql)?:(?!//)", re.IGNORECASE)  # e.g. "postgresql:/host/db"
 _URL_PASSWORD = re.compile(r"(?<=[?&]password=)[^&#]*", re.IGNORECASE)
 _LOCATIONS = "use a Markdown file, a SQLite file (.db, .sqlite or .sqlite3) or a postgresql:// URL"
 
 
-def _normalized(location: str) -> str:
-    """What `open_store` gets: a URL with its scheme in lower case, or the real path of a file."""
-    url = _URL.match(location)
-    if url is not None:
-        return url.group(1).lower() + location[len(url.group(1)) :]
-    if _POSTGRES_TYPO.match(location):
-        return location  # (refused by `_location_problem`)
-    return os.path.realpath(location)
-
-
 def _location_problem(location: str) -> str | None:
-    """Why ``location`` (`_normalized`) names no store, or None: an unknown URL scheme, or a mistyped URL."""
-    url = _URL.match(location)
-    if url is not None and url.group(1) not in _POSTGRES_SCHEMES:
+    """Why ``location`` (`store_key`) names no store, or None: an unknown URL scheme, or a mistyped URL."""
+    url = URL.match(location)
+    if url is not None and url.group(1) not in POSTGRES_SCHEMES:
         return f"unknown URL scheme {url.group(1)!r}: {_LOCATIONS}"
-    if url is None and _POSTGRES_TYPO.match(location):
+    if url is None and POSTGRES_TYPO.match(location):
         return "not a URL: write it as postgresql://user@host:5432/database"
     return None
 
 
 def _shown(location: str) -> str:
     """``location`` with the password of a URL (in its user part or its ``password=`` parameter) as ``***``."""
-    if _URL.match(location) is None:
+    if URL.match(location) is None:
         return location
     scheme, _, rest = location.partition("://")
     end = min((index for index in map(rest.find, "/?#") if index >= 0), default=len(rest))
@@ -279,6 +266,6 @@ def open_chat_log(location: str | os.PathLike[str]) -> ChatLog:
             not a file named so.
     """
     text = os.fspath(location)
-    if _URL.match(text) or _POSTGRES_TYPO.match(text) or text.lower().endswith(STORE_SUFFIXES):
+    if URL.match(text) or POSTGRES_TYPO.match(text) or text.lower().endswith(STORE_SUFFIXES):
         return StoreChatLog(text)
     return MarkdownChatLog(text)

@@ -8,7 +8,7 @@ import os
 from miniagents.messages import Message, amake_promises
 from miniagents.miniagents import InteractionContext, miniagent
 from miniagents.store._base import RecordingStore
-from miniagents.store._open import open_store
+from miniagents.store._open import open_store, store_key
 
 __all__ = ["store_history_agent"]
 
@@ -18,14 +18,12 @@ _stores: dict[str, RecordingStore] = {}
 def _resolve_store(store: RecordingStore | str | os.PathLike[str]) -> RecordingStore:
     if isinstance(store, RecordingStore):
         return store
-    location = os.fspath(store)
-    if location and "://" not in location:  # (a file path; URLs are left to `open_store`)
-        # one file, one key, however it is spelled ("chat.db", "./chat.db", an absolute path): two store objects
-        # on it would refuse each other's claim of a history (and a later chdir must not change the file)
-        location = os.path.realpath(location)
-    if location not in _stores:  # one store object (and so one writer) per location in a process
-        _stores[location] = open_store(location)
-    return _stores[location]
+    # One store object (and so one writer) per store in a process, however its location is spelled: two objects on
+    # one store would refuse each other's claim of a history.
+    key = store_key(store)
+    if key not in _stores:
+        _stores[key] = open_store(key)
+    return _stores[key]
 
 
 @miniagent

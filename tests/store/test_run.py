@@ -113,6 +113,9 @@ async def test_open_store_and_a_bad_location_fail_early(tmp_path: Any) -> None:
         open_store("mysql://localhost/db")
     with pytest.raises(ValueError, match="file path or a postgresql"):
         open_store("")
+    with pytest.raises(ValueError, match="is not a URL: write it as postgresql://"):
+        open_store("postgresql:/localhost/db")  # (a mistake, not a SQLite file of that name)
+    assert not (tmp_path / "postgresql:").exists()
     (tmp_path / "a_directory.db").mkdir()
     with pytest.raises(IsADirectoryError, match="is a directory"):
         async with MiniAgents(store=open_store(tmp_path / "a_directory.db")):
@@ -495,3 +498,22 @@ async def test_inputs_are_stored_as_they_arrive_not_when_the_agent_reads_them(st
         assert [m.text for m in await replies] == ["replied without reading"]
     done = await store.aload_call_tree(ids[0])
     assert (done.status, [m.text for m in done.inputs]) == ("finished", ["plain input", "first half, second half"])
+
+
+def test_a_store_url_s_scheme_is_case_insensitive_and_one_store_serves_every_spelling(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("asyncpg")
+    from miniagents.store import PostgresMessageStore
+    from miniagents.store._history import _resolve_store
+
+    store = open_store("PostgreSQL://app@127.0.0.1:5432/runs")  # (RFC 3986: schemes are case-insensitive)
+    assert isinstance(store, PostgresMessageStore)
+    assert store.dsn == "postgresql://app@127.0.0.1:5432/runs"
+    # the history agent keeps one store object (one writer, one claim) per store, however it is named
+    assert _resolve_store("POSTGRESQL://app@127.0.0.1:5432/runs") is _resolve_store(
+        "postgresql://app@127.0.0.1:5432/runs"
+    )
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "link.db").symlink_to(tmp_path / "chat.db")
+    assert _resolve_store("chat.db") is _resolve_store(tmp_path / "chat.db") is _resolve_store("./link.db")
