@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from filelock import AsyncFileLock
 
 __all__ = [
+    "REPLACE_UNENCODABLE",
     "ChatMdDecodeError",
     "chat_md_lock",
     "close_cut_write",
@@ -73,9 +74,10 @@ class ChatMdDecodeError(MiniAgentsError, ValueError):
         self.line = line
 
 
-_REPLACE_UNENCODABLE = "miniagents.chat_md.replace"
-"""The encoding error handler of `open_for_appending`: what UTF-8 cannot encode, a lone surrogate (e.g. half of a
-character that a broken stream cut in two), is written as U+FFFD, the replacement character."""
+REPLACE_UNENCODABLE = "miniagents.replace_unencodable"
+"""An encoding error handler (``open(..., errors=REPLACE_UNENCODABLE)``): what UTF-8 cannot encode, a lone
+surrogate (e.g. half of a character that a broken stream cut in two), is written as U+FFFD, the replacement
+character."""
 
 
 def _replace_unencodable(error: UnicodeError) -> tuple[bytes, int]:
@@ -87,7 +89,7 @@ def _replace_unencodable(error: UnicodeError) -> tuple[bytes, int]:
 _REPLACEMENT_BYTES = "\ufffd".encode()
 
 
-codecs.register_error(_REPLACE_UNENCODABLE, _replace_unencodable)
+codecs.register_error(REPLACE_UNENCODABLE, _replace_unencodable)
 
 
 def open_for_appending(path: Path) -> TextIO:
@@ -96,7 +98,7 @@ def open_for_appending(path: Path) -> TextIO:
     ``a+`` lets `close_cut_write` read the file's end. A lone surrogate in the text (which UTF-8 cannot hold) is
     written as U+FFFD instead of failing the write: the file stays valid UTF-8, and the message is not cut off.
     """
-    return open(path, "a+", encoding="utf-8", errors=_REPLACE_UNENCODABLE, newline="", buffering=1)
+    return open(path, "a+", encoding="utf-8", errors=REPLACE_UNENCODABLE, newline="", buffering=1)
 
 
 def chat_md_lock(path: Path) -> AsyncFileLock:

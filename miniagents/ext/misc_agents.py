@@ -251,13 +251,16 @@ async def file_agent(ctx: InteractionContext, file: str | os.PathLike[str]) -> N
 
     Args:
         ctx: the interaction context.
-        file: the path of the file (UTF-8).
+        file: the path of the file (UTF-8; a lone surrogate, which UTF-8 cannot hold, is written as U+FFFD).
 
     Replies:
         The incoming messages, unchanged.
     """
+    from miniagents.ext._chat_md_file import REPLACE_UNENCODABLE
+
     ctx.reply(ctx.message_promises)
-    with open(file, "w", encoding="utf-8") as stream:  # noqa: ASYNC230 - a local file, written token by token
+    # (a local file, written token by token)
+    with open(file, "w", encoding="utf-8", errors=REPLACE_UNENCODABLE) as stream:  # noqa: ASYNC230
         async for token in ctx.message_promises.as_single_promise():
             stream.write(token)
             stream.flush()

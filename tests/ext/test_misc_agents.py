@@ -218,6 +218,14 @@ async def test_file_agent_writes_the_joined_messages_and_passes_them_on(tmp_path
     assert path.read_text(encoding="utf-8") == "first\n\nsecond\n\nthird"
 
 
+async def test_file_agent_writes_a_lone_surrogate_as_the_replacement_character(tmp_path: Path) -> None:
+    path = tmp_path / "out.txt"
+    async with MiniAgents():
+        replies = await file_agent.fork(file=path).inquire([streamed(["half \ud83d", " of it"]), "after"])
+    assert [m.text for m in replies] == ["half \ud83d of it", "after"]
+    assert path.read_text(encoding="utf-8") == "half \ufffd of it\n\nafter"  # (it used to stop at the surrogate)
+
+
 # importing touches no terminal
 
 
