@@ -120,11 +120,7 @@ class Message(Frozen):
 
     @property
     def as_promise(self) -> MessagePromise:
-        """A `MessagePromise` already resolved to this message (the same object on every access).
-
-        It is made on first access. A sequence that got this message as a `Message` holds this promise; one that made
-        the message (of a ``str``, a ``dict`` or another model, or from streamed tokens) holds a promise of its own.
-        """
+        """A `MessagePromise` already resolved to this message (the same object on every access)."""
         private: dict[str, Any] = self.__pydantic_private__  # type: ignore[assignment]  # (always a dict here)
         promise = private["_as_promise_cache"]  # the dict behind the private attributes: faster than `self._...`
         if promise is None:
@@ -412,26 +408,21 @@ class MessageSequencePromise(StreamedPromise[MessagePromise, tuple[Message, ...]
 
 
 def promise_of_leaf(item: Any) -> MessagePromise | None:
-    """The message promise for a single-message item, None for collections; raises for errors and bad types.
-
-    A message made here (of a ``str``, a ``dict`` or another model) does not cache the promise as its
-    `Message.as_promise`, as a streamed message does not: the message and its promise would hold each other, and
-    only the garbage collector could free them (two objects per message, plus their dicts, in every round trip).
-    """
+    """The message promise for a single-message item, None for collections; raises for errors and bad types."""
     if type(item) is str:  # the most common item first (it cannot be any of the types checked before `str`)
         message = Message.__new__(Message)
         _init_text_only_message(message, item)
-        return MessagePromise(prefill_message=message)
+        return message.as_promise
     if isinstance(item, MessagePromise):
         return item
     if isinstance(item, Message):
         return item.as_promise
     if isinstance(item, str):
-        return MessagePromise(prefill_message=Message(text=item))
+        return Message(text=item).as_promise
     if isinstance(item, BaseModel):
-        return MessagePromise(prefill_message=Message(**item.model_dump()))
+        return Message(**item.model_dump()).as_promise
     if isinstance(item, dict):
-        return MessagePromise(prefill_message=Message(**item))
+        return Message(**item).as_promise
     if isinstance(item, BaseException):
         raise item
     if hasattr(item, "__iter__") or hasattr(item, "__aiter__"):
