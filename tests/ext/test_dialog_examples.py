@@ -92,7 +92,13 @@ def test_e3_dialog_with_markdown_history_on_the_local_model(
         if role == "assistant":  # what was streamed to the terminal is what the history recorded
             assert text.strip()
             assert f"LLAMA_CPP_AGENT: {squash(text)}" in squash(screen)
-    assert "improve the styling" not in (tmp_path / "CHAT.md").read_text(encoding="utf-8")  # the system prompt
+    # The system prompt is not recorded; the small model sometimes quotes it in an answer, so answers are left out.
+    recorded = (tmp_path / "CHAT.md").read_text(encoding="utf-8")
+    for role, _, text in messages:
+        if role == "assistant":
+            assert text.strip() in recorded
+            recorded = recorded.replace(text.strip(), "")
+    assert "improve the styling" not in recorded
 
 
 @pytest.mark.timeout(300)
