@@ -3,7 +3,10 @@
 * **Tracing, W1**: W1's sequential round trips (an echo agent, N calls) with no observer, and with an
   `OpenTelemetryObserver` exporting every span to the SDK's `InMemorySpanExporter` (SimpleSpanProcessor). With
   ``--baseline-root DIR`` (an unpacked older tree, e.g. ``git archive <commit> | tar -x -C DIR``) W1 also runs
-  on that tree, which shows what the observation seam costs when tracing is off.
+  on that tree, which shows what the observation seam costs when tracing is off. A third side makes the same
+  spans without miniagents: no observer, the loop itself starts a span before each call and ends it after, with
+  the same name, kind and attributes, kept by the same exporter. That is the floor any observer that makes one
+  SDK span per call stands on.
 * **View, paced**: 1,000 agent calls per second for a few seconds (a call is started every millisecond; each agent
   replies one short message), without and with a `ViewPublisher` sending to a ``miniagents view`` server in its own
   process. Reported: the run's wall time, its CPU time, and whether the server has every call when the run ends.
@@ -35,11 +38,14 @@ ROOT = Path(__file__).resolve().parent.parent
 # --- workloads (run in the child) ----------------------------------------------------------------------------------
 
 
-def _w1(n: int, tracing: bool, noop_observer: bool = False, keep_spans: bool = True) -> dict[str, Any]:
+def _w1(
+    n: int, tracing: bool, noop_observer: bool = False, keep_spans: bool = True, loop_spans: bool = False
+) -> dict[str, Any]:
     from miniagents import InteractionContext, MiniAgents, miniagent
 
     observers: list[Any] = []
     exporter: Any = None
+    loop_tracer: Any = None
     if noop_observer:
         from miniagents import RunObserver
 
@@ -48,6 +54,7 @@ def _w1(n: int, tracing: bool, noop_observer: bool = False, keep_spans: bool = T
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from opentelemetry.trace import SpanKind
 
         from miniagents.ext.tracing import OpenTelemetryObserver
 
@@ -71,7 +78,10 @@ def _w1(n: int, tracing: bool, noop_observer: bool = False, keep_spans: bool = T
 
             exporter = CountingExporter()
             provider.add_span_processor(SimpleSpanProcessor(exporter))
-        observers.append(OpenTelemetryObserver(tracer_provider=provider))
+        if loop_spans:
+            loop_tracer = provider.get_tracer("benchmark")
+        else:
+            observers.append(OpenTelemetryObserver(tracer_provider=provider))
 
     @miniagent
     async def echo_agent(ctx: InteractionContext) -> None:
@@ -82,7 +92,20 @@ def _w1(n: int, tracing: bool, noop_observer: bool = False, keep_spans: bool = T
         start = time.perf_counter()
         async with MiniAgents(**({"observers": observers} if observers else {})):
             for i in range(n):
+                span = None
+                if loop_tracer is not None:  # the observer's span, made by hand: name, kind, attributes
+                    span = loop_tracer.start_span(
+                        "invoke_agent echo_agent",
+                        kind=SpanKind.INTERNAL,
+                        attributes={
+                            "gen_ai.operation.name": "invoke_agent",
+                            "gen_ai.agent.name": "echo_agent",
+                            "miniagents.agent_call.id": str(i),
+                        },
+                    )
                 replies = await echo_agent.inquire(f"msg {i}")
+                if span is not None:
+                    span.end()
                 if replies[0].text != f"echo: msg {i}":
                     raise RuntimeError(f"wrong reply {replies!r}")
         return time.perf_counter() - start
@@ -163,7 +186,9 @@ def _child(spec: dict[str, Any], root: Path = ROOT) -> dict[str, Any]:
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     """The child's entry: one measurement."""
     if spec["kind"] == "w1":
-        return _w1(spec["n"], spec["tracing"], spec.get("noop", False), spec.get("keep_spans", True))
+        return _w1(
+            spec["n"], spec["tracing"], spec.get("noop", False), spec.get("keep_spans", True), spec.get("loop", False)
+        )
     return _view(spec["mode"], spec["n"], spec.get("rate", 1000.0), spec.get("url"))
 
 
@@ -266,9 +291,16 @@ def main(argv: list[str] | None = None) -> int:
         print(text, file=sys.stderr, flush=True)
 
     if "tracing" in only:
-        sides: dict[str, list[dict[str, Any]]] = {"off": [], "noop": [], "on": [], "dropped": [], "baseline": []}
+        sides: dict[str, list[dict[str, Any]]] = {
+            "off": [],
+            "noop": [],
+            "on": [],
+            "dropped": [],
+            "sdk only": [],
+            "baseline": [],
+        }
         for repetition in range(args.repetitions):
-            order = ["off", "noop", "on", "dropped"] + (["baseline"] if args.baseline_root else [])
+            order = ["off", "noop", "on", "dropped", "sdk only"] + (["baseline"] if args.baseline_root else [])
             if repetition % 2:
                 order.reverse()
             for side in order:
@@ -276,9 +308,10 @@ def main(argv: list[str] | None = None) -> int:
                 spec = {
                     "kind": "w1",
                     "n": args.w1_n,
-                    "tracing": side in ("on", "dropped"),
+                    "tracing": side in ("on", "dropped", "sdk only"),
                     "noop": side == "noop",
-                    "keep_spans": side == "on",
+                    "keep_spans": side != "dropped",
+                    "loop": side == "sdk only",
                 }
                 result = _child(spec, root)
                 sides[side].append(result)
@@ -300,6 +333,13 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             f"| W1 N={args.w1_n}, OpenTelemetryObserver, spans exported and not kept in memory | µs/call | "
             f"{dropped:.1f} | {dropped / off:.2f}x of no observer |"
+        )
+        sdk_only = _median(sides["sdk only"], "us_per_call")
+        rows.append(
+            f"| W1 N={args.w1_n}, no observer; the loop makes the same span around each call (the SDK's floor) | "
+            f"µs/call | {sdk_only:.1f} | {sdk_only / off:.2f}x of no observer (repetition by repetition "
+            f"{_describe_ratios(_paired_ratios(sides['sdk only'], sides['off'], 'us_per_call'))}); the observer "
+            f"is {on / sdk_only:.2f}x of it |"
         )
         if args.baseline_root:
             base = _median(sides["baseline"], "us_per_call")
