@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from miniagents._chat_log import ChatLog, ChatLogError
+from miniagents._text_io import write_to_console
 from miniagents.errors import MiniAgentsError
 from miniagents.messages import Message, MessageSequencePromise
 from miniagents.miniagents import InteractionContext, MiniAgent, MiniAgents, miniagent
@@ -347,7 +348,7 @@ def _show_recap(messages: list[Message], path: Path) -> None:
         return
     earlier = len(messages) - len(shown)
     more = f", after {earlier} earlier message{'s' * (earlier != 1)}" if earlier else ""
-    _write(f"\033[{_DIM_STYLE}m(resuming the conversation in {path}{more})\033[0m\n\n")
+    write_to_console(f"\033[{_DIM_STYLE}m(resuming the conversation in {path}{more})\033[0m\n\n")
     for message in shown:
         role = getattr(message, "role", None) or "assistant"
         model = getattr(message, "model", None)
@@ -356,7 +357,7 @@ def _show_recap(messages: list[Message], path: Path) -> None:
         text = str(message)
         if len(text) > _RECAP_CHARS:
             text = text[:_RECAP_CHARS].rstrip() + " ..."
-        _write(f"\033[{style}m{label}: \033[0m\033[{style}m{text}\033[0m\n\n")
+        write_to_console(f"\033[{style}m{label}: \033[0m\033[{style}m{text}\033[0m\n\n")
 
 
 async def _aanswer(replies: MessageSequencePromise, log: ChatLog) -> list[Message]:
@@ -390,13 +391,13 @@ async def _astream_replies(replies: MessageSequencePromise, log: ChatLog, record
         role = role or "assistant"
         model = getattr(metadata, "model", None)
         label = str(getattr(metadata, "agent_alias", None) or role).upper()
-        _write(f"\033[{_ASSISTANT_STYLE}m{label}: \033[0m")
+        write_to_console(f"\033[{_ASSISTANT_STYLE}m{label}: \033[0m")
         writer = log.answer_writer(role, model)
         mark = None
         try:
             async for token in message_promise:
                 writer.write(token)
-                _write(f"\033[{_ASSISTANT_STYLE}m{token}\033[0m")
+                write_to_console(f"\033[{_ASSISTANT_STYLE}m{token}\033[0m")
         except asyncio.CancelledError:
             mark = INTERRUPTED_MARK
             raise
@@ -407,18 +408,13 @@ async def _astream_replies(replies: MessageSequencePromise, log: ChatLog, record
             text = writer.finish(mark)
             if text is not None:
                 recorded.append(Message(text=text, role=role, model=model))
-                _write(f" \033[{_DIM_STYLE}m{mark}\033[0m\n\n" if mark else "\n\n")
+                write_to_console(f" \033[{_DIM_STYLE}m{mark}\033[0m\n\n" if mark else "\n\n")
             elif mark == INTERRUPTED_MARK:
-                _write(f"\033[{_DIM_STYLE}m{mark}\033[0m\n\n")
+                write_to_console(f"\033[{_DIM_STYLE}m{mark}\033[0m\n\n")
             elif mark is None:
-                _write("\n\n")  # an empty answer
+                write_to_console("\n\n")  # an empty answer
             else:
-                _write("\r\033[K")  # no answer: the label goes, the error (if any) is reported on its own line
-
-
-def _write(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
+                write_to_console("\r\033[K")  # no answer: the label goes; an error is reported on its own line
 
 
 def run_chat(
@@ -440,13 +436,13 @@ def run_chat(
     try:
         mini_agents.run(achat(assistant_agent, system=system, history_file=history_file, warm_up=warm_up))
     except KeyboardInterrupt:
-        _write("\033[0m\n")
+        write_to_console("\033[0m\n")
         return EXIT_INTERRUPTED
     except CliError as error:
         print(f"miniagents: {error}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as error:  # the command reports any failure in one line
-        _write("\033[0m")
+        write_to_console("\033[0m")
         print(f"miniagents: error: {type(error).__name__}: {error}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK

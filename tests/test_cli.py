@@ -349,6 +349,23 @@ def test_run_chat_with_an_injected_assistant(
     ]  # the system prompt is given to the model on every turn, but not kept in the history
 
 
+def test_run_chat_shows_and_records_a_lone_surrogate_as_the_replacement_character(
+    keyboard: PipeInput, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    history_file = tmp_path / "CHAT.md"
+    llm = scripted_llm_agent(["half of \ud83d, then the rest"], alias="FAKE")
+    keyboard.send_text("hi" + ENTER + "exit" + ENTER)
+    assert cli.run_chat(llm, history_file=history_file) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert re.sub(r"\033\[[0-9;]*m", "", out).endswith("FAKE: half of \ufffd, then the rest\n\n\n")
+    assert parse_chat_md(history_file.read_text(encoding="utf-8"))[-1] == (
+        "assistant",
+        "scripted-llm",
+        "half of \ufffd, then the rest",
+    )
+
+
 def test_run_chat_reads_back_earlier_conversations(keyboard: PipeInput, tmp_path: Path) -> None:
     history_file = tmp_path / "CHAT.md"
     llm = scripted_llm_agent(["first answer", "second answer"])

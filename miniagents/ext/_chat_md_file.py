@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from miniagents._text_io import REPLACE_UNENCODABLE
 from miniagents.errors import MiniAgentsError
 from miniagents.ext._chat_md import (
     BOM,
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
     from filelock import AsyncFileLock
 
 __all__ = [
-    "REPLACE_UNENCODABLE",
     "ChatMdDecodeError",
     "chat_md_lock",
     "close_cut_write",
@@ -72,24 +72,6 @@ class ChatMdDecodeError(MiniAgentsError, ValueError):
         self.path = path
         self.offset = offset
         self.line = line
-
-
-REPLACE_UNENCODABLE = "miniagents.replace_unencodable"
-"""An encoding error handler (``open(..., errors=REPLACE_UNENCODABLE)``): what UTF-8 cannot encode, a lone
-surrogate (e.g. half of a character that a broken stream cut in two), is written as U+FFFD, the replacement
-character."""
-
-
-def _replace_unencodable(error: UnicodeError) -> tuple[bytes, int]:
-    if not isinstance(error, UnicodeEncodeError):
-        raise error
-    return _REPLACEMENT_BYTES * (error.end - error.start), error.end  # (bytes: the UTF-8 codec takes only ASCII text)
-
-
-_REPLACEMENT_BYTES = "\ufffd".encode()
-
-
-codecs.register_error(REPLACE_UNENCODABLE, _replace_unencodable)
 
 
 def open_for_appending(path: Path) -> TextIO:

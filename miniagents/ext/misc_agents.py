@@ -11,11 +11,11 @@ import asyncio
 import contextlib
 import os
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from miniagents._text_io import REPLACE_UNENCODABLE, write_to_console
 from miniagents.ext._user_agent import user_agent
 from miniagents.miniagents import InteractionContext, miniagent
 
@@ -75,12 +75,6 @@ def cancel_on_ctrl_c(task: asyncio.Future[Any] | None) -> Iterator[list[bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _write(text: str) -> None:
-    stdout = sys.stdout  # looked up on every call, so redirected or captured stdout is honoured
-    stdout.write(text)
-    stdout.flush()
-
-
 def _metadata(message_promise: Any, name: str) -> Any:
     return getattr(message_promise.preliminary_metadata, name, None)
 
@@ -97,7 +91,9 @@ async def console_echo_agent(
 
     Each message is printed as ``LABEL: `` followed by its tokens as they arrive (flushed one by one) and then a
     blank line, all in the ANSI SGR style ``assistant_style``. ``LABEL`` is the first truthy one of the message's
-    ``agent_alias``, ``role`` and ``default_role`` (read from its preliminary metadata), upper-cased.
+    ``agent_alias``, ``role`` and ``default_role`` (read from its preliminary metadata), upper-cased. A character
+    that stdout's encoding cannot hold (a lone surrogate from a broken stream; an emoji on a ``cp1252`` console) is
+    printed as U+FFFD or ``?``; the message passed on keeps its text.
 
     Ctrl+C while the messages are awaited or stream (in the main thread) raises `KeyboardInterrupt` here, which
     ends the dialog loops quietly (instead of asyncio's default: cancelling the program's main task).
@@ -122,14 +118,14 @@ async def console_echo_agent(
                     label = (
                         _metadata(message_promise, "agent_alias") or _metadata(message_promise, "role") or default_role
                     )
-                    _write(f"\033[{assistant_style}m{str(label).upper()}: \033[0m")
+                    write_to_console(f"\033[{assistant_style}m{str(label).upper()}: \033[0m")
                 async for token in message_promise:
-                    _write(f"\033[{assistant_style}m{token}\033[0m")
-                _write("\n\n")
+                    write_to_console(f"\033[{assistant_style}m{token}\033[0m")
+                write_to_console("\n\n")
         except asyncio.CancelledError:
             if not interrupted:
                 raise
-            _write("\033[0m\n\n")
+            write_to_console("\033[0m\n\n")
             raise KeyboardInterrupt from None  # Ctrl+C while messages stream (or are awaited): quit the dialog
 
 
@@ -218,7 +214,7 @@ async def console_prompt_agent(
 
 def print_banner(greeting: str = DEFAULT_GREETING) -> None:
     """Print the banner of a console dialog: ``greeting`` and how to use the prompt (to stdout)."""
-    _write(f"\033[{_BANNER_STYLE}m\n{greeting}\n\n{_BANNER_HINTS}\033[0m\n")
+    write_to_console(f"\033[{_BANNER_STYLE}m\n{greeting}\n\n{_BANNER_HINTS}\033[0m\n")
 
 
 async def aprompt_user() -> str:
@@ -237,7 +233,7 @@ async def aprompt_user() -> str:
         user_input = await _prompt_session().prompt_async()
     except EOFError as error:
         raise KeyboardInterrupt from error
-    _write("\n")
+    write_to_console("\n")
     if user_input.strip() == _EXIT_COMMAND:
         raise KeyboardInterrupt
     return user_input
@@ -256,8 +252,6 @@ async def file_agent(ctx: InteractionContext, file: str | os.PathLike[str]) -> N
     Replies:
         The incoming messages, unchanged.
     """
-    from miniagents.ext._chat_md_file import REPLACE_UNENCODABLE
-
     ctx.reply(ctx.message_promises)
     # (a local file, written token by token)
     with open(file, "w", encoding="utf-8", errors=REPLACE_UNENCODABLE) as stream:  # noqa: ASYNC230

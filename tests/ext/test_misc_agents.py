@@ -86,6 +86,17 @@ async def test_echo_options(capsys: pytest.CaptureFixture[str]) -> None:
     )
 
 
+async def test_echo_writes_what_the_console_cannot_encode_as_the_replacement_character(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # (half of an emoji that a broken stream cut in two: UTF-8 cannot encode it; the answer was cut off with
+    # UnicodeEncodeError)
+    async with MiniAgents():
+        replies = await console_echo_agent.inquire(streamed(["the \ud83d", " half"], agent_alias="LLM"))
+    assert [m.text for m in replies] == ["the \ud83d half"]  # (the message keeps its text)
+    assert capsys.readouterr().out == green("LLM: ") + green("the \ufffd") + green(" half") + "\n\n"
+
+
 # console_prompt_agent
 
 
