@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from miniagents._text_io import REPLACE_UNENCODABLE, write_to_console
+from miniagents._text_io import REPLACE_UNENCODABLE, utf8_text, utf8_texts_in, write_to_console
 
 
 @pytest.mark.parametrize(
@@ -43,3 +43,40 @@ def test_write_to_console_writes_all_of_a_text_its_stdout_cannot_encode(
     write_to_console("tok ")
     write_to_console("\ud83d en \u2713\n")  # (before: UnicodeEncodeError, and nothing of it written)
     assert buffer.getvalue() == expected
+
+
+def test_a_surrogate_pair_in_one_write_is_written_as_its_character() -> None:
+    assert "\ud83d\ude00 \ude00\ud83d".encode("utf-8", REPLACE_UNENCODABLE) == "\U0001f600 \ufffd\ufffd".encode()
+    assert "\ud83d\ude00".encode("cp1252", REPLACE_UNENCODABLE) == b"?"  # (one character, which cp1252 lacks)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("half \ud83d", "half \ufffd"),
+        ("\ude00 low first", "\ufffd low first"),
+        ("a pair \ud83d\ude00 joined", "a pair \U0001f600 joined"),
+        ("escaped file name report-\udcff.txt", "escaped file name report-\ufffd.txt"),
+    ],
+)
+def test_utf8_text_joins_surrogate_pairs_and_replaces_lone_surrogates(text: str, expected: str) -> None:
+    assert utf8_text(text) == expected
+    assert utf8_text(text).encode("utf-8")  # (strict: no surrogate left)
+
+
+@pytest.mark.parametrize("text", ["ascii", "caf\u00e9 \U0001f600 \u2713", ""])
+def test_utf8_text_returns_a_text_without_surrogates_itself(text: str) -> None:
+    assert utf8_text(text) is text
+
+
+def test_utf8_texts_in_changes_every_string_of_a_request_in_place() -> None:
+    tool_call = {"id": "c", "function": {"name": "f", "arguments": '{"q": "\ud83d"}'}}
+    request = {"messages": [{"role": "user", "content": "a \ud83d"}, {"tool_calls": [tool_call], "n": 1}]}
+    assert utf8_texts_in(request) is request
+    assert request == {
+        "messages": [
+            {"role": "user", "content": "a \ufffd"},
+            {"tool_calls": [{"id": "c", "function": {"name": "f", "arguments": '{"q": "\ufffd"}'}}], "n": 1},
+        ]
+    }
+    assert utf8_texts_in("\ud83d\ude00") == "\U0001f600"

@@ -55,6 +55,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
+from miniagents._text_io import utf8_text
 from miniagents.ext._background import start_detached
 from miniagents.messages import Message, MessagePromise
 from miniagents.miniagents import AgentCall, AgentCallStatus, RunObserver
@@ -254,7 +255,8 @@ def _qualified_name(cls: type) -> str:
 
 
 def _to_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
+    """``value`` as JSON, as UTF-8 can hold it: an attribute must be UTF-8 to be exported (e.g. in OTLP's protobuf)."""
+    return utf8_text(json.dumps(value, ensure_ascii=False, default=str))
 
 
 def _message_dict(message: Any, default_role: str) -> dict[str, Any]:

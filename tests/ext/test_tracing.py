@@ -312,6 +312,24 @@ async def test_message_content_only_when_opted_in(provider: TracerProvider, expo
     assert json.loads(str(call["miniagents.agent_call.kwargs"])) == {"system": "Be brief."}
 
 
+async def test_captured_content_is_utf8(provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    # (an attribute must be UTF-8 to be exported; a lone surrogate, e.g. half an emoji from a broken stream, is not)
+    llm = scripted_llm_agent(["half \ud83d, pair \ud83d\ude00"], alias="BOT", model="m")
+    observer = OpenTelemetryObserver(tracer_provider=provider, capture_message_content=True)
+    async with MiniAgents(observers=[observer]):
+        await llm.inquire("q \udcff")
+    await observer.aflush()
+    spans = by_name(exporter.get_finished_spans())
+    for span in (spans["chat m"], spans["invoke_agent BOT"]):
+        attributes = span.attributes or {}
+        for name in ("gen_ai.input.messages", "gen_ai.output.messages"):
+            str(attributes[name]).encode("utf-8")  # (strict)
+        assert json.loads(str(attributes["gen_ai.input.messages"]))[0]["parts"][0]["content"] == "q \ufffd"
+        assert json.loads(str(attributes["gen_ai.output.messages"]))[0]["parts"][0]["content"] == (
+            "half \ufffd, pair \U0001f600"
+        )
+
+
 def test_content_capture_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(tracing.CAPTURE_CONTENT_ENV_VAR, "true")
     assert OpenTelemetryObserver().capture_message_content is True

@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol
 import pydantic
 import pydantic_core
 
+from miniagents._text_io import utf8_texts_in
 from miniagents.ext.llm._support import merge_metadata, resolve_stream
 from miniagents.ext.llm._tracing import trace_llm_events, trace_tool_call, tracing_is_on
 from miniagents.ext.llm.errors import LLMError, LLMMaxTurnsError, LLMResponseError, LLMToolError
@@ -698,7 +699,8 @@ def openai_chat_messages(system: str | None, messages: Iterable[Message]) -> lis
     """The ``messages`` of a chat completions request: the system prompt, then one dict per message.
 
     A `ToolCallMessage` joins the assistant dict before it (``tool_calls``), as the API wants a turn's text and
-    calls in one assistant message; a `ToolResultMessage` is a ``"tool"`` dict.
+    calls in one assistant message; a `ToolResultMessage` is a ``"tool"`` dict. A lone surrogate in a text (which
+    UTF-8, and so the API, cannot take) becomes U+FFFD, and a surrogate pair its character.
     """
     dicts: list[dict[str, Any]] = [{"role": "system", "content": system}] if system is not None else []
     for message in messages:
@@ -713,7 +715,7 @@ def openai_chat_messages(system: str | None, messages: Iterable[Message]) -> lis
                 dicts.append({"role": "assistant", "content": None, "tool_calls": [call]})
         else:
             dicts.append(message_to_llm_dict(message))
-    return dicts
+    return utf8_texts_in(dicts)
 
 
 def openai_request_params(request: TurnRequest) -> dict[str, Any]:

@@ -32,6 +32,7 @@ import os
 from collections.abc import AsyncGenerator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from miniagents._text_io import utf8_texts_in
 from miniagents.ext.llm._loop import (
     DEFAULT_MAX_TURNS,
     AgentLoop,
@@ -280,6 +281,8 @@ def build_anthropic_request(
        are involved, their blocks in order.
     5. ``system`` and then the system messages, joined with the delimiter, become the ``system`` parameter;
        without either there is no ``system`` key at all.
+    6. A lone surrogate in a text (which UTF-8, and so the API, cannot take) becomes U+FFFD, and a surrogate pair
+       its character (`miniagents._text_io.utf8_text`).
 
     Returns:
         ``{"messages": [...], "system": "..."}`` (``system`` only when there is one).
@@ -308,7 +311,7 @@ def build_anthropic_request(
     request: dict[str, Any] = {"messages": merged}
     if system_parts:
         request["system"] = message_delimiter_for_same_role.join(system_parts)
-    return request
+    return utf8_texts_in(request)
 
 
 def _anthropic_dict(message: Message) -> dict[str, Any]:

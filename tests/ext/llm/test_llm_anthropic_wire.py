@@ -141,6 +141,22 @@ def test_build_anthropic_request_custom_fake_user_and_delimiter() -> None:
     }
 
 
+def test_build_anthropic_request_sends_what_utf8_can_hold() -> None:
+    # (a lone surrogate, e.g. half of an emoji a broken stream cut in two, stays in a message's text; the API reads
+    # UTF-8, so every later turn of the conversation failed)
+    request = build_anthropic_request(
+        [UserMessage("hi"), AssistantMessage("half \ud83d"), UserMessage("a pair \ud83d\ude00")], system="s \udcff"
+    )
+    assert request == {
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "half \ufffd"},
+            {"role": "user", "content": "a pair \U0001f600"},
+        ],
+        "system": "s \ufffd",
+    }
+
+
 # --- the wire -------------------------------------------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ import pydantic
 import pytest
 
 from miniagents import AgentCallCancelledError, MiniAgents
-from miniagents.ext.llm import LLMError, ToolCallMessage, ToolResultMessage, UserMessage
+from miniagents.ext.llm import AssistantMessage, LLMError, ToolCallMessage, ToolResultMessage, UserMessage
 from miniagents.ext.llm._thread_bridge import aiterate_in_thread, astream_from_thread
 
 NO_HANG = 10
@@ -234,6 +234,16 @@ async def test_llama_cpp_agent_streams_tokens_with_metadata(llama_cpp_module: An
         assert message.usage.completion_tokens == 12
     assert message.timings.predicted_per_second > 0
     assert _wait_until_gone("miniagents-llama-cpp")  # the worker thread ends with the generation
+
+
+async def test_llama_cpp_agent_answers_after_a_lone_surrogate_in_the_history(llama_cpp_module: Any) -> None:
+    # (llama.cpp's JSON parser refused the request: "invalid string: surrogate U+D800..U+DBFF must be followed by
+    # U+DC00..U+DFFF", so a conversation with half an emoji in it failed on every later turn)
+    history = [UserMessage("hi"), AssistantMessage("half \ud83d"), UserMessage("Say ok.")]
+    async with MiniAgents():
+        (message,) = await llama_cpp_module.llama_cpp_agent.inquire(history, max_tokens=4, temperature=0.0)
+    assert message.text.strip()
+    assert message.usage.prompt_tokens > 0
 
 
 async def test_llama_cpp_agent_non_stream_and_usage_agree_with_streaming(llama_cpp_module: Any) -> None:

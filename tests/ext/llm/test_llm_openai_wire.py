@@ -175,6 +175,31 @@ async def test_non_stream_tool_calls_without_tools_are_replied_not_run(openai_mo
     assert len(openai_mock.requests) == 1
 
 
+async def test_a_lone_surrogate_in_the_history_is_sent_as_the_replacement_character(openai_mock: Any) -> None:
+    # (half of an emoji that a broken stream cut in two stays in the answer's text; sent as the JSON escape
+    # "\ud83d", a strict server refuses it, so every later turn of the conversation failed)
+    response = {
+        "id": "chatcmpl-3",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "gpt-api-name",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+        "usage": USAGE,
+    }
+    agent = openai_agent.fork(
+        model="gpt-test", async_client=openai_mock.client(lambda r: openai_mock.json_response(200, response))
+    )
+    history = [UserMessage("hi"), AssistantMessage("half \ud83d"), UserMessage("pair \ud83d\ude00")]
+    async with MiniAgents():
+        assert [m.text for m in await agent.inquire(history, stream=False)] == ["ok"]
+    assert openai_mock.request_json()["messages"] == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "half \ufffd"},
+        {"role": "user", "content": "pair \U0001f600"},
+    ]
+    assert history[1].text == "half \ud83d"  # (the message keeps its text)
+
+
 async def test_non_stream_without_choices_is_a_response_error(openai_mock: Any) -> None:
     response = {"id": "x", "object": "chat.completion", "created": 1, "model": "m", "choices": []}
     agent = openai_agent.fork(
