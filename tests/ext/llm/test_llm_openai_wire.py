@@ -38,6 +38,19 @@ def chunk(delta: dict[str, Any] | None = None, finish_reason: str | None = None,
 USAGE = {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}
 
 
+def completion(message: dict[str, Any], finish_reason: str, **extra: Any) -> dict[str, Any]:
+    """A chat completion that is not streamed, with one choice."""
+    choice = {"index": 0, "message": message, "finish_reason": finish_reason}
+    return {**BASE, "object": "chat.completion", "choices": [choice], **extra}
+
+
+def answering(openai_mock: Any, response: dict[str, Any]) -> Any:
+    """``openai_agent`` on a client whose every request gets ``response``."""
+    return openai_agent.fork(
+        model="gpt-test", async_client=openai_mock.client(lambda r: openai_mock.json_response(200, response))
+    )
+
+
 async def first_message_promise(replies: Any) -> Any:
     message_promises = [mp async for mp in replies]
     assert len(message_promises) == 1
@@ -122,19 +135,9 @@ async def test_stream_role_chunk_and_metadata_merge(openai_mock: Any, sse_body: 
 
 
 async def test_non_stream_content_is_one_token(openai_mock: Any) -> None:
-    response = {
-        "id": "chatcmpl-2",
-        "object": "chat.completion",
-        "created": 1700000000,
-        "model": "gpt-api-name",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "All at once."}, "finish_reason": "stop"}],
-        "usage": USAGE,
-    }
-    agent = openai_agent.fork(
-        model="gpt-test", async_client=openai_mock.client(lambda r: openai_mock.json_response(200, response))
-    )
+    response = completion({"role": "assistant", "content": "All at once."}, "stop", id="chatcmpl-2", usage=USAGE)
     async with MiniAgents():
-        message_promise = await first_message_promise(agent.inquire("q", stream=False))
+        message_promise = await first_message_promise(answering(openai_mock, response).inquire("q", stream=False))
         tokens = [token async for token in message_promise]
         message = await message_promise
     assert tokens == ["All at once."]
@@ -147,24 +150,9 @@ async def test_non_stream_content_is_one_token(openai_mock: Any) -> None:
 
 async def test_non_stream_tool_calls_without_tools_are_replied_not_run(openai_mock: Any) -> None:
     tool_call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
-    response = {
-        "id": "chatcmpl-3",
-        "object": "chat.completion",
-        "created": 1700000000,
-        "model": "gpt-api-name",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": None, "tool_calls": [tool_call]},
-                "finish_reason": "tool_calls",
-            }
-        ],
-    }
-    agent = openai_agent.fork(
-        model="gpt-test", async_client=openai_mock.client(lambda r: openai_mock.json_response(200, response))
-    )
+    response = completion({"role": "assistant", "content": None, "tool_calls": [tool_call]}, "tool_calls")
     async with MiniAgents(stream_llm_tokens_by_default=False):
-        message_promise = await first_message_promise(agent.inquire("q"))
+        message_promise = await first_message_promise(answering(openai_mock, response).inquire("q"))
         tokens = [token async for token in message_promise]
         message = await message_promise
     # the agent has no tools: the call is shown to the caller (not dropped) and nothing is run
@@ -178,17 +166,7 @@ async def test_non_stream_tool_calls_without_tools_are_replied_not_run(openai_mo
 async def test_a_lone_surrogate_in_the_history_is_sent_as_the_replacement_character(openai_mock: Any) -> None:
     # (half of an emoji that a broken stream cut in two stays in the answer's text; sent as the JSON escape
     # "\ud83d", a strict server refuses it, so every later turn of the conversation failed)
-    response = {
-        "id": "chatcmpl-3",
-        "object": "chat.completion",
-        "created": 1700000000,
-        "model": "gpt-api-name",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-        "usage": USAGE,
-    }
-    agent = openai_agent.fork(
-        model="gpt-test", async_client=openai_mock.client(lambda r: openai_mock.json_response(200, response))
-    )
+    agent = answering(openai_mock, completion({"role": "assistant", "content": "ok"}, "stop", usage=USAGE))
     history = [UserMessage("hi"), AssistantMessage("half \ud83d"), UserMessage("pair \ud83d\ude00")]
     async with MiniAgents():
         assert [m.text for m in await agent.inquire(history, stream=False)] == ["ok"]
