@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         "chat",
         help="chat with an LLM in the terminal",
         description="Chat with an LLM in the terminal; the history is kept in a Markdown file. "
-        'Type "exit" or press Ctrl+C or Ctrl+D to quit.',
+        'Type "exit" or press Ctrl+C or Ctrl+D to quit. From a pipe or a file, each line is a message.',
     )
     chat.add_argument(
         "--model",
@@ -284,6 +285,7 @@ async def achat(
     system: str | None = None,
     history_file: str | os.PathLike[str] = DEFAULT_HISTORY_FILE,
     warm_up: bool = False,
+    line_input: bool = False,
 ) -> None:
     """Chat in the console with ``assistant_agent`` until the user quits; needs an active `MiniAgents`.
 
@@ -292,6 +294,10 @@ async def achat(
     cancelled, so a local model stops generating) and keeps the part shown, marked ``[interrupted]``. Either way
     the chat goes on with the next prompt. ``exit``, or Ctrl+C or Ctrl+D at an empty prompt, quits.
 
+    With ``line_input`` (what ``miniagents chat`` does when its standard input is not a terminal: a pipe or a
+    file) each line of standard input is a message, shown after ``USER: ``; there is no banner, and the end of
+    the input quits.
+
     Args:
         assistant_agent: any agent that answers a conversation (an LLM agent, or a fake one in tests).
         system: a system prompt, given to the assistant on every turn (not written to the history).
@@ -299,6 +305,8 @@ async def achat(
             given to the assistant and the latest are shown at the start.
         warm_up: ask the assistant for one token (``max_tokens=1``) in the background at the start, so that a
             local model loads while the user types the first message.
+        line_input: read the messages from standard input line by line instead of prompting (prompt_toolkit
+            needs a terminal).
 
     Raises:
         CliError: the history file cannot be used (checked before anything is shown or written), or a store's
@@ -310,7 +318,7 @@ async def achat(
     except ChatLogError as error:
         raise CliError(f"--history {error}") from error
     try:
-        await _achat_turns(assistant_agent, system, log, messages, warm_up)
+        await _achat_turns(assistant_agent, system, log, messages, warm_up, line_input)
     finally:
         aclose = getattr(log, "aclose", None)  # (a store's history is claimed by this process until then)
         if aclose is not None:
@@ -318,7 +326,12 @@ async def achat(
 
 
 async def _achat_turns(
-    assistant_agent: MiniAgent, system: str | None, log: ChatLog, messages: list[Message], warm_up: bool
+    assistant_agent: MiniAgent,
+    system: str | None,
+    log: ChatLog,
+    messages: list[Message],
+    warm_up: bool,
+    line_input: bool,
 ) -> None:
     """The chat after its history is loaded (see `achat`)."""
     from miniagents.ext.llm import SystemMessage, UserMessage
@@ -326,12 +339,13 @@ async def _achat_turns(
 
     if warm_up:  # loads the model while the user types (the first answer waits for it); errors show there
         assistant_agent.inquire(UserMessage(text="Hi"), max_tokens=1)
-    print_banner()
+    if not line_input:
+        print_banner()
     _show_recap(messages, log.path)
     prompt_prefix = [SystemMessage(text=system)] if system else []
     while True:
         try:
-            text = await aprompt_user()
+            text = await (_aread_user_line() if line_input else aprompt_user())
         except KeyboardInterrupt:
             return
         if not text.strip():
@@ -339,6 +353,51 @@ async def _achat_turns(
         log.append("user", None, text)  # at once: a typed message is never lost
         messages.append(Message(text=text, role="user", model=None))
         messages.extend(await _aanswer(assistant_agent.inquire([*prompt_prefix, *messages]), log))
+
+
+async def _aread_user_line() -> str:
+    """The next line of standard input (not a terminal), shown after ``USER: `` as if typed.
+
+    It is read in a daemon thread of its own, so that a read that blocks (a pipe whose writer waits) never holds
+    up the event loop or, after Ctrl+C, the program's end.
+
+    Raises:
+        KeyboardInterrupt: the line is ``exit``, or the input ended.
+    """
+    from miniagents.ext.misc_agents import _EXIT_COMMAND
+
+    stdin = sys.stdin
+    if stdin is None:  # (closed: no input at all)
+        raise KeyboardInterrupt
+    loop = asyncio.get_running_loop()
+    line: asyncio.Future[str] = loop.create_future()
+
+    def read() -> None:
+        try:
+            text = stdin.readline()
+        except BaseException as error:  # (e.g. a decoding error: the chat reports it)
+            loop.call_soon_threadsafe(_settle, line, None, error)
+        else:
+            loop.call_soon_threadsafe(_settle, line, text, None)
+
+    threading.Thread(target=read, name="miniagents-stdin", daemon=True).start()
+    text = await line
+    if not text:
+        raise KeyboardInterrupt  # the end of the input
+    text = text.removesuffix("\n").removesuffix("\r")
+    write_to_console(f"\033[{_USER_STYLE}mUSER: {text}\033[0m\n\n")
+    if text.strip() == _EXIT_COMMAND:
+        raise KeyboardInterrupt
+    return text
+
+
+def _settle(future: asyncio.Future[str], result: str | None, error: BaseException | None) -> None:
+    if future.done():  # (cancelled: Ctrl+C)
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result or "")
 
 
 def _show_recap(messages: list[Message], path: Path) -> None:
@@ -422,6 +481,7 @@ def run_chat(
     system: str | None = None,
     history_file: str | os.PathLike[str] = DEFAULT_HISTORY_FILE,
     warm_up: bool = False,
+    line_input: bool = False,
 ) -> int:
     """Run `achat` in a new `MiniAgents` context (blocking) and return the exit code.
 
@@ -434,7 +494,9 @@ def run_chat(
     # Agent errors are reported by the chat, once and briefly, instead of being logged with a traceback.
     mini_agents = MiniAgents(log_level_for_errors=logging.DEBUG)
     try:
-        mini_agents.run(achat(assistant_agent, system=system, history_file=history_file, warm_up=warm_up))
+        mini_agents.run(
+            achat(assistant_agent, system=system, history_file=history_file, warm_up=warm_up, line_input=line_input)
+        )
     except KeyboardInterrupt:
         write_to_console("\033[0m\n")
         return EXIT_INTERRUPTED
@@ -514,4 +576,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\nminiagents: interrupted while fetching the model file", file=sys.stderr)
             return EXIT_INTERRUPTED
     warm_up = args.model.partition(":")[0] == "local"  # a local model loads while the first message is typed
-    return run_chat(assistant_agent, system=args.system, history_file=args.history, warm_up=warm_up)
+    line_input = (
+        sys.stdin is None or not sys.stdin.isatty()
+    )  # a pipe or a file: a message per line (prompt_toolkit needs a terminal)
+    return run_chat(
+        assistant_agent, system=args.system, history_file=args.history, warm_up=warm_up, line_input=line_input
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shlex
@@ -364,6 +365,74 @@ def test_run_chat_shows_and_records_a_lone_surrogate_as_the_replacement_characte
         "scripted-llm",
         "half of \ufffd, then the rest",
     )
+
+
+def test_line_input_reads_a_message_per_line_until_exit(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    history_file = tmp_path / "CHAT.md"
+    monkeypatch.setattr("sys.stdin", io.StringIO("hi\n\ntwo words\r\nexit\nnot sent\n"))
+    llm = scripted_llm_agent(["first answer", "second answer", "never asked"], alias="FAKE")
+    assert cli.run_chat(llm, history_file=history_file, line_input=True) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert re.sub(r"\033\[[0-9;]*m", "", out) == (  # no banner: its key hints are for a terminal
+        "USER: hi\n\nFAKE: first answer\n\nUSER: \n\nUSER: two words\n\nFAKE: second answer\n\nUSER: exit\n\n"
+    )
+    assert [(role, text) for role, _, text in parse_chat_md(history_file.read_text(encoding="utf-8"))] == [
+        ("user", "hi"),
+        ("assistant", "first answer"),
+        ("user", "two words"),
+        ("assistant", "second answer"),
+    ]
+
+
+def test_line_input_ends_with_the_input(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("only line"))  # (no line break at the end)
+    llm = scripted_llm_agent(["answer"])
+    assert cli.run_chat(llm, history_file=tmp_path / "CHAT.md", line_input=True) == 0
+    assert [message["content"] for message in llm.prompts[0]] == ["only line"]
+
+
+def test_the_command_reads_lines_when_its_input_is_not_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    chats: list[dict[str, Any]] = []
+    monkeypatch.setattr(cli, "run_chat", lambda agent, **options: chats.append(options) or 0)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    history = str(tmp_path / "CHAT.md")
+    monkeypatch.setattr("sys.stdin", io.StringIO("hi\n"))
+    assert cli.main(["chat", "--model", "openai:x", "--history", history]) == 0
+    monkeypatch.setattr("sys.stdin", _Terminal())
+    assert cli.main(["chat", "--model", "openai:x", "--history", history]) == 0
+    assert [options["line_input"] for options in chats] == [True, False]
+
+
+@pytest.mark.timeout(300)
+def test_a_chat_with_the_local_model_through_a_pipe(tmp_path: Path, local_model_path: Path) -> None:
+    history_file = tmp_path / "CHAT.md"
+    result = subprocess.run(
+        [sys.executable, "-m", "miniagents", "chat", "--history", str(history_file), "--max-tokens", "8"],
+        input="Name a color.\n",
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # (prompt_toolkit on a pipe warned "Input is not a terminal (fd=0)")
+    out = re.sub(r"\033\[[0-9;]*m", "", result.stdout)
+    assert "\033" not in out  # (nor asked the terminal where its cursor is, "\033[6n")
+    assert out.startswith("USER: Name a color.\n\nLLAMA_CPP_AGENT: ")
+    (question, answer) = parse_chat_md(history_file.read_text(encoding="utf-8"))
+    assert question == ("user", None, "Name a color.")
+    assert answer[0] == "assistant" and answer[2].strip()
+    assert out == f"USER: Name a color.\n\nLLAMA_CPP_AGENT: {answer[2]}\n\n"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
 
 
 def test_run_chat_reads_back_earlier_conversations(keyboard: PipeInput, tmp_path: Path) -> None:
