@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import logging
 import math
@@ -373,12 +374,13 @@ async def _aread_user_line() -> str:
     line: asyncio.Future[str] = loop.create_future()
 
     def read() -> None:
+        outcome: tuple[str, BaseException | None]
         try:
-            text = stdin.readline()
-        except BaseException as error:  # (e.g. a decoding error: the chat reports it)
-            loop.call_soon_threadsafe(_settle, line, None, error)
-        else:
-            loop.call_soon_threadsafe(_settle, line, text, None)
+            outcome = (stdin.readline(), None)
+        except BaseException as error:  # (e.g. a byte that is not UTF-8: the chat reports it)
+            outcome = ("", error)
+        with contextlib.suppress(RuntimeError):  # (the loop is closed: nobody waits for this line any more)
+            loop.call_soon_threadsafe(_settle, line, *outcome)
 
     threading.Thread(target=read, name="miniagents-stdin", daemon=True).start()
     text = await line
@@ -391,13 +393,13 @@ async def _aread_user_line() -> str:
     return text
 
 
-def _settle(future: asyncio.Future[str], result: str | None, error: BaseException | None) -> None:
+def _settle(future: asyncio.Future[str], result: str, error: BaseException | None) -> None:
     if future.done():  # (cancelled: Ctrl+C)
         return
     if error is not None:
         future.set_exception(error)
     else:
-        future.set_result(result or "")
+        future.set_result(result)
 
 
 def _show_recap(messages: list[Message], path: Path) -> None:
