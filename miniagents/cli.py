@@ -28,9 +28,11 @@ import importlib
 import logging
 import math
 import os
+import re
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,27 @@ _RECAP_CHARS = 400
 _USER_STYLE = "93;1"  # bright yellow, bold (as the prompt)
 _ASSISTANT_STYLE = "92;1"  # bright green, bold (as console_echo_agent)
 _DIM_STYLE = "2"
+
+_SGR = re.compile(r"\033\[[0-9;]*m")  # an ANSI "select graphic rendition" sequence: a colour or a style
+
+
+@dataclass(frozen=True)
+class _Console:
+    """How the chat writes to stdout: in ANSI colours, or as plain text (to a pipe or a file, or with NO_COLOR)."""
+
+    colors: bool = True
+
+    def write(self, text: str) -> None:
+        write_to_console(text if self.colors else _SGR.sub("", text))
+
+    def erase_label(self) -> None:
+        """Take back the label of an answer that did not come: a terminal erases it, plain text ends its line."""
+        write_to_console("\r\033[K" if self.colors or _is_terminal(sys.stdout) else "\n")
+
+
+def _is_terminal(stream: Any) -> bool:
+    return stream is not None and stream.isatty()
+
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -287,6 +310,7 @@ async def achat(
     history_file: str | os.PathLike[str] = DEFAULT_HISTORY_FILE,
     warm_up: bool = False,
     line_input: bool = False,
+    colors: bool = True,
 ) -> None:
     """Chat in the console with ``assistant_agent`` until the user quits; needs an active `MiniAgents`.
 
@@ -308,6 +332,8 @@ async def achat(
             local model loads while the user types the first message.
         line_input: read the messages from standard input line by line instead of prompting (prompt_toolkit
             needs a terminal).
+        colors: write in ANSI colours; False writes plain text (what ``miniagents chat`` does when its standard
+            output is not a terminal, or the ``NO_COLOR`` environment variable is set: https://no-color.org).
 
     Raises:
         CliError: the history file cannot be used (checked before anything is shown or written), or a store's
@@ -319,7 +345,7 @@ async def achat(
     except ChatLogError as error:
         raise CliError(f"--history {error}") from error
     try:
-        await _achat_turns(assistant_agent, system, log, messages, warm_up, line_input)
+        await _achat_turns(assistant_agent, system, log, messages, warm_up, line_input, _Console(colors))
     finally:
         aclose = getattr(log, "aclose", None)  # (a store's history is claimed by this process until then)
         if aclose is not None:
@@ -333,30 +359,31 @@ async def _achat_turns(
     messages: list[Message],
     warm_up: bool,
     line_input: bool,
+    console: _Console,
 ) -> None:
     """The chat after its history is loaded (see `achat`)."""
     from miniagents.ext.llm import SystemMessage, UserMessage
-    from miniagents.ext.misc_agents import aprompt_user, print_banner
+    from miniagents.ext.misc_agents import aprompt_user, banner
 
     if warm_up:  # loads the model while the user types (the first answer waits for it); errors show there
         assistant_agent.inquire(UserMessage(text="Hi"), max_tokens=1)
     if not line_input:
-        print_banner()
-    _show_recap(messages, log.path)
+        console.write(banner())
+    _show_recap(messages, log.path, console)
     prompt_prefix = [SystemMessage(text=system)] if system else []
     while True:
         try:
-            text = await (_aread_user_line() if line_input else aprompt_user())
+            text = await (_aread_user_line(console) if line_input else aprompt_user())
         except KeyboardInterrupt:
             return
         if not text.strip():
             continue
         log.append("user", None, text)  # at once: a typed message is never lost
         messages.append(Message(text=text, role="user", model=None))
-        messages.extend(await _aanswer(assistant_agent.inquire([*prompt_prefix, *messages]), log))
+        messages.extend(await _aanswer(assistant_agent.inquire([*prompt_prefix, *messages]), log, console))
 
 
-async def _aread_user_line() -> str:
+async def _aread_user_line(console: _Console) -> str:
     """The next line of standard input (not a terminal), shown after ``USER: `` as if typed.
 
     It is read in a daemon thread of its own, so that a read that blocks (a pipe whose writer waits) never holds
@@ -387,7 +414,7 @@ async def _aread_user_line() -> str:
     if not text:
         raise KeyboardInterrupt  # the end of the input
     text = text.removesuffix("\n").removesuffix("\r")
-    write_to_console(f"\033[{_USER_STYLE}mUSER: {text}\033[0m\n\n")
+    console.write(f"\033[{_USER_STYLE}mUSER: {text}\033[0m\n\n")
     if text.strip() == _EXIT_COMMAND:
         raise KeyboardInterrupt
     return text
@@ -402,14 +429,14 @@ def _settle(future: asyncio.Future[str], result: str, error: BaseException | Non
         future.set_result(result)
 
 
-def _show_recap(messages: list[Message], path: Path) -> None:
+def _show_recap(messages: list[Message], path: Path, console: _Console) -> None:
     """Show the latest messages of the earlier conversation, when resuming one."""
     shown = messages[-RECAP_MESSAGES:]
     if not shown:
         return
     earlier = len(messages) - len(shown)
     more = f", after {earlier} earlier message{'s' * (earlier != 1)}" if earlier else ""
-    write_to_console(f"\033[{_DIM_STYLE}m(resuming the conversation in {path}{more})\033[0m\n\n")
+    console.write(f"\033[{_DIM_STYLE}m(resuming the conversation in {path}{more})\033[0m\n\n")
     for message in shown:
         role = getattr(message, "role", None) or "assistant"
         model = getattr(message, "model", None)
@@ -418,10 +445,10 @@ def _show_recap(messages: list[Message], path: Path) -> None:
         text = str(message)
         if len(text) > _RECAP_CHARS:
             text = text[:_RECAP_CHARS].rstrip() + " ..."
-        write_to_console(f"\033[{style}m{label}: \033[0m\033[{style}m{text}\033[0m\n\n")
+        console.write(f"\033[{style}m{label}: \033[0m\033[{style}m{text}\033[0m\n\n")
 
 
-async def _aanswer(replies: MessageSequencePromise, log: ChatLog) -> list[Message]:
+async def _aanswer(replies: MessageSequencePromise, log: ChatLog, console: _Console) -> list[Message]:
     """Stream the assistant's replies to the console and the history; return the messages the history got.
 
     Ctrl+C (SIGINT) cancels the streaming and then the agent call (``replies.cancel()``), with the calls it made.
@@ -429,7 +456,7 @@ async def _aanswer(replies: MessageSequencePromise, log: ChatLog) -> list[Messag
     from miniagents.ext.misc_agents import cancel_on_ctrl_c
 
     recorded: list[Message] = []
-    streaming = asyncio.ensure_future(_astream_replies(replies, log, recorded))
+    streaming = asyncio.ensure_future(_astream_replies(replies, log, recorded, console))
     try:
         with cancel_on_ctrl_c(streaming):
             await asyncio.wait([streaming])
@@ -444,7 +471,9 @@ async def _aanswer(replies: MessageSequencePromise, log: ChatLog) -> list[Messag
     return recorded
 
 
-async def _astream_replies(replies: MessageSequencePromise, log: ChatLog, recorded: list[Message]) -> None:
+async def _astream_replies(
+    replies: MessageSequencePromise, log: ChatLog, recorded: list[Message], console: _Console
+) -> None:
     async for message_promise in replies:
         metadata = message_promise.preliminary_metadata
         role = getattr(metadata, "role", None)
@@ -452,13 +481,13 @@ async def _astream_replies(replies: MessageSequencePromise, log: ChatLog, record
         role = role or "assistant"
         model = getattr(metadata, "model", None)
         label = str(getattr(metadata, "agent_alias", None) or role).upper()
-        write_to_console(f"\033[{_ASSISTANT_STYLE}m{label}: \033[0m")
+        console.write(f"\033[{_ASSISTANT_STYLE}m{label}: \033[0m")
         writer = log.answer_writer(role, model)
         mark = None
         try:
             async for token in message_promise:
                 writer.write(token)
-                write_to_console(f"\033[{_ASSISTANT_STYLE}m{token}\033[0m")
+                console.write(f"\033[{_ASSISTANT_STYLE}m{token}\033[0m")
         except asyncio.CancelledError:
             mark = INTERRUPTED_MARK
             raise
@@ -469,13 +498,13 @@ async def _astream_replies(replies: MessageSequencePromise, log: ChatLog, record
             text = writer.finish(mark)
             if text is not None:
                 recorded.append(Message(text=text, role=role, model=model))
-                write_to_console(f" \033[{_DIM_STYLE}m{mark}\033[0m\n\n" if mark else "\n\n")
+                console.write(f" \033[{_DIM_STYLE}m{mark}\033[0m\n\n" if mark else "\n\n")
             elif mark == INTERRUPTED_MARK:
-                write_to_console(f"\033[{_DIM_STYLE}m{mark}\033[0m\n\n")
+                console.write(f"\033[{_DIM_STYLE}m{mark}\033[0m\n\n")
             elif mark is None:
-                write_to_console("\n\n")  # an empty answer
+                console.write("\n\n")  # an empty answer
             else:
-                write_to_console("\r\033[K")  # no answer: the label goes; an error is reported on its own line
+                console.erase_label()  # no answer: an error is reported on its own line
 
 
 def run_chat(
@@ -484,6 +513,7 @@ def run_chat(
     history_file: str | os.PathLike[str] = DEFAULT_HISTORY_FILE,
     warm_up: bool = False,
     line_input: bool = False,
+    colors: bool = True,
 ) -> int:
     """Run `achat` in a new `MiniAgents` context (blocking) and return the exit code.
 
@@ -497,16 +527,24 @@ def run_chat(
     mini_agents = MiniAgents(log_level_for_errors=logging.DEBUG)
     try:
         mini_agents.run(
-            achat(assistant_agent, system=system, history_file=history_file, warm_up=warm_up, line_input=line_input)
+            achat(
+                assistant_agent,
+                system=system,
+                history_file=history_file,
+                warm_up=warm_up,
+                line_input=line_input,
+                colors=colors,
+            )
         )
     except KeyboardInterrupt:
-        write_to_console("\033[0m\n")
+        write_to_console("\033[0m\n" if colors else "\n")
         return EXIT_INTERRUPTED
     except CliError as error:
         print(f"miniagents: {error}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as error:  # the command reports any failure in one line
-        write_to_console("\033[0m")
+        if colors:
+            write_to_console("\033[0m")
         print(f"miniagents: error: {type(error).__name__}: {error}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
@@ -578,9 +616,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\nminiagents: interrupted while fetching the model file", file=sys.stderr)
             return EXIT_INTERRUPTED
     warm_up = args.model.partition(":")[0] == "local"  # a local model loads while the first message is typed
-    line_input = (
-        sys.stdin is None or not sys.stdin.isatty()
-    )  # a pipe or a file: a message per line (prompt_toolkit needs a terminal)
+    line_input = not _is_terminal(sys.stdin)  # a pipe or a file: a line per message (prompt_toolkit needs a tty)
+    colors = _is_terminal(sys.stdout) and not os.environ.get("NO_COLOR")  # (https://no-color.org)
     return run_chat(
-        assistant_agent, system=args.system, history_file=args.history, warm_up=warm_up, line_input=line_input
+        assistant_agent,
+        system=args.system,
+        history_file=args.history,
+        warm_up=warm_up,
+        line_input=line_input,
+        colors=colors,
     )

@@ -394,18 +394,54 @@ def test_line_input_ends_with_the_input(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert [message["content"] for message in llm.prompts[0]] == ["only line"]
 
 
-def test_the_command_reads_lines_when_its_input_is_not_a_terminal(
+def test_the_command_reads_lines_and_writes_plain_text_where_there_is_no_terminal(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     chats: list[dict[str, Any]] = []
     monkeypatch.setattr(cli, "run_chat", lambda agent, **options: chats.append(options) or 0)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.delenv("NO_COLOR", raising=False)
     history = str(tmp_path / "CHAT.md")
-    monkeypatch.setattr("sys.stdin", io.StringIO("hi\n"))
+    for stdin, stdout in [(io.StringIO("hi\n"), io.StringIO()), (_Terminal(), _Terminal()), (_Terminal(), None)]:
+        monkeypatch.setattr("sys.stdin", stdin)
+        monkeypatch.setattr("sys.stdout", stdout)
+        assert cli.main(["chat", "--model", "openai:x", "--history", history]) == 0
+    monkeypatch.setenv("NO_COLOR", "1")  # (https://no-color.org: any value but "")
     assert cli.main(["chat", "--model", "openai:x", "--history", history]) == 0
-    monkeypatch.setattr("sys.stdin", _Terminal())
-    assert cli.main(["chat", "--model", "openai:x", "--history", history]) == 0
-    assert [options["line_input"] for options in chats] == [True, False]
+    assert [(options["line_input"], options["colors"]) for options in chats] == [
+        (True, False),
+        (False, True),
+        (False, False),
+        (False, False),
+    ]
+
+
+def test_plain_output_has_no_escape_sequences(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    history_file = tmp_path / "CHAT.md"
+    history_file.write_text(format_message("user", None, "earlier") + format_message("assistant", "m", "reply"))
+
+    async def no_tokens(_: dict[str, Any]) -> AsyncIterator[str]:
+        raise ConnectionError("down")
+        yield ""  # (an async generator)
+
+    @miniagent
+    async def flaky(ctx: InteractionContext) -> None:
+        messages = await ctx.message_promises
+        if messages[-1].text == "fail":  # the answer's label is shown, then its stream fails before a token
+            ctx.reply(AssistantMessage.promise(message_token_streamer=no_tokens, agent_alias="BOT"))
+        else:
+            ctx.reply(AssistantMessage("fine", agent_alias="BOT"))
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("hi\nfail\n"))
+    assert cli.run_chat(flaky, history_file=history_file, line_input=True, colors=False) == 0
+    out, err = capsys.readouterr()
+    assert out == (
+        f"(resuming the conversation in {history_file})\n\nUSER: earlier\n\nASSISTANT / m: reply\n\n"
+        "USER: hi\n\nBOT: fine\n\nUSER: fail\n\nBOT: \n"  # (a label that no answer followed ends its line)
+    )
+    assert err == "miniagents: error: ConnectionError: down\n\n"
 
 
 @pytest.mark.timeout(300)
@@ -421,8 +457,8 @@ def test_a_chat_with_the_local_model_through_a_pipe(tmp_path: Path, local_model_
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # (prompt_toolkit on a pipe warned "Input is not a terminal (fd=0)")
-    out = re.sub(r"\033\[[0-9;]*m", "", result.stdout)
-    assert "\033" not in out  # (nor asked the terminal where its cursor is, "\033[6n")
+    out = result.stdout
+    assert "\033" not in out  # plain text to a pipe (nor asked the terminal where its cursor is, "\033[6n")
     assert out.startswith("USER: Name a color.\n\nLLAMA_CPP_AGENT: ")
     (question, answer) = parse_chat_md(history_file.read_text(encoding="utf-8"))
     assert question == ("user", None, "Name a color.")

@@ -214,7 +214,12 @@ async def console_prompt_agent(
 
 def print_banner(greeting: str = DEFAULT_GREETING) -> None:
     """Print the banner of a console dialog: ``greeting`` and how to use the prompt (to stdout)."""
-    write_to_console(f"\033[{_BANNER_STYLE}m\n{greeting}\n\n{_BANNER_HINTS}\033[0m\n")
+    write_to_console(banner(greeting))
+
+
+def banner(greeting: str = DEFAULT_GREETING) -> str:
+    """The banner `print_banner` prints, in bold bright green (ANSI SGR)."""
+    return f"\033[{_BANNER_STYLE}m\n{greeting}\n\n{_BANNER_HINTS}\033[0m\n"
 
 
 async def aprompt_user() -> str:
