@@ -282,7 +282,7 @@ def build_anthropic_request(
     5. ``system`` and then the system messages, joined with the delimiter, become the ``system`` parameter;
        without either there is no ``system`` key at all.
     6. A lone surrogate in a text (which UTF-8, and so the API, cannot take) becomes U+FFFD, and a surrogate pair
-       its character (`miniagents._text_io.utf8_text`).
+       its character.
 
     Returns:
         ``{"messages": [...], "system": "..."}`` (``system`` only when there is one).
