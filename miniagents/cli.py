@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import importlib
 import logging
 import math
@@ -576,7 +577,17 @@ def run_view(port: int, store: str | None = None) -> int:
         serve(port, source, lambda url: print(f"miniagents view: {url} (Ctrl+C to stop)", file=sys.stderr, flush=True))
     except KeyboardInterrupt:
         return EXIT_OK
-    except (OSError, SystemExit) as error:
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            print(
+                f"miniagents: port {port} on 127.0.0.1 is in use by another program: choose another with --port "
+                "(--port 0 takes a free one)",
+                file=sys.stderr,
+            )
+        else:
+            print(f"miniagents: the view server could not run: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except SystemExit as error:
         print(f"miniagents: the view server could not run: {error}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK

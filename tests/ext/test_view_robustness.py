@@ -390,8 +390,12 @@ def test_the_view_command_on_a_port_in_use_says_so(capsys: pytest.CaptureFixture
     with contextlib.closing(socket.socket()) as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        assert cli_main(["view", "--port", str(taken.getsockname()[1])]) == 1
-    assert "could not run" in capsys.readouterr().err
+        port = taken.getsockname()[1]
+        assert cli_main(["view", "--port", str(port)]) == 1
+    assert capsys.readouterr().err == (
+        f"miniagents: port {port} on 127.0.0.1 is in use by another program: choose another with --port "
+        "(--port 0 takes a free one)\n"
+    )
 
 
 @miniagent
