@@ -420,7 +420,9 @@ def test_plain_output_has_no_escape_sequences(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     history_file = tmp_path / "CHAT.md"
-    history_file.write_text(format_message("user", None, "earlier") + format_message("assistant", "m", "reply"))
+    history_file.write_text(
+        format_message("user", None, "earlier") + format_message("assistant", "m", "reply"), encoding="utf-8"
+    )
 
     async def no_tokens(_: dict[str, Any]) -> AsyncIterator[str]:
         raise ConnectionError("down")
@@ -447,8 +449,9 @@ def test_plain_output_has_no_escape_sequences(
 @pytest.mark.timeout(300)
 def test_a_chat_with_the_local_model_through_a_pipe(tmp_path: Path, local_model_path: Path) -> None:
     history_file = tmp_path / "CHAT.md"
+    options = ["--history", str(history_file), "--max-tokens", "8", "--temperature", "0"]  # (the same answer each time)
     result = subprocess.run(
-        [sys.executable, "-m", "miniagents", "chat", "--history", str(history_file), "--max-tokens", "8"],
+        [sys.executable, "-m", "miniagents", "chat", *options],
         input="Name a color.\n",
         capture_output=True,
         text=True,
