@@ -95,11 +95,11 @@ def _w1(
                 span = None
                 if loop_tracer is not None:  # the observer's span, made by hand: name, kind, attributes
                     span = loop_tracer.start_span(
-                        "invoke_agent echo_agent",
+                        f"invoke_agent {echo_agent.alias}",
                         kind=SpanKind.INTERNAL,
                         attributes={
                             "gen_ai.operation.name": "invoke_agent",
-                            "gen_ai.agent.name": "echo_agent",
+                            "gen_ai.agent.name": echo_agent.alias,
                             "miniagents.agent_call.id": str(i),
                         },
                     )
